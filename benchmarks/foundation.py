@@ -1,0 +1,70 @@
+"""Foundation benchmark (issue 2): the design's recipe with seed-cnn, and a fine-tuned
+efficientnet_lite0, on CIFAR-10 JPEG folders; test/ is only used for the final report.
+
+    .venv/bin/python benchmarks/foundation.py [--data ../shared/datasets/cifar10] [--only seed-cnn]
+
+Writes benchmarks/results/foundation.json and prints a Markdown table for BENCHMARKS.md.
+Each run's wall time includes decoding (the image cache is cleared first: a cold start).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import tuneforge
+
+RUNS = {
+    # The design's Keras recipe, flag for flag: Adam 1e-3, batch 32, 10 epochs, patience 3,
+    # shear 0.2 / zoom 0.2 / horizontal flip, constant lr, no weight decay.
+    "seed-cnn": dict(model="seed-cnn", optimizer="adam", lr=1e-3, batch_size=32, epochs=10, patience=3,
+                     schedule="constant", augment="shear=0.2,zoom=0.2,flip", weight_decay=0.0),
+    # ImageNet EfficientNet-Lite0, fully fine-tuned at 64 px (CIFAR upsampled 2x): a few epochs.
+    "efficientnet_lite0": dict(model="efficientnet_lite0", image_size=64, optimizer="adamw", lr=1e-3,
+                               batch_size=64, epochs=3, warmup_epochs=0.2, schedule="cosine",
+                               label_smoothing=0.1, augment="flip,crop=0.125", patience=3),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/datasets/cifar10")
+    ap.add_argument("--only", nargs="*", default=list(RUNS))
+    ap.add_argument("--out", default="benchmarks/results/foundation.json")
+    args = ap.parse_args()
+    results = []
+    for name in args.only:
+        cache = tempfile.mkdtemp(prefix="tf-cache-")  # cold start: nothing decoded yet
+        run_dir = Path(tempfile.mkdtemp(prefix=f"tf-{name}-"))
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        res = tuneforge.fit(data=args.data, out=str(run_dir), cache_dir=cache, progress=False, **RUNS[name])
+        wall = time.perf_counter() - t0
+        r = res.report
+        results.append({"run": name, "settings": RUNS[name], "test_accuracy": r["test"]["accuracy"],
+                        "val_accuracy": r["val"]["accuracy"], "best_epoch": r["best_epoch"],
+                        "epochs_run": r["epochs_run"], "wall_s": round(wall, 1), "decode_s": r["data"]["decode_s"],
+                        "fit_s": r["fit_s"],
+                        "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0],
+                        "run_dir": str(run_dir)})
+        print(json.dumps(results[-1]), flush=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
+           "cpus": os.cpu_count(), "data": args.data, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=2))
+    print("| run | test acc | val acc | best epoch | epochs | wall | load (1-min avg) |")
+    print("|---|---|---|---|---|---|---|")
+    for x in results:
+        print(f"| {x['run']} | {x['test_accuracy']:.2%} | {x['val_accuracy']:.2%} | {x['best_epoch']} | {x['epochs_run']} "
+              f"| {x['wall_s'] / 60:.1f} min | {x['loadavg_before']:.1f} -> {x['loadavg_after']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

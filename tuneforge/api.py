@@ -1,0 +1,217 @@
+"""The Python API; the CLI verbs call exactly these functions.
+
+    import tuneforge
+    run = tuneforge.fit(data="photos/", model="efficientnet_lite0", epochs=5)
+    print(run.report["test"]["accuracy"])
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config as cfgmod
+from .config import FitConfig
+from .data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
+from .data.images import decode_cached
+from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, build_optimizer, build_schedule, load_checkpoint
+from .errors import ConfigError, DataError
+from .evaluate import classification_metrics, print_summary, write_report
+from .export import Predictor, load_bundle, save_bundle
+from .models import Classifier, create_model, model_spec
+from .strategies import Supervised
+
+log = logging.getLogger("tuneforge")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: Classifier
+    report: dict
+    config: FitConfig
+
+
+def _setup(threads: int) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def _resolve_splits(cfg: FitConfig) -> tuple[Path, Path | None, Path | None]:
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DataError(f"--data: no such folder: {root}")
+    if (root / "train").is_dir():
+        train = root / "train"
+        val = Path(cfg.val) if cfg.val else (root / "val" if (root / "val").is_dir() else None)
+        test = Path(cfg.test) if cfg.test else (root / "test" if (root / "test").is_dir() else None)
+    else:
+        train, val, test = root, Path(cfg.val) if cfg.val else None, Path(cfg.test) if cfg.test else None
+    for name, p in (("--val", val), ("--test", test)):
+        if p is not None and not p.is_dir():
+            raise DataError(f"{name}: no such folder: {p}")
+    return train, val, test
+
+
+def load_splits(cfg: FitConfig, image_size: int, run_dir: Path) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
+    """Decode train/val/test once (disk-cached), carve a stratified val split when there is
+    none, and write split.json so the run can be audited and repeated."""
+    train_dir, val_dir, test_dir = _resolve_splits(cfg)
+    classes, items = scan_class_folders(train_dir)
+    if cfg.limit_per_class:
+        keep = subsample_per_class(np.array([l for _, l in items]), cfg.limit_per_class, cfg.seed)
+        items = [items[i] for i in keep]
+    kw = dict(size=image_size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
+    full = load_image_folder(train_dir, classes=classes, items=items, **kw)
+    if val_dir is None and cfg.val_fraction > 0:
+        tr_idx, va_idx = stratified_split(full.labels.numpy(), cfg.val_fraction, cfg.seed)
+        train, val = full.subset(tr_idx), full.subset(va_idx)
+        val.skipped = []
+    else:
+        train, val = full, load_image_folder(val_dir, classes=classes, **kw) if val_dir else None
+    test = load_image_folder(test_dir, classes=classes, **kw) if test_dir else None
+    empty = [c for i, c in enumerate(classes) if not (train.labels == i).any()]
+    if empty:
+        raise DataError(f"{train_dir}: classes {empty} have no readable training images")
+    rel = lambda s, base: [os.path.relpath(p, base) for p in s.paths] if s else []
+    write_manifest(run_dir / "split.json", classes, {"train": rel(train, train_dir), "val": rel(val, val_dir or train_dir),
+                   "test": rel(test, test_dir) if test_dir else []}, cfg.seed,
+                   roots={"train": str(train_dir), "val": str(val_dir or train_dir), "test": str(test_dir) if test_dir else None})
+    return train, val, test
+
+
+def _run_dir(cfg: FitConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    return Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
+    """Fine-tune (or train) an image classifier; every keyword is a FitConfig field."""
+    t_start = time.perf_counter()
+    cfg = cfgmod.build(FitConfig, config.to_dict() if config else {}, kwargs)
+    resume_ckpt = None
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        saved = cfgmod.read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+        if saved is None:
+            raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
+        given = {k: v for k, v in kwargs.items() if k not in ("resume",)}
+        cfg = cfgmod.build(FitConfig, saved, given, {"resume": str(run_dir), "out": str(run_dir)})
+        resume_ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    cfg.validate()
+    _setup(cfg.threads)
+    run_dir = _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        for stale in ("metrics.jsonl",):
+            (run_dir / stale).unlink(missing_ok=True)
+    cfgmod.write_yaml(cfg, run_dir / "config.yaml")
+
+    spec = model_spec(cfg.model)
+    image_size = cfg.image_size or spec.default_image_size
+    t_data = time.perf_counter()
+    train, val, test = load_splits(cfg, image_size, run_dir)
+    data_s = time.perf_counter() - t_data
+    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
+             len(test) if test else 0, len(train.classes), image_size, data_s)
+
+    torch.manual_seed(cfg.seed)
+    model_args: dict = {}
+    model = create_model(cfg.model, len(train.classes), image_size, cfg.pretrained, cfg.weights, cfg.dropout, **model_args)
+    model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+
+    lr = cfg.lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
+    train_loader = BatchLoader(train.images, train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_loader = BatchLoader(val.images, val.labels, cfg.eval_batch_size) if val else None
+    steps = len(train_loader) * cfg.epochs
+    wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
+    optimizer = build_optimizer(model, cfg.optimizer, lr, wd, cfg.momentum)
+    scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
+    early = EarlyStopping(cfg.monitor, cfg.patience if val else 0, run_dir)
+    callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
+    engine = Engine(model, Supervised(cfg.augment, cfg.label_smoothing), optimizer, scheduler, callbacks,
+                    cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
+    if resume_ckpt is not None:
+        engine.load_checkpoint(resume_ckpt)
+        log.info("resuming %s after epoch %d", run_dir, engine.state["epoch"])
+    state = engine.fit(train_loader, val_loader)
+
+    report = {"model": cfg.model, "classes": train.classes, "best_epoch": state.get("best_epoch"),
+              "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
+              "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
+                       "image_size": image_size, "decode_s": round(data_s, 2),
+                       "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else [])},
+              "config": cfg.to_dict()}
+    examples = None
+    for name, split in (("val", val), ("test", test)):
+        if split is None:
+            continue
+        out = engine.predict(BatchLoader(split.images, split.labels, cfg.eval_batch_size))
+        report[name] = classification_metrics(out["logits"], out["targets"], train.classes)
+        if name == "test" or test is None:
+            examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
+                        "targets": out["targets"].numpy(), "paths": split.paths}
+    report["fit_s"] = round(state.get("fit_s", 0.0), 2)
+    report["wall_s"] = round(time.perf_counter() - t_start, 2)
+    meta = {"model": cfg.model, "model_args": model_args, "classes": train.classes,
+            "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255,
+                              "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
+            "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
+            "data": {"train_dir": str(_resolve_splits(cfg)[0]), "train_images": len(train)}}
+    save_bundle(run_dir / "model", model, meta)
+    paths = write_report(run_dir, report, state["history"], examples)
+    report["html_path"] = str(paths["html"])
+    if cfg.progress:
+        print_summary(report)
+    return FitResult(run_dir, model, report, cfg)
+
+
+def load(path: str | Path) -> Classifier:
+    """The model of a run folder or bundle, in eval mode."""
+    return load_bundle(path)[0]
+
+
+def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, strict: bool = False,
+             cache_dir: str | None = None, batch_size: int = 256, threads: int = 0, progress: bool = True) -> dict:
+    """Evaluate a trained model on a class-folder tree (its test/ subfolder if it has one);
+    writes report.json/html into `out` (default RUN/eval-FOLDER) and returns the report."""
+    _setup(threads)
+    predictor = Predictor(run)
+    data = Path(data)
+    folder = data / "test" if (data / "test").is_dir() else data
+    pre = predictor.pre
+    split = load_image_folder(folder, pre["image_size"], pre.get("resize", "crop"), classes=predictor.classes,
+                              cache_dir=cache_dir, strict=strict)
+    t0 = time.perf_counter()
+    probs = predictor.probabilities(split.images, batch_size)
+    logits = probs.clamp_min(1e-12).log()
+    report = {"model": predictor.config["model"], "classes": predictor.classes,
+              "test": classification_metrics(logits, split.labels, predictor.classes),
+              "data": {"test": len(split), "folder": str(folder), "skipped": split.skipped},
+              "wall_s": round(time.perf_counter() - t0, 2)}
+    out = Path(out) if out else Path(predictor.config["_dir"]).parent / f"eval-{folder.resolve().name}"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_report(out, report, None, {"images": split.images.numpy(), "logits": logits.numpy(),
+                                             "targets": split.labels.numpy(), "paths": split.paths})
+    report["html_path"] = str(paths["html"])
+    if progress:
+        print_summary(report)
+    return report
+
+
+def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size: int = 256) -> list[dict]:
+    """Top-k labels for image files and folders; unreadable files get {"path", "error"}."""
+    from .data import list_images
+    predictor = Predictor(run)
+    return predictor.predict_files(list_images(paths), top_k, batch_size)

@@ -1,0 +1,136 @@
+"""`tuneforge VERB ...`: each verb is a thin layer over the API function of the same name.
+`fit`'s flags are generated from FitConfig, so a flag, a YAML key (--config) and a keyword
+argument are always the same setting."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from . import api
+from .config import FitConfig, flag, read_yaml
+from .errors import TuneforgeError
+
+
+def _base_type(tp) -> type:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _base_type(hints[f.name])
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS}
+        default = "" if f.default is None else f" (default: {f.default})"
+        kw["help"] = f.metadata.get("help", "") + default
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = tp
+            kw["metavar"] = f.name.upper()
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+                kw["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
+        parser.add_argument(flag(f.name), **kw)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config", "recipe")}
+    layers = read_yaml(args.config) if args.config else {}
+    result = api.fit(**{**layers, **given})
+    print(json.dumps({"run": str(result.run_dir), "report": result.report.get("html_path"),
+                      "test_accuracy": result.report.get("test", {}).get("accuracy"),
+                      "val_accuracy": result.report.get("val", {}).get("accuracy")}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    report = api.evaluate(args.run, args.data, args.out, strict=args.strict, cache_dir=args.cache_dir,
+                          batch_size=args.batch_size)
+    print(json.dumps({"report": report["html_path"], "accuracy": report["test"]["accuracy"]}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    results = api.predict(args.run, args.paths, args.top_k, args.batch_size)
+    if args.output:
+        out = Path(args.output)
+        if out.suffix == ".csv":
+            import csv
+            with open(out, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "label", "probability", "top", "error"])
+                for r in results:
+                    top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
+                    w.writerow([r["path"], r.get("label", ""), r["top"][0]["probability"] if "top" in r else "",
+                                top, r.get("error", "")])
+        else:
+            out.write_text("".join(json.dumps(r) + "\n" for r in results))
+        print(f"wrote {len(results)} predictions to {out}", file=sys.stderr)
+    else:
+        for r in results:
+            print(json.dumps(r))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import MODELS, model_spec
+    for name in MODELS.names():
+        spec = model_spec(name)
+        weights = spec.pretrained or "none (from scratch, or --weights FILE)"
+        print(f"{name:22s} {spec.default_image_size:4d}px  {spec.doc}\n{'':28s}pretrained: {weights}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune pretrained models on your data, on a CPU.")
+    p.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    fit = sub.add_parser("fit", help="train a model on a folder of class folders",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fit.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    add_dataclass_flags(fit, FitConfig)
+    fit.set_defaults(func=cmd_fit)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run or bundle on a class-folder tree")
+    ev.add_argument("run", help="run folder or bundle")
+    ev.add_argument("--data", required=True, help="class folders (its test/ subfolder if present)")
+    ev.add_argument("--out", help="report folder (default: RUN/eval-FOLDER)")
+    ev.add_argument("--strict", action="store_true", help="unreadable image is an error")
+    ev.add_argument("--cache-dir", default=None, help="decoded-image cache ('' disables)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="top-k labels for images, one JSON object per line")
+    pr.add_argument("run", help="run folder or bundle")
+    pr.add_argument("paths", nargs="+", help="image files or folders")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--output", help="write to FILE.csv or FILE.jsonl instead of stdout")
+    pr.set_defaults(func=cmd_predict)
+
+    ms = sub.add_parser("models", help="list the registered models")
+    ms.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TuneforgeError as e:
+        print(f"tuneforge: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `tuneforge predict ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

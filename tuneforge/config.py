@@ -1,0 +1,126 @@
+"""Typed settings. One dataclass field = one CLI flag (`--field-name`), one YAML key and one
+keyword argument of the Python API; the help text and allowed values live here only.
+Validation errors name the flag and list what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, short: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "short": short})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class FitConfig:
+    data: str | None = opt(None, "folder with train/ (and optionally val/, test/) class folders, or a train folder itself")
+    val: str | None = opt(None, "validation class folder (default: data/val, else a stratified split of train)")
+    test: str | None = opt(None, "test class folder, reported apart and never used for selection (default: data/test)")
+    out: str | None = opt(None, "run folder (default: runs/MODEL-TIMESTAMP)")
+    model: str = opt("efficientnet_lite0", "model name; `tuneforge models` lists them")
+    pretrained: bool = opt(True, "start from the model's packaged pretrained weights, when it has them")
+    weights: str | None = opt(None, "local weights file (safetensors or plain state dict) for the backbone")
+    image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
+    resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
+    freeze: str = opt("none", "'none' (full fine-tune), 'backbone' (train the head only), or K (first K stages)")
+    dropout: float = opt(0.0, "dropout before the classification head")
+    optimizer: str = opt("adamw", "optimizer", ("adam", "adamw", "sgd"))
+    lr: float | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
+    weight_decay: float | None = opt(None, "weight decay, not applied to biases and norm layers (default: 0.05 for adamw, 5e-4 for sgd, 0 for adam)")
+    momentum: float = opt(0.9, "SGD momentum (Nesterov)")
+    batch_size: int = opt(64, "training batch size")
+    epochs: int = opt(10, "maximum number of epochs")
+    schedule: str = opt("cosine", "learning-rate schedule (per step)", ("constant", "cosine", "onecycle"))
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (may be fractional)")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
+    grad_clip: float | None = opt(None, "clip the gradient norm to this value")
+    precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
+    channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
+    augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.augment)")
+    monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
+    patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)")
+    val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")
+    limit_per_class: int | None = opt(None, "use at most N training images per class (seeded; for quick experiments)")
+    seed: int = opt(0, "seed for split, order, initialisation and augmentation")
+    strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
+    cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
+    workers: int = opt(0, "processes for decoding images (0: one per core)")
+    threads: int = opt(0, "torch compute threads (0: one per core)")
+    eval_batch_size: int = opt(256, "batch size for validation, test and prediction")
+    tensorboard: bool = opt(True, "write TensorBoard event files")
+    progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
+    resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
+
+    def validate(self) -> "FitConfig":
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{flag(f.name)}: {value!r} is not allowed; choose one of {', '.join(choices)}")
+        if self.data is None and self.resume is None:
+            raise ConfigError(f"{flag('data')} is required (a folder of class folders)")
+        if self.freeze not in ("none", "backbone") and not str(self.freeze).isdigit():
+            raise ConfigError(f"--freeze: {self.freeze!r} is not allowed; use none, backbone, or a number of stages")
+        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "eval_batch_size": self.eval_batch_size}
+        for name, v in positive.items():
+            if v is None or v < 1:
+                raise ConfigError(f"{flag(name)} must be >= 1, got {v}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be >= 0, got {self.patience}")
+        from .augment import parse_spec
+        parse_spec(self.augment)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config: {path} is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of settings, got {type(doc).__name__}")
+    return doc
+
+
+def build(cls: type, *layers: dict) -> Any:
+    """cls(**merged layers), later layers winning; an unknown key is an error naming it."""
+    names = {f.name for f in fields(cls)}
+    merged: dict = {}
+    for layer in layers:
+        for k, v in layer.items():
+            key = k.replace("-", "_")
+            if key not in names:
+                close = [n for n in names if n.startswith(key[:3])]
+                hint = f" (did you mean {', '.join(flag(c) for c in close)}?)" if close else ""
+                raise ConfigError(f"unknown setting {flag(key)}{hint}")
+            merged[key] = v
+    try:
+        return cls(**merged)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def write_yaml(cfg: Any, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -1,0 +1,139 @@
+"""The one training loop. It knows nothing of images or text: a strategy turns batches into
+losses, callbacks do the bookkeeping, and this file owns epochs, precision, clipping, the
+per-epoch RNG and the checkpoint contents."""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .callbacks import Callback
+
+
+class Engine:
+    def __init__(self, model: nn.Module, strategy, optimizer: torch.optim.Optimizer | None = None,
+                 scheduler=None, callbacks: Iterable[Callback] = (), precision: str = "fp32",
+                 grad_clip: float | None = None, seed: int = 0, epochs: int = 1):
+        self.model, self.strategy = model, strategy
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.callbacks = list(callbacks)
+        self.precision, self.grad_clip, self.seed, self.epochs = precision, grad_clip, seed, epochs
+        self.state: dict = {"epoch": 0, "step": 0, "history": [], "stopped_because": None}
+        self._stop: str | None = None
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def request_stop(self, reason: str) -> None:
+        self._stop = reason
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        # Everything random in epoch e (augmentation, dropout, order) derives from (seed, e):
+        # a run resumed at epoch e replays exactly what an uninterrupted run would have done.
+        torch.manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+
+    def train_epoch(self, loader, epoch: int) -> dict:
+        self.model.train()
+        gen = self._generator(epoch)
+        n, loss_sum, correct, seen_cls = 0, 0.0, 0, 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(loader.epoch(epoch)):
+            with self.autocast():
+                out = self.strategy.train_step(self.model, batch, gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.state["step"] += 1
+            b = len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)
+            n += b
+            loss_sum += out["loss"].item() * b
+            stats = {"loss": loss_sum / n, "images_per_s": n / (time.perf_counter() - t0)}
+            if "logits" in out and "targets" in out and out["targets"].ndim == 1:
+                correct += (out["logits"].argmax(1) == out["targets"]).sum().item()
+                seen_cls += b
+                stats["accuracy"] = correct / seen_cls
+            for cb in self.callbacks:
+                cb.on_batch_end(self, i, stats)
+        elapsed = time.perf_counter() - t0
+        rec = {"train_loss": loss_sum / max(n, 1), "images_per_s": n / elapsed, "train_s": elapsed}
+        if seen_cls:
+            rec["train_accuracy"] = correct / seen_cls
+        return rec
+
+    @torch.inference_mode()
+    def predict(self, loader) -> dict[str, torch.Tensor]:
+        """Concatenated outputs of `eval_step` over a loader (eval mode, no augmentation)."""
+        self.model.eval()
+        outs: dict[str, list] = {}
+        for batch in loader.epoch(0):
+            with self.autocast():
+                out = self.strategy.eval_step(self.model, batch)
+            n = len(batch[-1])
+            for k, v in out.items():
+                outs.setdefault(k, []).append(v.float() * n if k == "loss" else v.float() if v.is_floating_point() else v)
+        res = {k: torch.cat(v) if k != "loss" else torch.stack(v).sum() / loader.num_samples for k, v in outs.items()}
+        return res
+
+    def validate(self, loader) -> dict:
+        out = self.predict(loader)
+        rec = {"val_loss": out["loss"].item()}
+        if "logits" in out:
+            rec["val_accuracy"] = (out["logits"].argmax(1) == out["targets"]).float().mean().item()
+        return rec
+
+    def fit(self, train_loader, val_loader=None) -> dict:
+        """Train from state["epoch"] to self.epochs; returns the state (history, best epoch,
+        why it stopped). The best weights are in the model afterwards, whatever stopped it."""
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        t_fit = time.perf_counter()
+        try:
+            for epoch in range(self.state["epoch"], self.epochs):
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch, len(train_loader))
+                t0 = time.perf_counter()
+                record = {"epoch": epoch + 1, **self.train_epoch(train_loader, epoch)}
+                if val_loader is not None:
+                    record.update(self.validate(val_loader))
+                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                record["epoch_s"] = time.perf_counter() - t0
+                self.state["history"].append(record)
+                self.state["epoch"] = epoch + 1
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, record)
+                if self._stop:
+                    break
+            self.state["stopped_because"] = self._stop or "max_epochs"
+        except KeyboardInterrupt:
+            self.state["stopped_because"] = "interrupted"
+        finally:
+            self.state["fit_s"] = self.state.get("fit_s", 0.0) + time.perf_counter() - t_fit
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        return self.state
+
+    def checkpoint(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "engine": {k: v for k, v in self.state.items()},
+                "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks}}
+
+    def load_checkpoint(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler"):
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state.update(ckpt["engine"])
+        for cb in self.callbacks:
+            if type(cb).__name__ in ckpt.get("callbacks", {}):
+                cb.load_state_dict(ckpt["callbacks"][type(cb).__name__])

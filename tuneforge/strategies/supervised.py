@@ -1,0 +1,31 @@
+"""Plain supervised classification: uint8 batch -> [0, 1] floats -> augment -> cross-entropy."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..augment import Augment
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float inputs pass through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+class Supervised:
+    def __init__(self, augment: Augment | str = "none", label_smoothing: float = 0.0):
+        self.augment = augment if isinstance(augment, Augment) else Augment(augment)
+        self.label_smoothing = label_smoothing
+
+    def train_step(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x, y = batch
+        x = self.augment(to_float(x), generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        return {"loss": loss, "logits": logits, "targets": y}
+
+    def eval_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = model(to_float(x))
+        return {"loss": F.cross_entropy(logits.float(), y), "logits": logits, "targets": y}
