@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	test -d demo_data/digits || $(PY) -m tuneforge.data.samples digits demo_data/digits
 	$(VENV)/bin/tuneforge fit --data demo_data/digits --model efficientnet_lite0 --image-size 64 \
-		--epochs 5 --lr 2e-3 --warmup-epochs 0.3 --out runs/demo
+		--epochs 5 --lr 2e-3 --warmup-epochs 0.3 --augment crop=0.125 --out runs/demo
 	@echo "Report: runs/demo/report.html   Model bundle: runs/demo/model"
 	$(VENV)/bin/tuneforge predict runs/demo demo_data/digits/test/7 --top-k 1 | head -3
 

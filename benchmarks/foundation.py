@@ -47,7 +47,10 @@ def main() -> None:
         res = tuneforge.fit(data=args.data, out=str(run_dir), cache_dir=cache, progress=False, **RUNS[name])
         wall = time.perf_counter() - t0
         r = res.report
-        results.append({"run": name, "settings": RUNS[name], "test_accuracy": r["test"]["accuracy"],
+        # Same trained model, evaluated again with flip test-time augmentation (--tta).
+        tta = tuneforge.evaluate(run_dir, Path(args.data) / "test", out=run_dir / "eval-tta", cache_dir=cache,
+                                 progress=False, tta=True)["test"]["accuracy"]
+        results.append({"run": name, "settings": RUNS[name], "test_accuracy": r["test"]["accuracy"], "test_accuracy_tta": tta,
                         "val_accuracy": r["val"]["accuracy"], "best_epoch": r["best_epoch"],
                         "epochs_run": r["epochs_run"], "wall_s": round(wall, 1), "decode_s": r["data"]["decode_s"],
                         "fit_s": r["fit_s"],
@@ -59,10 +62,10 @@ def main() -> None:
            "cpus": os.cpu_count(), "data": args.data, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2))
-    print("| run | test acc | val acc | best epoch | epochs | wall | load (1-min avg) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | test acc | test acc, flip TTA | val acc | best epoch | epochs | wall | load (1-min avg) |")
+    print("|---|---|---|---|---|---|---|---|")
     for x in results:
-        print(f"| {x['run']} | {x['test_accuracy']:.2%} | {x['val_accuracy']:.2%} | {x['best_epoch']} | {x['epochs_run']} "
+        print(f"| {x['run']} | {x['test_accuracy']:.2%} | {x['test_accuracy_tta']:.2%} | {x['val_accuracy']:.2%} | {x['best_epoch']} | {x['epochs_run']} "
               f"| {x['wall_s'] / 60:.1f} min | {x['loadavg_before']:.1f} -> {x['loadavg_after']:.1f} |")
 
 

@@ -128,3 +128,17 @@ def test_config_validation_names_the_flag():
     from tuneforge.config import build
     with pytest.raises(ConfigError, match="unknown setting --learning-rate"):
         build(FitConfig, {"learning_rate": 0.1})
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    from tuneforge.augment import flip_tta
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    x = torch.rand(6, 3, 4, 4)
+    logits = model(x)
+    out = flip_tta(model, x, logits)
+    expected = (logits.softmax(1) + model(x.flip(3)).softmax(1)) / 2
+    assert torch.allclose(out.exp(), expected, atol=1e-6)
+    symmetric = torch.cat([x, x.flip(3)])  # a mirror pair gets the same TTA prediction
+    both = flip_tta(model, symmetric, model(symmetric))
+    assert torch.allclose(both[:6], both[6:], atol=1e-6)

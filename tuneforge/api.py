@@ -140,7 +140,7 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     early = EarlyStopping(cfg.monitor, cfg.patience if val else 0, run_dir)
     callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
-    engine = Engine(model, Supervised(cfg.augment, cfg.label_smoothing), optimizer, scheduler, callbacks,
+    engine = Engine(model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta), optimizer, scheduler, callbacks,
                     cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
     if resume_ckpt is not None:
         engine.load_checkpoint(resume_ckpt)
@@ -165,7 +165,7 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     report["fit_s"] = round(state.get("fit_s", 0.0), 2)
     report["wall_s"] = round(time.perf_counter() - t_start, 2)
     meta = {"model": cfg.model, "model_args": model_args, "classes": train.classes,
-            "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255,
+            "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "tta": "flip" if cfg.tta else None,
                               "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
             "data": {"train_dir": str(_resolve_splits(cfg)[0]), "train_images": len(train)}}
@@ -183,20 +183,24 @@ def load(path: str | Path) -> Classifier:
 
 
 def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, strict: bool = False,
-             cache_dir: str | None = None, batch_size: int = 256, threads: int = 0, progress: bool = True) -> dict:
+             cache_dir: str | None = None, batch_size: int = 256, threads: int = 0, progress: bool = True,
+             tta: bool | None = None) -> dict:
     """Evaluate a trained model on a class-folder tree (its test/ subfolder if it has one);
-    writes report.json/html into `out` (default RUN/eval-FOLDER) and returns the report."""
+    writes report.json/html into `out` (default RUN/eval-FOLDER) and returns the report.
+    `tta` overrides the bundle's own test-time augmentation setting."""
     _setup(threads)
     predictor = Predictor(run)
+    if tta is not None:
+        predictor.pre["tta"] = "flip" if tta else None
     data = Path(data)
     folder = data / "test" if (data / "test").is_dir() else data
     pre = predictor.pre
     split = load_image_folder(folder, pre["image_size"], pre.get("resize", "crop"), classes=predictor.classes,
                               cache_dir=cache_dir, strict=strict)
     t0 = time.perf_counter()
-    probs = predictor.probabilities(split.images, batch_size)
+    probs = predictor.probabilities(split.images, batch_size)  # with the bundle's own TTA setting
     logits = probs.clamp_min(1e-12).log()
-    report = {"model": predictor.config["model"], "classes": predictor.classes,
+    report = {"model": predictor.config["model"], "classes": predictor.classes, "tta": predictor.pre.get("tta"),
               "test": classification_metrics(logits, split.labels, predictor.classes),
               "data": {"test": len(split), "folder": str(folder), "skipped": split.skipped},
               "wall_s": round(time.perf_counter() - t0, 2)}

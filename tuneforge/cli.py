@@ -50,7 +50,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     report = api.evaluate(args.run, args.data, args.out, strict=args.strict, cache_dir=args.cache_dir,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, tta=args.tta)
     print(json.dumps({"report": report["html_path"], "accuracy": report["test"]["accuracy"]}))
     return 0
 
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strict", action="store_true", help="unreadable image is an error")
     ev.add_argument("--cache-dir", default=None, help="decoded-image cache ('' disables)")
     ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="flip test-time augmentation on/off (default: as the model was trained)")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="top-k labels for images, one JSON object per line")

@@ -47,6 +47,7 @@ class FitConfig:
     precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
     channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
     augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.augment)")
+    tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
     monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
     patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)")
     val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")

@@ -113,3 +113,9 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = N
     xp = xp.gather(2, rows)
     cols = (ox.view(b, 1) + torch.arange(w)).view(b, 1, 1, w).expand(b, c, h, w)
     return xp.gather(3, cols)
+
+
+def flip_tta(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: log of the mean of the softmax over the image and its mirror."""
+    probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+    return probs.clamp_min(1e-12).log()

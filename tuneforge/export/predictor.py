@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..data.images import decode_files
+from ..augment import flip_tta
 from .bundle import load_bundle
 
 
@@ -19,16 +20,17 @@ class Predictor:
         self.pre = self.config["preprocessing"]
 
     @torch.inference_mode()
-    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
-        """uint8 (N, 3, H, W) at the bundle's size -> (N, C) class probabilities."""
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """uint8 (N, 3, H, W) at the bundle's size -> (N, C) class probabilities, with the
+        test-time augmentation the model was evaluated with."""
         images = torch.as_tensor(images)
         out = []
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].float().div_(255.0)
             logits = self.model(x)
-            if tta:
-                logits = (logits.softmax(1) + self.model(x.flip(3)).softmax(1)).log()
-            out.append(logits.softmax(1))
+            if self.pre.get("tta") == "flip":
+                logits = flip_tta(self.model, x, logits)
+            out.append(logits.float().softmax(1))
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def predict_files(self, files: list[Path], top_k: int = 5, batch_size: int = 256) -> list[dict]:

@@ -18,7 +18,10 @@ class SeedCNN(Backbone):
         self.convs = nn.ModuleList()
         c, s = 3, image_size
         for out in (32, 64, 128):
-            self.convs.append(nn.Sequential(nn.Conv2d(c, out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            # MaxPool before ReLU: the two commute (ReLU is monotonic), so this is the same
+            # function as Keras' conv -> relu -> pool, but ReLU and its backward touch 4x fewer
+            # values (they were ~15% of a CPU training step).
+            self.convs.append(nn.Sequential(nn.Conv2d(c, out, 3), nn.MaxPool2d(2), nn.ReLU(inplace=True)))
             c, s = out, (s - 2) // 2
         if s < 1:
             raise ValueError(f"seed-cnn needs --image-size >= 22, got {image_size}")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import Augment
+from ..augment import Augment, flip_tta
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -14,9 +14,10 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class Supervised:
-    def __init__(self, augment: Augment | str = "none", label_smoothing: float = 0.0):
+    def __init__(self, augment: Augment | str = "none", label_smoothing: float = 0.0, tta: bool = False):
         self.augment = augment if isinstance(augment, Augment) else Augment(augment)
         self.label_smoothing = label_smoothing
+        self.tta = tta
 
     def train_step(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, y = batch
@@ -27,5 +28,9 @@ class Supervised:
 
     def eval_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         x, y = batch
-        logits = model(to_float(x))
+        x = to_float(x)
+        logits = model(x)
+        if self.tta:
+            logits = flip_tta(model, x, logits)
         return {"loss": F.cross_entropy(logits.float(), y), "logits": logits, "targets": y}
+
