@@ -15,8 +15,11 @@ fi
 make -s install
 mkdir -p benchmarks/results
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)  $(date -u +%FT%TZ)"
-.venv-keras/bin/python benchmarks/seed_keras.py --data "$DATA" --out benchmarks/results/seed_keras.json \
+.venv-keras/bin/python benchmarks/seed_keras.py --data "$DATA" --no-throughput --out benchmarks/results/seed_keras.json \
   > benchmarks/results/seed_keras.log 2>&1
 .venv/bin/python benchmarks/foundation.py --data "$DATA" --only "${RUNS[@]}" --out benchmarks/results/foundation.json
+# Throughput: both frameworks back to back, each in a fresh process on an idle machine.
+.venv-keras/bin/python benchmarks/seed_keras.py --throughput-only --out benchmarks/results/seed_keras_throughput.json \
+  > benchmarks/results/seed_keras_throughput.log 2>&1
 .venv/bin/python benchmarks/throughput.py --out benchmarks/results/throughput.json
 .venv/bin/python benchmarks/summarize.py

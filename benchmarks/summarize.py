@@ -20,7 +20,7 @@ def main() -> None:
     for x in ours["results"]:
         print(f"| tuneforge {x['run']} | {x['test_accuracy']:.2%} | {x['test_accuracy_tta']:.2%} | {x['epochs_run']} "
               f"({x['best_epoch']}) | {x['wall_s'] / 60:.1f} min | {kw / x['wall_s']:.2f}x faster |")
-    k = keras["throughput_img_s_bs256"]
+    k = json.loads((R / "seed_keras_throughput.json").read_text())["throughput_img_s_bs256"]
     print("\n| seed-cnn training, batch 256, in memory | images/s | vs Keras | achieved GFLOP/s |")
     print("|---|---|---|---|")
     print(f"| Keras / TensorFlow (fp32) | {k:.0f} | 1.00x | - |")
