@@ -730,3 +730,19 @@ def test_batch_loader_no_shuffle_and_drop_last():
     assert len(set(flat)) == 20
     assert len(_loader(batch_size=23)) == 1 and len(_loader(batch_size=23, drop_last=True)) == 1
     assert len(_loader(batch_size=24, drop_last=True)) == 0 and len(_loader(batch_size=24)) == 1
+
+
+def test_fast_jpeg_path_matches_pil_and_declines_what_it_cannot_do(tmp_path):
+    from conftest import DATASETS
+    from tuneforge.data.images import _decode_jpeg_fast
+    files = sorted((DATASETS / "cifar10" / "test" / "ship").iterdir())[:10]
+    for f in files:
+        fast = _decode_jpeg_fast(str(f), 32)
+        assert fast is not None and np.array_equal(fast, decode_image(f, 32))
+    assert _decode_jpeg_fast(str(files[0]), 16) is None  # needs resizing: PIL path
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(cmyk)
+    assert _decode_jpeg_fast(str(cmyk), 32) is None
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(files[0].read_bytes()[:-200])
+    assert _decode_jpeg_fast(str(cut), 32) is None
