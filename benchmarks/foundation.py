@@ -19,17 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tuneforge
+from tuneforge.recipes import RECIPES
 
-RUNS = {
-    # The design's Keras recipe, flag for flag: Adam 1e-3, batch 32, 10 epochs, patience 3,
-    # shear 0.2 / zoom 0.2 / horizontal flip, constant lr, no weight decay.
-    "seed-cnn": dict(model="seed-cnn", optimizer="adam", lr=1e-3, batch_size=32, epochs=10, patience=3,
-                     schedule="constant", augment="shear=0.2,zoom=0.2,flip", weight_decay=0.0),
-    # ImageNet EfficientNet-Lite0, fully fine-tuned at 64 px (CIFAR upsampled 2x): a few epochs.
-    "efficientnet_lite0": dict(model="efficientnet_lite0", image_size=64, optimizer="adamw", lr=1e-3,
-                               batch_size=64, epochs=3, warmup_epochs=0.2, schedule="cosine",
-                               label_smoothing=0.1, augment="flip,crop=0.125", patience=3),
-}
+# Each run is a named recipe (tuneforge/recipes.py): the benchmark measures exactly what
+# `tuneforge fit --recipe NAME` does. "design" is the design's Keras recipe on seed-cnn.
+RUNS = {"seed-cnn": "design", "efficientnet_lite0": "balanced"}
 
 
 def main() -> None:
@@ -44,13 +38,13 @@ def main() -> None:
         run_dir = Path(tempfile.mkdtemp(prefix=f"tf-{name}-"))
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = tuneforge.fit(data=args.data, out=str(run_dir), cache_dir=cache, progress=False, **RUNS[name])
+        res = tuneforge.fit(data=args.data, out=str(run_dir), cache_dir=cache, progress=False, recipe=RUNS[name])
         wall = time.perf_counter() - t0
         r = res.report
         # Same trained model, evaluated again with flip test-time augmentation (--tta).
         tta = tuneforge.evaluate(run_dir, Path(args.data) / "test", out=run_dir / "eval-tta", cache_dir=cache,
                                  progress=False, tta=True)["test"]["accuracy"]
-        results.append({"run": name, "settings": RUNS[name], "test_accuracy": r["test"]["accuracy"], "test_accuracy_tta": tta,
+        results.append({"run": name, "recipe": RUNS[name], "settings": RECIPES[RUNS[name]].settings, "test_accuracy": r["test"]["accuracy"], "test_accuracy_tta": tta,
                         "val_accuracy": r["val"]["accuracy"], "best_epoch": r["best_epoch"],
                         "epochs_run": r["epochs_run"], "wall_s": round(wall, 1), "decode_s": r["data"]["decode_s"],
                         "fit_s": r["fit_s"],

@@ -142,3 +142,17 @@ def test_flip_tta_averages_the_image_and_its_mirror():
     symmetric = torch.cat([x, x.flip(3)])  # a mirror pair gets the same TTA prediction
     both = flip_tta(model, symmetric, model(symmetric))
     assert torch.allclose(both[:6], both[6:], atol=1e-6)
+
+
+def test_recipe_fills_only_what_the_user_did_not_give():
+    from tuneforge.config import build, with_recipe
+    from tuneforge.recipes import RECIPES
+    cfg = build(FitConfig, with_recipe({"data": "x", "recipe": "design", "epochs": 2}))
+    assert cfg.model == "seed-cnn" and cfg.optimizer == "adam" and cfg.epochs == 2
+    assert cfg.augment == RECIPES["design"].settings["augment"]
+    with pytest.raises(ConfigError, match="--recipe.*design"):
+        with_recipe({"recipe": "turbo"})
+    given = FitConfig(data="x", recipe="balanced", lr=5e-4)
+    assert given.explicit() == {"data": "x", "recipe": "balanced", "lr": 5e-4}
+    merged = build(FitConfig, with_recipe(given.explicit()))
+    assert merged.model == "efficientnet_lite0" and merged.image_size == 64 and merged.lr == 5e-4

@@ -96,7 +96,8 @@ def _run_dir(cfg: FitConfig) -> Path:
 def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     """Fine-tune (or train) an image classifier; every keyword is a FitConfig field."""
     t_start = time.perf_counter()
-    cfg = cfgmod.build(FitConfig, config.to_dict() if config else {}, kwargs)
+    explicit = {**(config.explicit() if config else {}), **kwargs}
+    cfg = cfgmod.build(FitConfig, cfgmod.with_recipe(explicit))
     resume_ckpt = None
     if cfg.resume:
         run_dir = Path(cfg.resume)

@@ -39,7 +39,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config", "recipe")}
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config")}
     layers = read_yaml(args.config) if args.config else {}
     result = api.fit(**{**layers, **given})
     print(json.dumps({"run": str(result.run_dir), "report": result.report.get("html_path"),
@@ -86,6 +86,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import RECIPES
+    for name, r in RECIPES.items():
+        flags = " ".join(f"{flag(k)} {v}" for k, v in r.settings.items())
+        print(f"{name}: {r.doc}\n  measured: {r.measured}\n  = {flags}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune pretrained models on your data, on a CPU.")
@@ -119,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ms = sub.add_parser("models", help="list the registered models")
     ms.set_defaults(func=cmd_models)
+    rs = sub.add_parser("recipes", help="list the named, measured recipes (fit --recipe NAME)")
+    rs.set_defaults(func=cmd_recipes)
     return p
 
 

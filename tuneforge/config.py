@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .recipes import RECIPES
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, short: str | None = None) -> Any:
@@ -27,6 +28,8 @@ class FitConfig:
     val: str | None = opt(None, "validation class folder (default: data/val, else a stratified split of train)")
     test: str | None = opt(None, "test class folder, reported apart and never used for selection (default: data/test)")
     out: str | None = opt(None, "run folder (default: runs/MODEL-TIMESTAMP)")
+    recipe: str | None = opt(None, "named, measured defaults for every setting not given (`tuneforge recipes` lists them)",
+                             tuple(RECIPES))
     model: str = opt("efficientnet_lite0", "model name; `tuneforge models` lists them")
     pretrained: bool = opt(True, "start from the model's packaged pretrained weights, when it has them")
     weights: str | None = opt(None, "local weights file (safetensors or plain state dict) for the backbone")
@@ -66,7 +69,7 @@ class FitConfig:
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value not in choices and not (value is None and f.default is None):
                 raise ConfigError(f"{flag(f.name)}: {value!r} is not allowed; choose one of {', '.join(choices)}")
         if self.data is None and self.resume is None:
             raise ConfigError(f"{flag('data')} is required (a folder of class folders)")
@@ -90,6 +93,10 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def explicit(self) -> dict:
+        """Settings that differ from the defaults: what a recipe must not override."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -121,6 +128,16 @@ def build(cls: type, *layers: dict) -> Any:
         return cls(**merged)
     except TypeError as e:
         raise ConfigError(str(e)) from None
+
+
+def with_recipe(explicit: dict) -> dict:
+    """The recipe's settings under the explicitly given ones (flags, YAML keys, keywords)."""
+    name = explicit.get("recipe")
+    if not name:
+        return explicit
+    if name not in RECIPES:
+        raise ConfigError(f"--recipe: unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return {**RECIPES[name].settings, **explicit}
 
 
 def write_yaml(cfg: Any, path: Path) -> None:
