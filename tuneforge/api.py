@@ -19,7 +19,6 @@ import torch
 from . import config as cfgmod
 from .config import FitConfig
 from .data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
-from .data.images import decode_cached
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, build_optimizer, build_schedule, load_checkpoint
 from .errors import ConfigError, DataError
 from .evaluate import classification_metrics, print_summary, write_report
@@ -60,10 +59,10 @@ def _resolve_splits(cfg: FitConfig) -> tuple[Path, Path | None, Path | None]:
     return train, val, test
 
 
-def load_splits(cfg: FitConfig, image_size: int, run_dir: Path) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
+def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path, val_dir: Path | None,
+                test_dir: Path | None) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
     """Decode train/val/test once (disk-cached), carve a stratified val split when there is
     none, and write split.json so the run can be audited and repeated."""
-    train_dir, val_dir, test_dir = _resolve_splits(cfg)
     classes, items = scan_class_folders(train_dir)
     if cfg.limit_per_class:
         keep = subsample_per_class(np.array([l for _, l in items]), cfg.limit_per_class, cfg.seed)
@@ -119,7 +118,8 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     spec = model_spec(cfg.model)
     image_size = cfg.image_size or spec.default_image_size
     t_data = time.perf_counter()
-    train, val, test = load_splits(cfg, image_size, run_dir)
+    dirs = _resolve_splits(cfg)
+    train, val, test = load_splits(cfg, image_size, run_dir, *dirs)
     data_s = time.perf_counter() - t_data
     log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
              len(test) if test else 0, len(train.classes), image_size, data_s)
@@ -169,7 +169,7 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
             "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "tta": "flip" if cfg.tta else None,
                               "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
-            "data": {"train_dir": str(_resolve_splits(cfg)[0]), "train_images": len(train)}}
+            "data": {"train_dir": str(dirs[0]), "train_images": len(train)}}
     save_bundle(run_dir / "model", model, meta)
     paths = write_report(run_dir, report, state["history"], examples)
     report["html_path"] = str(paths["html"])

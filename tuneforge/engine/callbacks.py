@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 
 from .checkpoint import atomic_save, load_checkpoint
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import ConfigError
 from ..registry import Registry
 from .base import Backbone, Classifier
 from .weights import load_into, load_state_dict_file
