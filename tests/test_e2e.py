@@ -165,3 +165,17 @@ def test_tampered_or_unknown_bundles_are_refused(probe_run, tmp_path):
         tuneforge.load(bundle)
     with pytest.raises(BundleError, match="no config.json"):
         tuneforge.load(tmp_path)
+
+
+def test_cached_frozen_features_train_the_same_head_far_faster(cifar3, tmp_path):
+    kw = dict(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="backbone", lr=0.02, epochs=3,
+              batch_size=32, augment="none", cache_dir="", patience=0, **QUICK)
+    cached = tuneforge.fit(out=str(tmp_path / "cached"), **kw)
+    plain = tuneforge.fit(out=str(tmp_path / "plain"), cache_features=False, **kw)
+    for k in ("head.weight", "head.bias"):
+        assert torch.allclose(cached.model.state_dict()[k], plain.model.state_dict()[k], atol=1e-4), k
+    assert cached.report["test"]["accuracy"] == pytest.approx(plain.report["test"]["accuracy"], abs=1 / 90 + 1e-9)
+    assert cached.report["fit_s"] < plain.report["fit_s"] / 3
+    flip = tuneforge.fit(out=str(tmp_path / "flip"), **{**kw, "augment": "flip", "tta": True})
+    assert flip.report["test"]["accuracy"] >= 0.75  # chance: 0.33
+    assert tuneforge.load(tmp_path / "flip")(torch.rand(2, 3, 64, 64)).shape == (2, 3)

@@ -23,8 +23,11 @@ from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress
 from .errors import ConfigError, DataError
 from .evaluate import classification_metrics, print_summary, write_report
 from .export import Predictor, load_bundle, save_bundle
+from .augment import parse_spec
 from .models import Classifier, create_model, model_spec
+from .models.base import HeadOnly, extract_features
 from .strategies import Supervised
+from .strategies.features import CachedFeatures
 
 log = logging.getLogger("tuneforge")
 
@@ -132,17 +135,31 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
 
+    splits = {name: s for name, s in (("train", train), ("val", val), ("test", test)) if s is not None}
+    ops = parse_spec(cfg.augment)
+    if cfg.cache_features and cfg.freeze == "backbone" and set(ops) <= {"flip"}:
+        # A frozen backbone's features never change: compute them once (with the mirrored view
+        # for flip augmentation / TTA) and train the head on them; epochs then cost ~nothing.
+        t_feat = time.perf_counter()
+        mirrored = "flip" in ops or cfg.tta
+        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored) for n, s in splits.items()}
+        log.info("frozen backbone: cached features of %d images in %.1fs", sum(len(s) for s in splits.values()),
+                 time.perf_counter() - t_feat)
+        trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta)
+    else:
+        inputs = {n: s.images for n, s in splits.items()}
+        trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)
+
     lr = cfg.lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
-    train_loader = BatchLoader(train.images, train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_loader = BatchLoader(val.images, val.labels, cfg.eval_batch_size) if val else None
+    train_loader = BatchLoader(inputs["train"], train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
     steps = len(train_loader) * cfg.epochs
     wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
-    optimizer = build_optimizer(model, cfg.optimizer, lr, wd, cfg.momentum)
+    optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     early = EarlyStopping(cfg.monitor, cfg.patience if val else 0, run_dir)
     callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
-    engine = Engine(model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta), optimizer, scheduler, callbacks,
-                    cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
+    engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
     if resume_ckpt is not None:
         engine.load_checkpoint(resume_ckpt)
         log.info("resuming %s after epoch %d", run_dir, engine.state["epoch"])
@@ -158,7 +175,7 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     for name, split in (("val", val), ("test", test)):
         if split is None:
             continue
-        out = engine.predict(BatchLoader(split.images, split.labels, cfg.eval_batch_size))
+        out = engine.predict(BatchLoader(inputs[name], split.labels, cfg.eval_batch_size))
         report[name] = classification_metrics(out["logits"], out["targets"], train.classes)
         if name == "test" or test is None:
             examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),

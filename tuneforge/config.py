@@ -36,6 +36,7 @@ class FitConfig:
     image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
     resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
     freeze: str = opt("none", "'none' (full fine-tune), 'backbone' (train the head only), or K (first K stages)")
+    cache_features: bool = opt(True, "with --freeze backbone and at most flip augmentation, compute the frozen features once")
     dropout: float = opt(0.0, "dropout before the classification head")
     optimizer: str = opt("adamw", "optimizer", ("adam", "adamw", "sgd"))
     lr: float | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")

@@ -134,6 +134,8 @@ def plot_learning_curves(history: list[dict], path: Path) -> Path:
             groups["accuracy"].append(k)
         elif k == "lr" or k.endswith("_lr"):
             groups["learning rate"].append(k)
+        elif k.endswith("_s"):
+            groups.setdefault("seconds", []).append(k)  # all timings on one panel, not one each
         else:
             groups[k.replace("_", " ")] = [k]
     groups = {g: ks for g, ks in groups.items() if ks}

@@ -70,3 +70,29 @@ class Classifier(nn.Module):
         for stage in self.backbone.stages()[: self.frozen_stages]:
             stage.eval()
         return self
+
+
+class HeadOnly(nn.Module):
+    """The trainable part of a Classifier whose backbone is frozen, applied to precomputed
+    features. It shares its modules with the Classifier, so training it trains that head."""
+
+    def __init__(self, model: Classifier):
+        super().__init__()
+        self.dropout, self.head = model.dropout, model.head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
+
+@torch.inference_mode()
+def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 256,
+                     mirrored: bool = False) -> torch.Tensor:
+    """Backbone features of uint8 images, (N, V, D): V = 2 with the mirrored view when
+    `mirrored`, so a head trained on them can still see flip augmentation."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].float().div_(255.0)
+        views = [model.features(x)] + ([model.features(x.flip(3))] if mirrored else [])
+        out.append(torch.stack(views, 1))
+    return torch.cat(out) if out else torch.zeros(0, 1 + mirrored, model.backbone.feature_dim)
