@@ -739,7 +739,9 @@ def test_fast_jpeg_path_matches_pil_and_declines_what_it_cannot_do(tmp_path):
     for f in files:
         fast = _decode_jpeg_fast(str(f), 32)
         assert fast is not None and np.array_equal(fast, decode_image(f, 32))
-    assert _decode_jpeg_fast(str(files[0]), 16) is None  # needs resizing: PIL path
+    assert _decode_jpeg_fast(str(files[0]), 16) is None  # PIL would draft-decode at 1/2 scale
+    for resize in ("crop", "squash"):  # upsampling: libjpeg decode + PIL resize, same pixels
+        assert np.array_equal(_decode_jpeg_fast(str(files[1]), 64, resize), decode_image(files[1], 64, resize))
     cmyk = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(cmyk)
     assert _decode_jpeg_fast(str(cmyk), 32) is None

@@ -116,6 +116,11 @@ def decode_image(path: str | Path, size: int, resize: str = "crop") -> np.ndarra
         im = ImageOps.exif_transpose(im)
         im.load()
         im = _to_rgb(im)
+    return _fit(im, size, resize)
+
+
+def _fit(im: Image.Image, size: int, resize: str) -> np.ndarray:
+    """RGB image -> uint8 (3, size, size), by `resize` ('crop' or 'squash')."""
     w, h = im.size
     if (w, h) != (size, size):
         if resize == "squash":
@@ -143,10 +148,11 @@ def _jpeg_components(data: bytes) -> int:
     return 0
 
 
-def _decode_jpeg_fast(path: str, size: int) -> np.ndarray | None:
-    """libjpeg-turbo through torchvision, ~4x faster than PIL for small JPEGs. Only for the
-    plain case (complete baseline/progressive grey or YCbCr file already at the target size);
-    anything else returns None and takes the PIL path, which also reports errors by name."""
+def _decode_jpeg_fast(path: str, size: int, resize: str = "crop") -> np.ndarray | None:
+    """libjpeg-turbo through torchvision, ~4x faster than PIL for small JPEGs, then PIL's own
+    resize, so pixels equal the PIL path's. Only for the plain case (complete grey or YCbCr
+    file, not so large that PIL would decode it at reduced scale); anything else returns None
+    and takes the PIL path, which also reports errors by name."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
@@ -163,13 +169,17 @@ def _decode_jpeg_fast(path: str, size: int) -> np.ndarray | None:
                               apply_exif_orientation=True)
     except (RuntimeError, ValueError):
         return None
-    return img.numpy() if tuple(img.shape[1:]) == (size, size) else None
+    if tuple(img.shape[1:]) == (size, size):
+        return img.numpy()
+    if min(img.shape[1:]) >= 2 * size:
+        return None  # PIL's draft mode decodes this at 1/2..1/8 scale: keep its exact pixels
+    return _fit(Image.fromarray(img.permute(1, 2, 0).numpy()), size, resize)
 
 
 def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
     path, size, resize = args
     if path.lower().endswith((".jpg", ".jpeg", ".jfif")):
-        fast = _decode_jpeg_fast(path, size)
+        fast = _decode_jpeg_fast(path, size, resize)
         if fast is not None:
             return fast, ""
     try:
