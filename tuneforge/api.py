@@ -138,11 +138,12 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     splits = {name: s for name, s in (("train", train), ("val", val), ("test", test)) if s is not None}
     ops = parse_spec(cfg.augment)
     if cfg.cache_features and cfg.freeze == "backbone" and set(ops) <= {"flip"}:
-        # A frozen backbone's features never change: compute them once (with the mirrored view
-        # for flip augmentation / TTA) and train the head on them; epochs then cost ~nothing.
+        # A frozen backbone's features never change: compute them once and train the head on
+        # them; epochs then cost ~nothing. The mirrored view is computed only where it is used:
+        # for train with flip augmentation, for val/test with TTA.
         t_feat = time.perf_counter()
-        mirrored = "flip" in ops or cfg.tta
-        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored) for n, s in splits.items()}
+        mirrored = {"train": "flip" in ops, "val": cfg.tta, "test": cfg.tta}
+        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n]) for n, s in splits.items()}
         log.info("frozen backbone: cached features of %d images in %.1fs", sum(len(s) for s in splits.values()),
                  time.perf_counter() - t_feat)
         trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta)

@@ -115,7 +115,12 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = N
     return xp.gather(3, cols)
 
 
+def log_mean_softmax(views: list[torch.Tensor]) -> torch.Tensor:
+    """Logits of several views of the same inputs -> log of their mean class probabilities."""
+    probs = torch.stack([v.float().softmax(1) for v in views]).mean(0)
+    return probs.clamp_min(1e-12).log()
+
+
 def flip_tta(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Test-time augmentation: log of the mean of the softmax over the image and its mirror."""
-    probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
-    return probs.clamp_min(1e-12).log()
+    return log_mean_softmax([logits, model(x.flip(3))])

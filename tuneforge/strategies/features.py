@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import log_mean_softmax
+
 
 class CachedFeatures:
     def __init__(self, label_smoothing: float = 0.0, flip: bool = False, tta: bool = False):
@@ -25,8 +27,7 @@ class CachedFeatures:
     def eval_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         x, y = batch
         if self.tta and x.shape[1] > 1:
-            probs = torch.stack([model(x[:, v]).softmax(1) for v in range(x.shape[1])]).mean(0)
-            logits = probs.clamp_min(1e-12).log()
+            logits = log_mean_softmax([model(x[:, v]) for v in range(x.shape[1])])
         else:
             logits = model(x[:, 0])
         return {"loss": F.cross_entropy(logits, y), "logits": logits, "targets": y}
