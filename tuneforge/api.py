@@ -92,12 +92,13 @@ def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path,
 def _run_dir(cfg: FitConfig) -> Path:
     if cfg.out:
         return Path(cfg.out)
-    return Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
-    """Fine-tune (or train) an image classifier; every keyword is a FitConfig field."""
-    t_start = time.perf_counter()
+def _prepare_run(config: FitConfig | None, kwargs: dict) -> tuple[FitConfig, Path, dict | None]:
+    """Resolved, validated settings (recipe, --resume), the run folder with config.yaml in it,
+    and the checkpoint to resume from."""
     explicit = {**(config.explicit() if config else {}), **kwargs}
     cfg = cfgmod.build(FitConfig, cfgmod.with_recipe(explicit))
     resume_ckpt = None
@@ -117,6 +118,47 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
         for stale in ("metrics.jsonl",):
             (run_dir / stale).unlink(missing_ok=True)
     cfgmod.write_yaml(cfg, run_dir / "config.yaml")
+    return cfg, run_dir, resume_ckpt
+
+
+def _train(cfg: FitConfig, run_dir: Path, trainable: torch.nn.Module, strategy, train_loader, val_loader,
+           resume_ckpt: dict | None, default_lr: float | None = None) -> tuple[Engine, dict]:
+    """Optimizer, schedule, callbacks and the one Engine, for every kind of data."""
+    lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
+    steps = len(train_loader) * cfg.epochs
+    wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
+    optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
+    scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
+    early = EarlyStopping(cfg.monitor, cfg.patience if val_loader is not None else 0, run_dir)
+    callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
+    engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
+    if resume_ckpt is not None:
+        engine.load_checkpoint(resume_ckpt)
+        log.info("resuming %s after epoch %d", run_dir, engine.state["epoch"])
+    return engine, engine.fit(train_loader, val_loader)
+
+
+def _finish(cfg: FitConfig, run_dir: Path, model: Classifier, report: dict, state: dict, meta: dict,
+            examples: dict | None, t_start: float) -> FitResult:
+    """Timings, the bundle of the best weights, report.json/html and the summary."""
+    report["fit_s"] = round(state.get("fit_s", 0.0), 2)
+    report["wall_s"] = round(time.perf_counter() - t_start, 2)
+    save_bundle(run_dir / "model", model, meta)
+    paths = write_report(run_dir, report, state["history"], examples)
+    report["html_path"] = str(paths["html"])
+    if cfg.progress:
+        print_summary(report)
+    return FitResult(run_dir, model, report, cfg)
+
+
+def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
+    """Fine-tune (or train) a classifier; every keyword is a FitConfig field. Image class
+    folders, or text/sequence files (tuneforge.fit_text): the same engine, reports and bundle."""
+    t_start = time.perf_counter()
+    cfg, run_dir, resume_ckpt = _prepare_run(config, kwargs)
+    from .fit_text import fit_text, is_text_config
+    if is_text_config(cfg):
+        return fit_text(cfg, run_dir, resume_ckpt, t_start)
 
     spec = model_spec(cfg.model)
     image_size = cfg.image_size or spec.default_image_size
@@ -151,20 +193,9 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
         inputs = {n: s.images for n, s in splits.items()}
         trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)
 
-    lr = cfg.lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
     train_loader = BatchLoader(inputs["train"], train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
-    steps = len(train_loader) * cfg.epochs
-    wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
-    optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
-    scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
-    early = EarlyStopping(cfg.monitor, cfg.patience if val else 0, run_dir)
-    callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
-    engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
-    if resume_ckpt is not None:
-        engine.load_checkpoint(resume_ckpt)
-        log.info("resuming %s after epoch %d", run_dir, engine.state["epoch"])
-    state = engine.fit(train_loader, val_loader)
+    engine, state = _train(cfg, run_dir, trainable, strategy, train_loader, val_loader, resume_ckpt)
 
     report = {"model": cfg.model, "classes": train.classes, "best_epoch": state.get("best_epoch"),
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
@@ -181,19 +212,12 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
         if name == "test" or test is None:
             examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
                         "targets": out["targets"].numpy(), "paths": split.paths}
-    report["fit_s"] = round(state.get("fit_s", 0.0), 2)
-    report["wall_s"] = round(time.perf_counter() - t_start, 2)
     meta = {"model": cfg.model, "model_args": model_args, "classes": train.classes,
             "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "tta": "flip" if cfg.tta else None,
                               "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
             "data": {"train_dir": str(dirs[0]), "train_images": len(train)}}
-    save_bundle(run_dir / "model", model, meta)
-    paths = write_report(run_dir, report, state["history"], examples)
-    report["html_path"] = str(paths["html"])
-    if cfg.progress:
-        print_summary(report)
-    return FitResult(run_dir, model, report, cfg)
+    return _finish(cfg, run_dir, model, report, state, meta, examples, t_start)
 
 
 def load(path: str | Path) -> Classifier:
@@ -206,8 +230,13 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
              tta: bool | None = None) -> dict:
     """Evaluate a trained model on a class-folder tree (its test/ subfolder if it has one);
     writes report.json/html into `out` (default RUN/eval-FOLDER) and returns the report.
-    `tta` overrides the bundle's own test-time augmentation setting."""
+    `tta` overrides the bundle's own test-time augmentation setting. A text model takes a
+    labelled file with the columns it was trained on."""
     _setup(threads)
+    from .export import read_bundle_config
+    if read_bundle_config(run).get("task") == "text-classification":
+        from .fit_text import evaluate_text
+        return evaluate_text(run, data, out, batch_size, progress)
     predictor = Predictor(run)
     if tta is not None:
         predictor.pre["tta"] = "flip" if tta else None
@@ -234,7 +263,13 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
 
 
 def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size: int = 256) -> list[dict]:
-    """Top-k labels for image files and folders; unreadable files get {"path", "error"}."""
+    """Top-k labels for image files and folders; unreadable files get {"path", "error"}.
+    For a text model: strings, files (one text per line) or '-' (standard input lines),
+    each giving {"text", "label", "top"}."""
+    from .export import read_bundle_config
+    if read_bundle_config(run).get("task") == "text-classification":
+        from .fit_text import TextPredictor, read_inputs
+        return TextPredictor(run).predict_texts(read_inputs([str(p) for p in paths]), top_k, batch_size)
     from .data import list_images
     predictor = Predictor(run)
     return predictor.predict_files(list_images(paths), top_k, batch_size)

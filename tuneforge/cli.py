@@ -66,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 w.writerow(["path", "label", "probability", "top", "error"])
                 for r in results:
                     top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
-                    w.writerow([r["path"], r.get("label", ""), r["top"][0]["probability"] if "top" in r else "",
+                    w.writerow([r.get("path", r.get("text")), r.get("label", ""), r["top"][0]["probability"] if "top" in r else "",
                                 top, r.get("error", "")])
         else:
             out.write_text("".join(json.dumps(r) + "\n" for r in results))
@@ -82,7 +82,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in MODELS.names():
         spec = model_spec(name)
         weights = spec.pretrained or "none (from scratch, or --weights FILE)"
-        print(f"{name:22s} {spec.default_image_size:4d}px  {spec.doc}\n{'':28s}pretrained: {weights}")
+        size = f"{spec.default_image_size:4d}px" if spec.modality == "image" else f"{spec.modality:>6s}"
+        print(f"{name:22s} {size}  {spec.doc}\n{'':28s}pretrained: {weights}")
     return 0
 
 
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="top-k labels for images, one JSON object per line")
     pr.add_argument("run", help="run folder or bundle")
-    pr.add_argument("paths", nargs="+", help="image files or folders")
+    pr.add_argument("paths", nargs="+", help="image files or folders; for a text model: texts, text files "
+                    "(one text per line) or - (lines from standard input)")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--output", help="write to FILE.csv or FILE.jsonl instead of stdout")

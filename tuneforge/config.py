@@ -55,7 +55,7 @@ class FitConfig:
     monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
     patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)")
     val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")
-    limit_per_class: int | None = opt(None, "use at most N training images per class (seeded; for quick experiments)")
+    limit_per_class: int | None = opt(None, "use at most N training images (or texts) per class (seeded; for quick experiments)")
     seed: int = opt(0, "seed for split, order, initialisation and augmentation")
     strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
     cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
@@ -65,6 +65,29 @@ class FitConfig:
     tensorboard: bool = opt(True, "write TensorBoard event files")
     progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
     resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
+    # Text and sequences (--data FILE or a folder of train/val/test files; tuneforge.data.text)
+    text_column: str | None = opt(None, "text data: the column (CSV/TSV header, JSONL key) holding the text (default: 'text' for a text file)")
+    label_column: str = opt("label", "text/sequence data: the column holding the class (or the target, with --task regression)")
+    columns: str | None = opt(None, "names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2, TNEWS)")
+    encoding: str = opt("utf-8", "text files' encoding (UTF-8 with a byte-order mark is read as UTF-8)")
+    skip_bad_rows: bool = opt(False, "skip and count rows with a bad byte, wrong field count or empty label instead of stopping")
+    max_length: int = opt(128, "text: tokens kept per text (longer ones are truncated); sequences: steps kept")
+    pooling: str = opt("mean", "how token states become one vector: mean, first token (cls; last state for RNNs) or max",
+                       ("mean", "cls", "max"))
+    lora: bool = opt(False, "pretrained text encoders: train LoRA adapters (peft) and the head instead of all weights")
+    lora_rank: int = opt(8, "rank of the LoRA adapters")
+    vocab: str = opt("word", "from-scratch text models: tokens are words, characters, or characters + bigrams (Chinese)",
+                     ("word", "char", "char2"))
+    vocab_size: int = opt(50_000, "from-scratch text models: at most this many tokens (most frequent in train)")
+    min_freq: int = opt(1, "from-scratch text models: a token must occur this often in train to get its own id")
+    embed_dim: int = opt(128, "lstm/gru/transformer: embedding (and Transformer model) width")
+    hidden_size: int = opt(128, "lstm/gru: hidden units per direction; transformer: feed-forward width")
+    num_layers: int = opt(2, "lstm/gru/transformer: stacked layers")
+    task: str = opt("classification", "sequence data: classify, or regress a numeric target", ("classification", "regression"))
+    sequence_column: str | None = opt(None, "numeric sequences, one row per sequence: the column holding the list of values")
+    id_column: str | None = opt(None, "numeric sequences, one row per time step: the column naming the sequence")
+    time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
+    feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
 
     def validate(self) -> "FitConfig":
         for f in fields(self):
@@ -88,6 +111,9 @@ class FitConfig:
             raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
         if self.patience < 0:
             raise ConfigError(f"--patience must be >= 0, got {self.patience}")
+        for name in ("max_length", "lora_rank", "vocab_size", "min_freq", "embed_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         from .augment import parse_spec
         parse_spec(self.augment)
         return self

@@ -189,6 +189,7 @@ def worst_errors(examples: dict, classes: list[str], limit: int = MAX_ERRORS) ->
     conf = probs[wrong, preds[wrong]]
     order = wrong[np.argsort(-conf, kind="stable")][:limit]
     paths = list(examples.get("paths") or [])
+    texts = list(examples.get("texts") or [])
     images = examples.get("images")
     images = None if images is None else to_numpy(images)
 
@@ -201,6 +202,7 @@ def worst_errors(examples: dict, classes: list[str], limit: int = MAX_ERRORS) ->
         "pred": name(int(preds[i])),
         "prob": float(probs[i, preds[i]]),
         "path": str(paths[i]) if i < len(paths) else "",
+        "text": str(texts[i]) if i < len(texts) else None,
         "image": _to_hwc(images[i]) if images is not None else None,
     } for i in order]
 
@@ -346,7 +348,18 @@ def _per_class_table(per_class: dict) -> str:
             '<th class="l">F1</th><th>support</th></tr>' + "".join(rows) + "</table>")
 
 
+def _text_rows(errors: list[dict]) -> str:
+    """Misclassified texts (or sequences) as a table: where, true, predicted, the text."""
+    rows = "".join(f'<tr><td class="l muted">{_e(e["path"])}</td><td class="l">{_e(e["true"])}</td>'
+                   f'<td class="l p">{_e(e["pred"])} ({e["prob"]:.2f})</td><td class="l">{_e(_short(e["text"], 400))}</td></tr>'
+                   for e in errors)
+    return ('<table><tr><th class="l">where</th><th class="l">true</th><th class="l">predicted</th>'
+            f'<th class="l">text</th></tr>{rows}</table>')
+
+
 def _tiles(errors: list[dict]) -> str:
+    if errors and errors[0].get("image") is None and errors[0].get("text") is not None:
+        return _text_rows(errors)
     tiles = []
     for e in errors:
         alt = f'true {e["true"]}, predicted {e["pred"]}'
@@ -454,7 +467,7 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
         written["learning_curves"] = plot_learning_curves(history, plots_dir / "learning_curves.png")
 
     errors = worst_errors(examples, classes) if examples else []
-    if errors:
+    if errors and errors[0].get("image") is not None:
         written["worst_errors"] = plot_worst_errors(errors, plots_dir / "worst_errors.png")
 
     html_path = run_dir / "report.html"

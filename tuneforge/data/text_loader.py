@@ -1,0 +1,74 @@
+"""Batches of variable-length sequences (token ids or numeric steps) with dynamic padding.
+
+A batch is padded to its own longest member, not to max_length. Training batches are
+length-bucketed: the epoch's shuffled order is cut into chunks of `bucket` batches, each chunk
+is sorted by length and cut into batches, and the batches are shuffled again, so a batch holds
+sequences of similar length (little padding) while the epoch stays random. Evaluation batches
+are formed in length order; `order` maps them back to the input order. As with BatchLoader,
+epoch e's order depends only on (seed, e)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+class SequenceBatchLoader:
+    def __init__(self, seqs: list, labels: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 pad_id: int = 0, bucket: int = 50, sort: bool = True):
+        """`seqs`: lists of token ids, or float tensors (T, F) for numeric sequences."""
+        self.seqs, self.labels = seqs, labels
+        self.batch_size, self.shuffle, self.seed, self.pad_id, self.bucket = batch_size, shuffle, seed, pad_id, bucket
+        self.lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        self.numeric = bool(seqs) and torch.is_tensor(seqs[0])
+        self.order = torch.argsort(self.lengths, stable=True) if sort and not shuffle else torch.arange(len(seqs))
+
+    def __len__(self) -> int:
+        return -(-len(self.seqs) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.seqs)
+
+    def collate(self, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        lens = self.lengths[idx]
+        t = int(lens.max()) if len(idx) else 0
+        mask = (torch.arange(t)[None, :] < lens[:, None]).long()
+        if self.numeric:
+            feats = self.seqs[int(idx[0])].shape[1]
+            x = torch.zeros(len(idx), t, feats)
+            for r, i in enumerate(idx.tolist()):
+                x[r, :len(self.seqs[i])] = self.seqs[i]
+            return {"values": x, "attention_mask": mask}, self.labels[idx]
+        ids = torch.full((len(idx), t), self.pad_id, dtype=torch.long)
+        for r, i in enumerate(idx.tolist()):
+            s = self.seqs[i]
+            ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask}, self.labels[idx]
+
+    def batches(self, epoch: int = 0) -> list[torch.Tensor]:
+        n, bs = len(self.seqs), self.batch_size
+        if not self.shuffle:
+            return [self.order[i:i + bs] for i in range(0, n, bs)]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        out = []
+        chunk = bs * max(1, self.bucket)
+        for s in range(0, n, chunk):
+            part = perm[s:s + chunk]
+            part = part[torch.argsort(self.lengths[part], stable=True)]
+            out += [part[i:i + bs] for i in range(0, len(part), bs)]
+        return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[dict, torch.Tensor]]:
+        for idx in self.batches(epoch):
+            yield self.collate(idx)
+
+    def __iter__(self):
+        return self.epoch(0)
+
+    def unsort(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of an evaluation output (in batch order) back in input order."""
+        out = torch.empty_like(x)
+        out[self.order] = x
+        return out

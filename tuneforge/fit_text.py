@@ -1,0 +1,350 @@
+"""`fit` for text files and numeric sequences: new readers, tokenizers and models feeding the
+same Engine, callbacks, reports and bundle as images (api._train / api._finish).
+
+    tuneforge fit --data sst2/ --columns text,label --model minilm --freeze backbone
+    tuneforge fit --data tnews/train.tsv --test tnews/dev.tsv --columns text,label --model gru --vocab char
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .config import FitConfig
+from .data import BatchLoader, stratified_split, write_manifest
+from .data.sequences import SequenceSet, read_sequences, standardize
+from .data.text import TextSet, Vocab, find_text_splits, is_text_data, read_text_file
+from .data.text_loader import SequenceBatchLoader
+from .errors import ConfigError, DataError
+from .evaluate import classification_metrics
+from .models import create_model, model_spec
+from .models.base import HeadOnly
+from .strategies import Supervised
+from .strategies.features import CachedFeatures
+from .strategies.regression import Regression
+
+log = logging.getLogger("tuneforge")
+
+TOKENIZER_DIR = "tokenizer"
+VOCAB_FILE = "vocab.json"
+
+
+def is_sequence_config(cfg: FitConfig) -> bool:
+    return bool(cfg.sequence_column or cfg.id_column)
+
+
+def is_text_config(cfg: FitConfig) -> bool:
+    return is_sequence_config(cfg) or is_text_data(cfg.data, cfg.text_column) or (
+        cfg.data is not None and Path(cfg.data).is_dir() and model_spec(cfg.model).modality == "text")
+
+
+def _columns(cfg: FitConfig) -> list[str] | None:
+    return [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
+
+
+def _files(cfg: FitConfig) -> dict[str, Path | None]:
+    data = Path(cfg.data)
+    if data.is_dir():
+        found = find_text_splits(data)
+    elif data.is_file():
+        found = {"train": data}
+    else:
+        raise DataError(f"--data: no such file or folder: {data}")
+    for name in ("val", "test"):
+        given = getattr(cfg, name)
+        if given:
+            if not Path(given).is_file():
+                raise DataError(f"--{name}: no such file: {given}")
+            found[name] = Path(given)
+    return {k: found.get(k) for k in ("train", "val", "test")}
+
+
+def load_splits(cfg: FitConfig, run_dir: Path) -> tuple[dict, dict[str, Path | None]]:
+    """train/val/test TextSets (or SequenceSets); val carved from train (stratified, seeded)
+    when there is no val file; split.json records files and line numbers."""
+    files = _files(cfg)
+    regression = cfg.task == "regression"
+    if is_sequence_config(cfg):
+        feats = [c.strip() for c in cfg.feature_columns.split(",")] if cfg.feature_columns else None
+
+        def read(path, classes=None):
+            return read_sequences(path, cfg.label_column, regression, cfg.sequence_column, cfg.id_column,
+                                  cfg.time_column, feats, _columns(cfg), cfg.encoding, cfg.skip_bad_rows, classes,
+                                  cfg.max_length)
+    else:
+        if regression:
+            raise ConfigError("--task regression is for numeric sequences (--sequence-column or --id-column)")
+        text_column = cfg.text_column or "text"
+
+        def read(path, classes=None):
+            return read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding, cfg.skip_bad_rows,
+                                  classes)
+    full = read(files["train"])
+    if cfg.limit_per_class and full.classes is not None:
+        from .data import subsample_per_class
+        full = full.subset(subsample_per_class(full.labels.numpy(), cfg.limit_per_class, cfg.seed))
+    if files["val"] is None and cfg.val_fraction > 0:
+        if regression:
+            g = torch.Generator().manual_seed(cfg.seed)
+            perm = torch.randperm(len(full), generator=g).numpy()
+            k = max(1, int(round(cfg.val_fraction * len(full))))
+            va, tr = sorted(perm[:k]), sorted(perm[k:])
+        else:
+            tr, va = stratified_split(full.labels.numpy(), cfg.val_fraction, cfg.seed)
+        splits = {"train": full.subset(tr), "val": full.subset(va)}
+        splits["val"].skipped = []
+    else:
+        splits = {"train": full}
+        if files["val"]:
+            splits["val"] = read(files["val"], full.classes)
+    if files["test"]:
+        splits["test"] = read(files["test"], full.classes)
+    if full.classes is not None:
+        empty = [c for i, c in enumerate(full.classes) if not (splits["train"].labels == i).any()]
+        if empty:
+            raise DataError(f"{files['train']}: classes {empty} have no training rows")
+    where = {n: (s.lines if isinstance(s, TextSet) else s.ids) for n, s in splits.items()}
+    write_manifest(run_dir / "split.json", full.classes or [], where, cfg.seed,
+                   roots={k: str(v) if v else None for k, v in files.items()}, unit="line" if isinstance(full, TextSet) else "id")
+    return splits, files
+
+
+class TextEncoding:
+    """Texts -> token ids, for a pretrained HF tokenizer or a vocabulary built from train."""
+
+    def __init__(self, max_length: int, tokenizer=None, vocab: Vocab | None = None):
+        self.max_length, self.tokenizer, self.vocab = max_length, tokenizer, vocab
+        self.pad_id = vocab.pad_id if vocab else (tokenizer.pad_token_id or 0)
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.vocab is not None:
+            return self.vocab.encode(texts, self.max_length)
+        out = []
+        for i in range(0, len(texts), 4096):
+            out += self.tokenizer(texts[i:i + 4096], truncation=True, max_length=self.max_length)["input_ids"]
+        return out
+
+    def save(self, folder: Path) -> str:
+        if self.vocab is not None:
+            (folder / VOCAB_FILE).write_text(json.dumps(self.vocab.to_json(), ensure_ascii=False))
+            return VOCAB_FILE
+        self.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+        for f in (folder / TOKENIZER_DIR).glob("*"):
+            if f.suffix not in (".json", ".txt", ".model"):
+                f.unlink()  # JSON and text files only in a bundle
+        return TOKENIZER_DIR
+
+    @classmethod
+    def load(cls, folder: Path, pre: dict) -> "TextEncoding":
+        if pre["tokenizer"] == VOCAB_FILE:
+            return cls(pre["max_length"], vocab=Vocab.from_json(json.loads((folder / VOCAB_FILE).read_text())))
+        from .models.text import load_tokenizer
+        return cls(pre["max_length"], tokenizer=load_tokenizer(folder / TOKENIZER_DIR))
+
+
+def _model_setup(cfg: FitConfig, splits: dict, seq: bool) -> tuple[dict, TextEncoding | None, float | None]:
+    """model_args for create_model, the text encoding, and the default learning rate."""
+    pretrained = cfg.model == "minilm" or cfg.model.startswith("hf:")
+    if pretrained:
+        if seq:
+            raise ConfigError(f"--model {cfg.model} reads text; numeric sequences take lstm, gru or transformer")
+        from .models.text import hf_model_path, load_tokenizer
+        enc = TextEncoding(cfg.max_length, tokenizer=load_tokenizer(hf_model_path(cfg.model)))
+        args = {"pooling": cfg.pooling, "lora": cfg.lora, "lora_rank": cfg.lora_rank}
+        lr = 1e-3 if cfg.freeze == "backbone" else 5e-4 if cfg.lora else 5e-5
+        return args, enc, lr
+    if cfg.lora:
+        raise ConfigError("--lora applies to pretrained encoders (--model minilm or hf:PATH)")
+    args = {"embed_dim": cfg.embed_dim, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+            "pooling": cfg.pooling, "max_length": cfg.max_length}
+    if seq:
+        return {**args, "input_dim": int(splits["train"].seqs[0].shape[1])}, None, 2e-3
+    vocab = Vocab.build(splits["train"].texts, cfg.vocab, cfg.vocab_size, cfg.min_freq)
+    log.info("vocabulary: %d %s tokens from %d training texts", len(vocab), cfg.vocab, len(splits["train"]))
+    return {**args, "vocab_size": len(vocab), "pad_id": vocab.pad_id}, TextEncoding(cfg.max_length, vocab=vocab), 2e-3
+
+
+def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: float):
+    from .api import _finish, _train
+    from .models.text import extract_text_features
+
+    if model_spec(cfg.model).modality != "text":
+        raise ConfigError(f"--model {cfg.model} is an image model; text takes minilm, hf:PATH, lstm, gru or transformer")
+    seq = is_sequence_config(cfg)
+    regression = cfg.task == "regression"
+    if regression and cfg.monitor != "val_loss":
+        cfg.monitor = "val_loss"
+    t_data = time.perf_counter()
+    splits, files = load_splits(cfg, run_dir)
+    classes = splits["train"].classes
+    scale = None
+    if seq:
+        mean, std = standardize(list(splits.values()))
+        scale = {"mean": mean.tolist(), "std": std.tolist()}
+        if regression:  # the target is standardised too, predictions are scaled back
+            ym, ys = splits["train"].labels.mean(), splits["train"].labels.std().clamp_min(1e-6)
+            scale["target"] = [float(ym), float(ys)]
+            for s in splits.values():
+                s.labels = (s.labels - ym) / ys
+    model_args, enc, default_lr = _model_setup(cfg, splits, seq)
+    inputs = {n: (s.seqs if seq else enc(s.texts)) for n, s in splits.items()}
+    pad_id = enc.pad_id if enc else 0
+    data_s = time.perf_counter() - t_data
+    lens = torch.tensor([len(x) for x in inputs["train"]], dtype=torch.float)
+    log.info("data: %d train, %d val, %d test %s, %s, mean length %.1f (max %d) (%.1fs)", len(splits["train"]),
+             len(splits.get("val", [])), len(splits.get("test", [])), "sequences" if seq else "texts",
+             f"{len(classes)} classes" if classes else "regression", lens.mean(), cfg.max_length, data_s)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, len(classes) if classes else 1, None, cfg.pretrained, cfg.weights, cfg.dropout,
+                         **model_args)
+    model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
+
+    def loader(name: str, train: bool = False):
+        return SequenceBatchLoader(inputs[name], splits[name].labels, cfg.batch_size if train else cfg.eval_batch_size,
+                                   shuffle=train, seed=cfg.seed, pad_id=pad_id)
+
+    cached = cfg.cache_features and cfg.freeze == "backbone" and not regression
+    if cached:  # a frozen encoder's features never change: compute them once, train the head on them
+        t_feat = time.perf_counter()
+        feats = {n: extract_text_features(model, loader(n)) for n in splits}
+        log.info("frozen encoder: cached features of %d texts in %.1fs (%.0f texts/s)", sum(map(len, inputs.values())),
+                 time.perf_counter() - t_feat, sum(map(len, inputs.values())) / (time.perf_counter() - t_feat))
+        trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing)
+        make = lambda n, train=False: BatchLoader(feats[n], splits[n].labels, cfg.batch_size if train else cfg.eval_batch_size,
+                                                  shuffle=train, seed=cfg.seed)
+    else:
+        trainable = model
+        strategy = Regression() if regression else Supervised("none", cfg.label_smoothing)
+        make = loader
+    trainable_params = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
+    log.info("model %s: %d trainable of %d parameters", cfg.model, trainable_params, sum(p.numel() for p in model.parameters()))
+    engine, state = _train(cfg, run_dir, trainable, strategy, make("train", True),
+                           make("val") if "val" in splits else None, resume_ckpt, default_lr)
+
+    report = {"model": cfg.model, "task": "regression" if regression else "classification", "classes": classes,
+              "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
+              "data": {**{n: len(s) for n, s in splits.items()}, "files": {k: str(v) if v else None for k, v in files.items()},
+                       "max_length": cfg.max_length, "mean_length": round(float(lens.mean()), 2), "load_s": round(data_s, 2),
+                       "skipped": [r for s in splits.values() for r in s.skipped],
+                       "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown}},
+              "throughput": {"train_per_s": round(sum(h["images_per_s"] for h in state["history"]) / max(1, len(state["history"])), 1)},
+              "config": cfg.to_dict()}
+    examples = None
+    for name in ("val", "test"):
+        if name not in splits:
+            continue
+        ld = make(name)
+        t0 = time.perf_counter()
+        out = engine.predict(ld)
+        report["throughput"][f"{name}_predict_per_s"] = round(len(splits[name]) / (time.perf_counter() - t0), 1)
+        unsort = ld.unsort if isinstance(ld, SequenceBatchLoader) else (lambda x: x)
+        if regression:
+            ym, ys = scale["target"]
+            pred, target = unsort(out["predictions"]) * ys + ym, splits[name].labels * ys + ym
+            report[name] = {"n": len(target), "rmse": float((pred - target).pow(2).mean().sqrt()),
+                            "mae": float((pred - target).abs().mean()), "loss": float(out["loss"])}
+            continue
+        logits = unsort(out["logits"])
+        report[name] = classification_metrics(logits, splits[name].labels, classes)
+        if name == "test" or "test" not in splits:
+            s = splits[name]
+            examples = {"texts": s.texts, "logits": logits.numpy(), "targets": s.labels.numpy(),
+                        "paths": [f"{s.path}:{l}" for l in s.lines] if isinstance(s, TextSet) else s.ids}
+    backbone = model.backbone
+    if getattr(backbone, "lora", False):
+        backbone.merge_lora()  # the bundle holds a plain encoder with the adapters folded in
+        model_args["lora"] = False
+    if hasattr(backbone, "hf_config"):
+        model_args["hf_config"] = backbone.hf_config()
+    pre = {"image_size": None, "max_length": cfg.max_length, "pad_id": pad_id,
+           "tokenizer": None if seq else (VOCAB_FILE if enc.vocab else TOKENIZER_DIR)}
+    if scale:
+        pre["scale"] = scale
+    meta = {"task": "sequence-regression" if regression else "sequence-classification" if seq else "text-classification",
+            "model": cfg.model, "model_args": model_args, "classes": classes or ["value"], "preprocessing": pre,
+            "metrics": {k: {m: report[k][m] for m in (("rmse", "mae", "n") if regression else ("accuracy", "macro_f1", "n"))}
+                        for k in ("val", "test") if k in report},
+            "data": {"train_file": str(files["train"]), "train_rows": len(splits["train"]), "text_column": cfg.text_column or "text",
+                     "label_column": cfg.label_column, "columns": cfg.columns, "encoding": cfg.encoding}}
+    if enc is not None:  # tokenizer / vocabulary files, listed with their checksums
+        from .export.bundle import _sha256
+        bundle = run_dir / "model"
+        bundle.mkdir(parents=True, exist_ok=True)
+        saved = bundle / enc.save(bundle)
+        meta["files"] = {str(f.relative_to(bundle)): _sha256(f) for f in sorted([saved] if saved.is_file() else saved.rglob("*"))
+                         if f.is_file()}
+    return _finish(cfg, run_dir, model, report, state, meta, examples, t_start)
+
+
+class TextPredictor:
+    """A text bundle with the tokenizer or vocabulary it was trained with."""
+
+    def __init__(self, bundle: str | Path, threads: int = 0):
+        from .export import load_bundle
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.config = load_bundle(bundle)
+        self.classes: list[str] = self.config["classes"]
+        self.pre = self.config["preprocessing"]
+        self.encoding = TextEncoding.load(Path(self.config["_dir"]), self.pre)
+
+    @torch.inference_mode()
+    def probabilities(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        ids = self.encoding(list(texts))
+        ld = SequenceBatchLoader(ids, torch.zeros(len(ids), dtype=torch.long), batch_size, pad_id=self.encoding.pad_id)
+        out = [self.model(x).float().softmax(1) for x, _ in ld.epoch(0)]
+        return ld.unsort(torch.cat(out)) if out else torch.zeros(0, len(self.classes))
+
+    def predict_texts(self, texts: list[str], top_k: int = 5, batch_size: int = 256) -> list[dict]:
+        probs = self.probabilities(texts, batch_size)
+        p, idx = probs.topk(min(top_k, len(self.classes)), dim=1)
+        res = []
+        for t, pr, ix in zip(texts, p, idx):
+            top = [{"label": self.classes[c], "probability": round(float(q), 6)} for q, c in zip(pr, ix)]
+            res.append({"text": t, "label": top[0]["label"], "top": top})
+        return res
+
+
+def read_inputs(items: list[str], encoding: str = "utf-8") -> list[str]:
+    """`predict`'s arguments as texts: a string is a text, an existing file gives one text per
+    line, '-' reads lines from standard input."""
+    import sys
+    texts: list[str] = []
+    for it in items:
+        if it == "-":
+            texts += [l.rstrip("\r\n") for l in sys.stdin if l.strip()]
+        elif os.path.isfile(it):
+            with open(it, encoding=encoding) as f:
+                texts += [l.rstrip("\r\n") for l in f if l.strip()]
+        else:
+            texts.append(it)
+    return texts
+
+
+def evaluate_text(run: str | Path, data: str | Path, out: str | Path | None = None, batch_size: int = 256,
+                  progress: bool = True) -> dict:
+    """Evaluate a text bundle on a labelled file with the columns it was trained with."""
+    from .evaluate import print_summary, write_report
+    predictor = TextPredictor(run)
+    d = predictor.config.get("data", {})
+    cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+    split = read_text_file(data, d.get("text_column", "text"), d.get("label_column", "label"), cols, d.get("encoding", "utf-8"),
+                           classes=predictor.classes)
+    t0 = time.perf_counter()
+    logits = predictor.probabilities(split.texts, batch_size).clamp_min(1e-12).log()
+    report = {"model": predictor.config["model"], "classes": predictor.classes,
+              "test": classification_metrics(logits, split.labels, predictor.classes),
+              "data": {"test": len(split), "file": str(data), "skipped": split.skipped, "unknown_labels": split.unknown},
+              "wall_s": round(time.perf_counter() - t0, 2)}
+    out = Path(out) if out else Path(predictor.config["_dir"]).parent / f"eval-{Path(data).name}"
+    paths = write_report(out, report, None, {"texts": split.texts, "logits": logits.numpy(), "targets": split.labels.numpy(),
+                                             "paths": [f"{data}:{l}" for l in split.lines]})
+    report["html_path"] = str(paths["html"])
+    if progress:
+        print_summary(report)
+    return report
