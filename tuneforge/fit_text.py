@@ -212,8 +212,9 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
     if cached:  # a frozen encoder's features never change: compute them once, train the head on them
         t_feat = time.perf_counter()
         feats = {n: extract_text_features(model, loader(n)) for n in splits}
+        encode_per_s = sum(map(len, inputs.values())) / (time.perf_counter() - t_feat)
         log.info("frozen encoder: cached features of %d texts in %.1fs (%.0f texts/s)", sum(map(len, inputs.values())),
-                 time.perf_counter() - t_feat, sum(map(len, inputs.values())) / (time.perf_counter() - t_feat))
+                 time.perf_counter() - t_feat, encode_per_s)
         trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing)
         make = lambda n, train=False: BatchLoader(feats[n], splits[n].labels, cfg.batch_size if train else cfg.eval_batch_size,
                                                   shuffle=train, seed=cfg.seed)
@@ -232,7 +233,8 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
                        "max_length": cfg.max_length, "mean_length": round(float(lens.mean()), 2), "load_s": round(data_s, 2),
                        "skipped": [r for s in splits.values() for r in s.skipped],
                        "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown}},
-              "throughput": {"train_per_s": round(sum(h["images_per_s"] for h in state["history"]) / max(1, len(state["history"])), 1)},
+              "throughput": {"train_per_s": round(sum(h["images_per_s"] for h in state["history"]) / max(1, len(state["history"])), 1),
+                             **({"encode_per_s": round(encode_per_s, 1)} if cached else {})},
               "config": cfg.to_dict()}
     examples = None
     for name in ("val", "test"):
