@@ -31,3 +31,56 @@ def cifar3(tmp_path_factory) -> Path:
 def _isolated_cache(tmp_path, monkeypatch):
     # Tests never read or write the user's ~/.cache/tuneforge.
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+
+
+# --- Deployment (export, serve, page): one tiny trained model shared by their tests ---
+
+@pytest.fixture(scope="session")
+def seed_run(cifar3, tmp_path_factory) -> Path:
+    """seed-cnn trained 2 epochs on cifar3 (a few seconds): a real run folder with split.json."""
+    import tuneforge
+    out = tmp_path_factory.mktemp("deploy") / "run"
+    tuneforge.fit(data=str(cifar3), model="seed-cnn", epochs=2, batch_size=32, out=str(out), progress=False,
+                  tensorboard=False, threads=2, cache_dir="")
+    return out
+
+
+@pytest.fixture(scope="session")
+def seed_bundle(seed_run, tmp_path_factory) -> Path:
+    """The run exported with ONNX and int8 ONNX, as `tuneforge export --format onnx --quantize int8` does."""
+    import tuneforge
+    out = tmp_path_factory.mktemp("deploy") / "bundle"
+    tuneforge.export(seed_run, out, format="onnx", quantize="int8")
+    return out
+
+
+@pytest.fixture
+def live_server():
+    """live_server(app) -> base URL of a real uvicorn server on a free loopback port, in a thread;
+    stopped when the test ends."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    servers = []
+
+    def start(app) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        servers.append((server, thread, sock))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread, sock in servers:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -273,3 +273,38 @@ def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size
     from .data import list_images
     predictor = Predictor(run)
     return predictor.predict_files(list_images(paths), top_k, batch_size)
+
+
+# --- Deployment: export, serve, batch prediction (thin layers over tuneforge.export / tuneforge.serve) ---
+
+def export(run: str | Path, out: str | Path, format: str = "safetensors", quantize: str | None = None,
+           data: str | Path | None = None) -> dict:
+    """Write a portable bundle of a run folder or bundle into `out`: safetensors weights,
+    config.json, model card and, with format='onnx', a model.onnx checked against PyTorch on
+    real images (and model.int8.onnx with quantize='int8', its test accuracy change measured).
+    `data`: images to check/calibrate/measure with when `run` is not a run folder. Returns the
+    bundle's config."""
+    from .export.build import export_bundle
+    _setup(0)
+    return export_bundle(run, out, format, quantize, data)
+
+
+def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          **settings) -> None:
+    """Serve a bundle over HTTP until Ctrl-C: POST /v1/predict, /healthz, /readyz, /metrics, the
+    try-it page at /. Other keywords: ServeSettings fields (backend, max_batch_size,
+    max_wait_ms, max_queue, timeout_ms, max_body_mb, threads)."""
+    from .export import read_bundle_config
+    from .serve import ServeSettings, run
+    read_bundle_config(bundle)  # a wrong path fails here, by name, before a socket is opened
+    _setup(settings.get("threads", 0))
+    run(bundle, ServeSettings(host=host, port=port, token=token, **settings))
+
+
+def batch_predict(run: str | Path, source: str | Path, output: str | Path, top_k: int = 5, batch_size: int = 64,
+                  column: str | None = None, backend: str = "torch", progress: bool = True) -> dict:
+    """Predict a folder of images or a table (.csv/.tsv/.jsonl with a path or text column) into
+    `output` (.csv or .jsonl), with a progress bar; returns {"rows", "errors", "output"}."""
+    from .export.batch import predict_to_file
+    _setup(0)
+    return predict_to_file(Predictor(run, backend=backend), source, output, top_k, batch_size, column, progress)

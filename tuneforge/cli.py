@@ -95,6 +95,71 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    config = api.export(args.run, args.out, args.format, args.quantize, args.data)
+    print(json.dumps({"bundle": config["_dir"], "files": sorted(config["files"]), "onnx": config.get("onnx"),
+                      "int8": config.get("onnx_int8")}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    api.serve(args.bundle, args.host, args.port, args.token, backend=args.backend, threads=args.threads,
+              max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+              timeout_ms=args.timeout_ms, max_body_mb=args.max_body_mb)
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    counts = api.batch_predict(args.run, args.source, args.output, args.top_k, args.batch_size, args.column,
+                               args.backend, progress=not args.no_progress)
+    print(json.dumps(counts))
+    return 0
+
+
+def _add_deploy_verbs(sub) -> None:
+    """export / serve / batch: the deployment verbs (tuneforge/export, tuneforge/serve)."""
+    from .export import BACKENDS
+    from .export.build import FORMATS
+    ex = sub.add_parser("export", help="write a portable bundle (safetensors, optionally ONNX / int8 ONNX)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ex.add_argument("run", help="run folder or bundle")
+    ex.add_argument("--out", required=True, help="bundle folder to write")
+    ex.add_argument("--format", choices=FORMATS, default="safetensors",
+                    help="onnx adds model.onnx (dynamic batch), checked against PyTorch within 1e-4 on real images")
+    ex.add_argument("--quantize", choices=["int8"], default=None,
+                    help="also write model.int8.onnx (ONNX Runtime static int8) and report its test accuracy change")
+    ex.add_argument("--data", default=None,
+                    help="images to check/calibrate/measure with when RUN is not a run folder with its split")
+    ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="HTTP prediction server with a try-it page at /",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sv.add_argument("bundle", help="bundle or run folder (local only; never a URL)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the server to the network")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/predict and /metrics")
+    sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime when the bundle has model.onnx")
+    sv.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    sv.add_argument("--max-batch-size", type=int, default=32, help="micro-batching: most requests per forward pass")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batching: longest wait for a batch to fill")
+    sv.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this are refused (503)")
+    sv.add_argument("--timeout-ms", type=float, default=5000.0, help="per-request timeout (504)")
+    sv.add_argument("--max-body-mb", type=float, default=10.0, help="request size limit (413)")
+    sv.set_defaults(func=cmd_serve)
+
+    bp = sub.add_parser("batch", help="predict a folder of images or a table into CSV/JSONL, with a progress bar",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bp.add_argument("run", help="run folder or bundle")
+    bp.add_argument("source", help="image folder, or a .csv/.tsv/.jsonl table with a path (or text) column")
+    bp.add_argument("--output", required=True, help="FILE.csv or FILE.jsonl")
+    bp.add_argument("--column", default=None, help="the table's input column (default: path/image/file, or text)")
+    bp.add_argument("--top-k", type=int, default=5)
+    bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--backend", choices=BACKENDS, default="torch")
+    bp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bp.set_defaults(func=cmd_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune pretrained models on your data, on a CPU.")
@@ -126,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--output", help="write to FILE.csv or FILE.jsonl instead of stdout")
     pr.set_defaults(func=cmd_predict)
+
+    _add_deploy_verbs(sub)
 
     ms = sub.add_parser("models", help="list the registered models")
     ms.set_defaults(func=cmd_models)

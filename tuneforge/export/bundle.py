@@ -43,7 +43,7 @@ def save_bundle(out: str | Path, model: Classifier, meta: dict) -> Path:
 def model_card(config: dict) -> str:
     m = config.get("metrics", {})
     lines = [f"# {config.get('name', config['model'])}", "",
-             f"Image classifier ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
+             f"{config.get('task', 'image-classification')} model ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
              f"on {config['created']}.", "",
              "## Classes", ", ".join(config["classes"]), "",
              "## Preprocessing", "```json", json.dumps(config["preprocessing"], indent=1), "```", ""]
@@ -54,7 +54,23 @@ def model_card(config: dict) -> str:
         lines.append("")
     if config.get("data"):
         lines += ["## Data", "```json", json.dumps(config["data"], indent=1), "```", ""]
-    lines += ["## Use", "```", f"tuneforge predict {'<this folder>'} image.jpg", "```", ""]
+    if config.get("onnx"):
+        o = config["onnx"]
+        lines += ["## ONNX", f"`{o['file']}`: opset {o['opset']}, dynamic batch, input uint8 NCHW pixels at the size "
+                  f"above (scaling, normalisation and TTA are inside the graph), output `logits`. Checked at export: "
+                  f"max |logit difference| to PyTorch {o['max_abs_diff']:.2g} on {o['checked_on']} real inputs.", ""]
+    if config.get("onnx_int8"):
+        q = config["onnx_int8"]
+        a = q.get("accuracy") or {}
+        lines += [f"`{q['file']}`: int8 ({q['method']} quantization, ONNX Runtime)."
+                  + (f" Test accuracy {a['fp32']:.4f} -> {a['int8']:.4f} ({a['change_points']:+.2f} points, "
+                     f"n={a['n']})." if a else ""), ""]
+    if config.get("exported"):
+        lines += [f"Exported {config['exported']}.", ""]
+    lines += ["## Use", "```", f"tuneforge predict {'<this folder>'} image.jpg",
+              f"tuneforge serve {'<this folder>'}        # then open http://127.0.0.1:8000/", "```",
+              "Without tuneforge: read `config.json`, decode and resize as `preprocessing` says, and run "
+              "`model.onnx` with onnxruntime (or `model.safetensors` with the architecture in `model`).", ""]
     return "\n".join(lines)
 
 
@@ -79,6 +95,21 @@ def read_bundle_config(path: str | Path) -> dict:
     return config
 
 
+def bundle_file(config: dict, name: str) -> Path:
+    """A file listed in the bundle's `files` (name -> sha256), checked: a missing, truncated or
+    modified file is an error naming it, never a half-loaded model."""
+    path = Path(config["_dir"]) / name
+    want = config.get("files", {}).get(name)
+    if want is None:
+        raise BundleError(f"{config['_dir']}: the bundle has no {name}")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (listed in config.json); copy the whole bundle folder")
+    if _sha256(path) != want:
+        raise BundleError(f"{path}: checksum does not match config.json (truncated or modified); "
+                          "export the bundle again")
+    return path
+
+
 def load_bundle(path: str | Path) -> tuple[Classifier, dict]:
     """(model in eval mode, config). Verifies the checksum before reading any weight."""
     config = read_bundle_config(path)
@@ -88,6 +119,8 @@ def load_bundle(path: str | Path) -> tuple[Classifier, dict]:
     if config.get("weights_sha256") and _sha256(weights) != config["weights_sha256"]:
         raise BundleError(f"{weights}: checksum does not match config.json (truncated or modified); "
                           "export the bundle again")
+    for name in config.get("files", {}):
+        bundle_file(config, name)  # tokenizer files, ONNX models: all verified before use
     model = create_model(config["model"], len(config["classes"]), config["preprocessing"]["image_size"],
                          pretrained=False, **config.get("model_args", {}))
     try:
