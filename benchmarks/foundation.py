@@ -23,7 +23,7 @@ from tuneforge.recipes import RECIPES
 
 # Each run is a named recipe (tuneforge/recipes.py): the benchmark measures exactly what
 # `tuneforge fit --recipe NAME` does. "design" is the design's Keras recipe on seed-cnn.
-RUNS = {"seed-cnn": "design", "efficientnet_lite0": "balanced"}
+RUNS = {"seed-cnn": "design", "fast-cnn": "fast", "efficientnet_lite0": "balanced"}
 
 
 def main() -> None:

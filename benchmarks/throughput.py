@@ -1,6 +1,7 @@
 """Raw training throughput of `seed-cnn` (batch 256, data in memory) in the variants the CPU
-fast path can choose from, plus the machine's measured matmul peak, so achieved GFLOP/s can be
-read against the physical limit.
+fast path can choose from, of the models the recipes train (`--models NAME@SIZE[:FROZEN]`, fp32
+channels-last; FROZEN stages cached, so only the rest trains), plus the machine's measured matmul
+peak, so achieved GFLOP/s can be read against the physical limit.
 
     .venv/bin/python benchmarks/throughput.py [--seconds 8] [--out benchmarks/results/throughput.json]
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from tuneforge.models import create_model
+from tuneforge.models.base import StageTail
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
@@ -42,18 +44,26 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int
     return counter.get_total_flops()
 
 
-def bench(variant: str, batch: int, seconds: float) -> dict:
+def bench(variant: str, batch: int, seconds: float, spec: str = "seed-cnn@32") -> dict:
     torch.manual_seed(0)
-    model = create_model("seed-cnn", 10, 32)
-    x = torch.rand(batch, 3, 32, 32)
+    name, _, rest = spec.partition("@")
+    size, _, frozen = rest.partition(":")
+    size, frozen = int(size or 32), int(frozen or 0)
+    model = create_model(name, 10, size, pretrained=False)
+    x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, 10, (batch,))
-    flops = train_flops(model, x, y) / batch
-    bf16 = "bf16" in variant
     if "cl" in variant:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
+    if frozen:  # what --freeze K trains: the rest of the net on cached stage outputs
+        model.freeze(frozen)
+        with torch.no_grad():
+            x = model.backbone.forward_stages(model.prepare(x), 0, frozen).contiguous()
+        model = StageTail(model, frozen)
+    flops = train_flops(model, x, y) / batch
+    bf16 = "bf16" in variant
     step_model = torch.compile(model) if "compile" in variant else model
-    opt = torch.optim.Adam(model.parameters(), 1e-3, foreach=True)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3, foreach=True)
 
     def step() -> None:
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -72,7 +82,7 @@ def bench(variant: str, batch: int, seconds: float) -> dict:
             n += batch
         rates.append(n / (time.perf_counter() - t0))
     ips = statistics.median(rates)
-    return {"variant": variant, "batch": batch, "images_per_s": round(ips, 1),
+    return {"model": spec, "variant": variant, "batch": batch, "images_per_s": round(ips, 1),
             "train_mflop_per_image": round(flops / 1e6, 2), "achieved_gflop_s": round(ips * flops / 1e9, 1)}
 
 
@@ -81,6 +91,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--variants", nargs="*", default=["fp32", "fp32-cl", "bf16-cl", "fp32-cl-compile"])
+    ap.add_argument("--models", nargs="*", default=["fast-cnn@32", "efficientnet_lite0@64", "efficientnet_lite0@64:4"],
+                    help="recipe models, measured fp32 channels-last at batch 128")
     ap.add_argument("--out", default="benchmarks/results/throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -89,11 +101,12 @@ def main() -> None:
            "loadavg_before": os.getloadavg()[0],
            "peak_gflop_s": {"fp32": round(matmul_peak(torch.float32), 1), "bf16": round(matmul_peak(torch.bfloat16, 1024), 1)},
            "results": []}
-    for v in args.variants:
+    runs = [(v, args.batch, "seed-cnn@32") for v in args.variants] + [("fp32-cl", 128, m) for m in args.models]
+    for v, batch, spec in runs:
         try:
-            doc["results"].append(bench(v, args.batch, args.seconds))
+            doc["results"].append(bench(v, batch, args.seconds, spec))
         except Exception as e:  # a variant the platform cannot run (e.g. no compiler) is reported, not fatal
-            doc["results"].append({"variant": v, "error": f"{e.__class__.__name__}: {str(e)[:200]}"})
+            doc["results"].append({"model": spec, "variant": v, "error": f"{e.__class__.__name__}: {str(e)[:200]}"})
         print(json.dumps(doc["results"][-1]), flush=True)
     doc["loadavg_after"] = os.getloadavg()[0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

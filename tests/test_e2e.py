@@ -179,3 +179,20 @@ def test_cached_frozen_features_train_the_same_head_far_faster(cifar3, tmp_path)
     flip = tuneforge.fit(out=str(tmp_path / "flip"), **{**kw, "augment": "flip", "tta": True})
     assert flip.report["test"]["accuracy"] >= 0.75  # chance: 0.33
     assert tuneforge.load(tmp_path / "flip")(torch.rand(2, 3, 64, 64)).shape == (2, 3)
+
+
+@pytest.mark.slow
+def test_frozen_stages_cached_equals_recomputed(cifar3, tmp_path):
+    """--freeze K caches what the first K stages compute and trains the rest on it: the same
+    weights as recomputing those stages every step; crop becomes a shift of the cached maps."""
+    kw = dict(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="4", lr=2e-3, epochs=2,
+              batch_size=32, augment="none", cache_dir="", patience=0, **QUICK)
+    cached = tuneforge.fit(out=str(tmp_path / "cached"), **kw)
+    plain = tuneforge.fit(out=str(tmp_path / "plain"), cache_features=False, **kw)
+    a, b = cached.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("backbone.net._blocks.0."))  # frozen
+    for k in ("head.weight", "backbone.net._conv_head.weight", "backbone.net._blocks.15._project_conv.weight"):
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+    assert cached.report["test"]["accuracy"] == pytest.approx(plain.report["test"]["accuracy"], abs=2 / 90 + 1e-9)
+    shifted = tuneforge.fit(out=str(tmp_path / "shift"), **{**kw, "augment": "flip,crop=0.125", "tta": True, "epochs": 3})
+    assert shifted.report["test"]["accuracy"] >= 0.75  # chance: 0.33

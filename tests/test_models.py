@@ -24,7 +24,7 @@ def test_seed_cnn_matches_keras_layer_for_layer():
     assert isinstance(m.backbone.dense[-1], torch.nn.Dropout) and m.backbone.dense[-1].p == 0.5
 
 
-@pytest.mark.parametrize("name,size", [("seed-cnn", 32), ("resnet18", 32), ("efficientnet_lite0", 64)])
+@pytest.mark.parametrize("name,size", [("seed-cnn", 32), ("fast-cnn", 32), ("resnet18", 32), ("efficientnet_lite0", 64)])
 def test_forward_and_freeze_modes(name, size):
     m = create_model(name, 7, size)
     assert m(torch.rand(2, 3, size, size)).shape == (2, 7)
@@ -66,3 +66,30 @@ def test_weights_file_with_wrong_shapes_names_the_keys(tmp_path):
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(good))
     loaded = create_model("seed-cnn", 4, 32, weights=str(good))
     assert torch.equal(loaded.backbone.convs[0][0].weight, src.backbone.convs[0][0].weight)
+
+
+@pytest.mark.parametrize("name,size", [("fast-cnn", 40), ("efficientnet_lite0", 64)])
+def test_stages_compose_to_the_forward_pass(name, size):
+    """Caching frozen stages relies on: pool(stages[k:](stages[:k](x))) == the model's features."""
+    m = create_model(name, 5, size, pretrained=False).eval()
+    x = torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        full = m(x)
+        for k in range(len(m.backbone.stages()) + 1):
+            maps = m.backbone.forward_stages(m.prepare(x), 0, k)
+            assert torch.allclose(m.head(m.backbone.pool(m.backbone.forward_stages(maps, k))), full, atol=1e-5), k
+
+
+def test_fast_cnn_first_layer_whitens_patches():
+    torch.manual_seed(0)
+    # correlated colour channels, like photos: a shared grey level plus small colour noise
+    grey = torch.rand(200, 1, 16, 16)
+    x = (0.8 * grey + 0.2 * torch.rand(200, 3, 16, 16)).clamp(0, 1)
+    m = create_model("fast-cnn", 4, 16)
+    m.backbone.init_from_data(x)
+    with torch.no_grad():
+        z = m.backbone.whiten(x).permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(z.T)
+    assert z.mean(0).abs().max() < 1e-3  # centred
+    assert torch.allclose(cov, torch.eye(12, dtype=cov.dtype), atol=0.05)  # decorrelated, unit variance
+    assert not m.backbone.whiten.weight.requires_grad

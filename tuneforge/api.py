@@ -25,7 +25,7 @@ from .evaluate import classification_metrics, print_summary, write_report
 from .export import Predictor, load_bundle, save_bundle
 from .augment import parse_spec
 from .models import Classifier, create_model, model_spec
-from .models.base import HeadOnly, extract_features
+from .models.base import HeadOnly, StageTail, extract_features
 from .strategies import Supervised
 from .strategies.features import CachedFeatures
 
@@ -172,6 +172,10 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     torch.manual_seed(cfg.seed)
     model_args: dict = {}
     model = create_model(cfg.model, len(train.classes), image_size, cfg.pretrained, cfg.weights, cfg.dropout, **model_args)
+    if hasattr(model.backbone, "init_from_data") and cfg.weights is None:
+        # Data-dependent initialisation (fast-cnn's patch whitening) from a seeded sample of train.
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+        model.backbone.init_from_data(train.images[pick].float().div_(255.0))
     model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -179,16 +183,28 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
 
     splits = {name: s for name, s in (("train", train), ("val", val), ("test", test)) if s is not None}
     ops = parse_spec(cfg.augment)
-    if cfg.cache_features and cfg.freeze == "backbone" and set(ops) <= {"flip"}:
-        # A frozen backbone's features never change: compute them once and train the head on
-        # them; epochs then cost ~nothing. The mirrored view is computed only where it is used:
-        # for train with flip augmentation, for val/test with TTA.
+    frozen, n_stages = model.frozen_stages, len(model.backbone.stages())
+    whole = frozen == n_stages  # frozen backbone: cache pooled features; else the maps of stage `frozen`
+    if cfg.cache_features and frozen and set(ops) <= ({"flip"} if whole else {"flip", "crop"}) and (
+            whole or model.backbone.can_split()):
+        # Frozen stages compute the same thing every epoch: run them once and train the rest on
+        # their outputs. Flip stays valid as a cached mirrored view (computed only where used:
+        # train with flip, val/test with TTA); crop becomes a shift of the cached maps by the
+        # same fraction of their size (reflect-padded, as for pixels).
         t_feat = time.perf_counter()
         mirrored = {"train": "flip" in ops, "val": cfg.tta, "test": cfg.tta}
-        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n]) for n, s in splits.items()}
-        log.info("frozen backbone: cached features of %d images in %.1fs", sum(len(s) for s in splits.values()),
-                 time.perf_counter() - t_feat)
-        trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta)
+        stage = None if whole else frozen
+        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n], stage) for n, s in splits.items()}
+        shift = 0
+        if "crop" in ops:
+            px = ops["crop"] * image_size if ops["crop"] < 1 else ops["crop"]
+            shift = round(px * inputs["train"].shape[-1] / image_size)
+        log.info("frozen %s: cached %s of %d images in %.1fs%s", "backbone" if whole else f"stages 0-{frozen - 1}",
+                 "features" if whole else "maps " + "x".join(map(str, inputs["train"].shape[2:])),
+                 sum(len(s) for s in splits.values()), time.perf_counter() - t_feat,
+                 f"; crop = shift by up to {shift} cells" if "crop" in ops else "")
+        trainable = HeadOnly(model) if whole else StageTail(model, frozen)
+        strategy = CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta, shift)
     else:
         inputs = {n: s.images for n, s in splits.items()}
         trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)

@@ -31,6 +31,11 @@ def _seed_cnn(image_size: int, pretrained: bool) -> Backbone:
     return SeedCNN(image_size)
 
 
+def _fast_cnn(image_size: int, pretrained: bool) -> Backbone:
+    from .fastcnn import FastCNN
+    return FastCNN()
+
+
 def _resnet(depth: int):
     def build(image_size: int, pretrained: bool, small_stem: bool | None = None) -> Backbone:
         from .resnet import ResNetBackbone
@@ -46,6 +51,8 @@ def _lite(variant: int):
 
 
 _register("seed-cnn", ModelSpec(_seed_cnn, 32, "", "the design's Keras CNN (Conv32-64-128, Dense512, Dropout 0.5)"))
+_register("fast-cnn", ModelSpec(_fast_cnn, 32, "", "small airbench-style CNN (whitened 2x2 patches, conv-pool-BN-GELU x3), "
+                                                "for the `fast` recipe"))
 _register("resnet18", ModelSpec(_resnet(18), 32, "", "torchvision ResNet-18; 3x3 stem for images <= 64 px"))
 _register("resnet50", ModelSpec(_resnet(50), 224, "", "torchvision ResNet-50"))
 for _v, _size in ((0, 224), (1, 240), (2, 260)):

@@ -18,6 +18,20 @@ class Backbone(nn.Module):
         """Groups of layers from input to output, used by `--freeze K` and layer-wise lr."""
         raise NotImplementedError
 
+    def forward_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Stages [start, stop) applied to `x` (the output of stage start-1, or the normalised
+        image when start is 0), unpooled. With `pool` it lets `fit` cache what frozen stages
+        compute; a backbone that does not implement it is simply trained without that cache."""
+        raise NotImplementedError
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """Output of the last stage -> pooled features (B, feature_dim)."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_split(cls) -> bool:
+        return cls.forward_stages is not Backbone.forward_stages
+
 
 class Classifier(nn.Module):
     """backbone + dropout + linear head. Takes float images in [0, 1], NCHW."""
@@ -32,16 +46,21 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
         self.channels_last = False
         self.frozen_stages = 0
+        # Parameters a backbone fixes by design (fast-cnn's whitening filters and BN scales)
+        # stay fixed whatever --freeze says.
+        self._fixed = {n for n, p in self.named_parameters() if not p.requires_grad}
 
     @property
     def num_classes(self) -> int:
         return self.head.out_features
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> what the backbone's weights expect, in the chosen memory layout."""
         x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prepare(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
@@ -55,8 +74,8 @@ class Classifier(nn.Module):
         stages = self.backbone.stages()
         k = {"none": 0, "backbone": len(stages)}.get(mode, mode) if isinstance(mode, str) else mode
         k = int(k)
-        for p in self.parameters():
-            p.requires_grad_(True)
+        for n, p in self.named_parameters():
+            p.requires_grad_(n not in self._fixed)
         for stage in stages[:k]:
             for p in stage.parameters():
                 p.requires_grad_(False)
@@ -84,15 +103,49 @@ class HeadOnly(nn.Module):
         return self.head(self.dropout(features))
 
 
+class StageTail(nn.Module):
+    """The trainable part of a Classifier whose first `stage` backbone stages are frozen,
+    applied to the cached outputs of those stages. Shares its modules with the Classifier."""
+
+    def __init__(self, model: Classifier, stage: int):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        maps = maps.float()  # large caches are kept in bf16; the compute is fp32
+        if self.model.channels_last:
+            maps = maps.contiguous(memory_format=torch.channels_last)
+        b = self.model.backbone
+        return self.model.head(self.model.dropout(b.pool(b.forward_stages(maps, self.stage))))
+
+    def train(self, mode: bool = True) -> "StageTail":
+        self.training = mode
+        self.model.train(mode)  # keeps the frozen stages in eval mode
+        return self
+
+
 @torch.inference_mode()
 def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 256,
-                     mirrored: bool = False) -> torch.Tensor:
-    """Backbone features of uint8 images, (N, V, D): V = 2 with the mirrored view when
-    `mirrored`, so a head trained on them can still see flip augmentation."""
+                     mirrored: bool = False, stage: int | None = None, max_fp32_bytes: int = 2 << 30) -> torch.Tensor:
+    """What the frozen part of the model computes for uint8 images, once: pooled backbone
+    features (N, V, D) when `stage` is None, else the output maps of the first `stage` stages
+    (N, V, C, h, w). V = 2 with the mirrored view when `mirrored`, so what is trained on them can
+    still see flip augmentation. A cache larger than `max_fp32_bytes` is kept in bf16 (half the
+    memory, ~3 significant digits: the maps are post-activation values, this is noise-level)."""
     model.eval()
-    out = []
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if stage is None:
+            return model.features(x)
+        return model.backbone.forward_stages(model.prepare(x), 0, stage)
+
+    out, dtype = [], torch.float32
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].float().div_(255.0)
-        views = [model.features(x)] + ([model.features(x.flip(3))] if mirrored else [])
-        out.append(torch.stack(views, 1))
-    return torch.cat(out) if out else torch.zeros(0, 1 + mirrored, model.backbone.feature_dim)
+        views = torch.stack([run(x)] + ([run(x.flip(3))] if mirrored else []), 1)
+        if i == 0 and views[0].numel() * 4 * len(images) > max_fp32_bytes:
+            dtype = torch.bfloat16
+        out.append(views.to(dtype).contiguous())
+    if not out:
+        raise ValueError("extract_features: no images")
+    return torch.cat(out)

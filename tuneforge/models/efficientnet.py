@@ -61,7 +61,27 @@ class EfficientNetLiteBackbone(Backbone):
         self._cuts[-1] = (self._cuts[-1][0], len(self.net._blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean((2, 3))
+        return self.pool(self.forward_stages(x))
+
+    def forward_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        # The package's extract_features, cut at stage boundaries: stem, the block stages, head.
+        n = self.net
+        stop = len(self._cuts) + 2 if stop is None else stop
+        for s in range(start, stop):
+            if s == 0:
+                x = n._swish(n._bn0(n._conv_stem(x)))
+            elif s <= len(self._cuts):
+                a, b = self._cuts[s - 1]
+                for idx in range(a, b):
+                    rate = n._global_params.drop_connect_rate
+                    # drop-connect grows with depth, as in the package (0 in eval mode)
+                    x = n._blocks[idx](x, drop_connect_rate=rate * idx / len(n._blocks) if rate else rate)
+            else:
+                x = n._swish(n._bn1(n._conv_head(x)))
+        return x
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps.mean((2, 3))
 
     def stages(self) -> list[nn.Module]:
         n = self.net
