@@ -221,3 +221,19 @@ def test_minilm_full_and_lora_fine_tuning_lower_the_loss(sst2_slice, tmp_path, m
     texts = ["a wonderful film", "a boring mess"]
     probs = [x["top"][0]["probability"] for x in tuneforge.predict(run.run_dir, texts, top_k=1)]
     assert all(0.5 <= q <= 1 for q in probs)
+
+
+def test_any_local_hf_folder_is_the_same_code_path_as_minilm():
+    from tuneforge.models import create_model, model_spec
+    from tuneforge.models.text import hf_model_path, load_tokenizer
+    path = hf_model_path("minilm")
+    assert model_spec(f"hf:{path}").modality == "text"
+    tok = load_tokenizer(path)
+    batch = dict(tok(["a fine film", "bad"], padding=True, return_tensors="pt"))
+    torch.manual_seed(0)
+    a = create_model("minilm", 2, pooling="mean").eval()
+    b = create_model(f"hf:{path}", 2, pooling="mean").eval()
+    with torch.no_grad():
+        assert torch.allclose(a.features(batch), b.features(batch), atol=1e-6)
+    with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
+        create_model("hf:/no/such/folder", 2)
