@@ -18,7 +18,7 @@ RECIPES: dict[str, Recipe] = {
     "fast": Recipe(
         "a small airbench-style CNN trained from scratch for two epochs at the model's 32 px: whitened "
         "patches, SGD-Nesterov one-cycle at a high rate, label smoothing 0.2, flip + 2 px crops, flip TTA",
-        "CIFAR-10, 2-core CPU, cold start: 76.83% test in 4.3 min (one epoch: 68.26% in 2.0 min); the design's "
+        "CIFAR-10, 2-core CPU, cold start: 76.83% test in 3.3 min (one epoch: 68.26% in 2.0 min); the design's "
         "Keras pipeline 67.87% in 22.3 min (2026-11-28)",
         dict(model="fast-cnn", optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, batch_size=256, epochs=2,
              schedule="onecycle", warmup_epochs=0.25, label_smoothing=0.2, augment="flip,crop=2", tta=True,
