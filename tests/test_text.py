@@ -6,6 +6,7 @@ import io
 import json
 import random
 import sys
+import time
 
 import pytest
 import torch
@@ -237,3 +238,30 @@ def test_any_local_hf_folder_is_the_same_code_path_as_minilm():
         assert torch.allclose(a.features(batch), b.features(batch), atol=1e-6)
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         create_model("hf:/no/such/folder", 2)
+
+
+def test_text_bundle_is_served_with_the_same_answers(tmp_path, live_server):
+    """A text bundle goes through the same Predictor and server as images: JSON text in, the
+    same top-k as `tuneforge predict`, an image upload refused with a message."""
+    import httpx
+    from tuneforge.export import Predictor
+    from tuneforge.serve.app import ServeSettings, create_app
+    data = rule_data(tmp_path, 400, 40)
+    run = tuneforge.fit(data=str(data), model="gru", epochs=5, batch_size=32, embed_dim=32, hidden_size=32,
+                        lr=3e-3, patience=0, out=str(tmp_path / "run"), **QUICK)
+    texts = ["w1 w2 zebra w3", "w4 w5 w6 w7 w8", "zebra", "w9 " * 30]
+    want = tuneforge.predict(run.run_dir, texts, top_k=2)
+    pred = Predictor(run.run_dir)
+    got = pred.top_k([pred.prepare(text=t) for t in texts], k=2)  # one padded batch of unequal lengths
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert all(abs(g["top"][0]["probability"] - w["top"][0]["probability"]) < 1e-5 for g, w in zip(got, want))
+    base = live_server(create_app(run.run_dir, ServeSettings(backend="torch")))
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for t, w in zip(texts, want):
+        r = httpx.post(f"{base}/v1/predict", json={"text": t}, timeout=30)
+        assert r.status_code == 200 and r.json()["label"] == w["label"], r.text
+    r = httpx.post(f"{base}/v1/predict", files={"file": ("x.jpg", b"\xff\xd8", "image/jpeg")}, timeout=30)
+    assert 400 <= r.status_code < 500 and "text" in r.json()["detail"]
+    assert httpx.get(f"{base}/v1/info").json()["inputs"] == ["text"]
