@@ -108,17 +108,23 @@ def cmd_load(a) -> None:
     images = [p.read_bytes() for p in list_images([a.images])[:256]]
     configs = {"micro-batching": ["--max-batch-size", "32", "--max-wait-ms", str(a.max_wait_ms)],
                "batch-size-1": ["--max-batch-size", "1"]}
-    out = {**_machine(), "bundle": a.bundle, "backend": a.backend, "seconds_each": a.seconds, "results": {}}
-    for name, flags in configs.items():
-        proc, port = _serve(a.bundle, [*flags, "--backend", a.backend])
-        try:
-            out["results"][name] = [asyncio.run(run_load("127.0.0.1", port, images, c, a.seconds)) for c in (1, 8, 32)]
-        finally:
-            proc.terminate()
-            proc.wait(10)
-        print(name, json.dumps(out["results"][name]), flush=True)
-    mb, b1 = out["results"]["micro-batching"][-1], out["results"]["batch-size-1"][-1]
-    out["throughput_ratio_at_32"] = round(mb["rps"] / b1["rps"], 2)
+    backends = a.backend.split(",")
+    out = {**_machine(), "bundle": a.bundle, "backends": backends, "seconds_each": a.seconds, "results": {},
+           "throughput_ratio_at_32": {}}
+    # Every backend and serving mode in one run, back to back: the machine is shared and noisy,
+    # so only side-by-side ratios mean much.
+    for backend in backends:
+        for name, flags in configs.items():
+            proc, port = _serve(a.bundle, [*flags, "--backend", backend])
+            try:
+                levels = [asyncio.run(run_load("127.0.0.1", port, images, c, a.seconds)) for c in (1, 8, 32)]
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            out["results"][f"{backend}/{name}"] = levels
+            print(backend, name, json.dumps(levels), flush=True)
+        mb, b1 = out["results"][f"{backend}/micro-batching"][-1], out["results"][f"{backend}/batch-size-1"][-1]
+        out["throughput_ratio_at_32"][backend] = round(mb["rps"] / b1["rps"], 2)
     out["failed_total"] = sum(r["failed"] for rs in out["results"].values() for r in rs)
     _save("load", out)
 
@@ -159,7 +165,7 @@ def main() -> None:
     l = sub.add_parser("load")
     l.add_argument("--bundle", default="runs/serve-bench-bundle")
     l.add_argument("--images", required=True, help="folder of real JPEGs to send")
-    l.add_argument("--backend", default="auto")
+    l.add_argument("--backend", default="onnx,torch", help="comma-separated Predictor backends, each run in turn")
     l.add_argument("--max-wait-ms", type=float, default=5.0)
     l.add_argument("--seconds", type=float, default=12)
     sc = sub.add_parser("screenshot")
