@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from .contrastive import Contrastive
 from .supervised import Supervised
 
 
@@ -21,5 +22,6 @@ class Strategy(Protocol):
 
 STRATEGIES: Registry = Registry("strategy", "--strategy")
 STRATEGIES.register("supervised", "cross-entropy on labelled batches, with batch augmentation")(Supervised)
+STRATEGIES.register("contrastive", "symmetric InfoNCE of image and text embeddings (tuneforge align)")(Contrastive)
 
-__all__ = ["Strategy", "Supervised", "STRATEGIES"]
+__all__ = ["Strategy", "Supervised", "Contrastive", "STRATEGIES"]
