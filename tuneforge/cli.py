@@ -160,6 +160,106 @@ def _add_deploy_verbs(sub) -> None:
     bp.set_defaults(func=cmd_batch)
 
 
+# --- Alignment (issue 6): align / retrieve / zeroshot / embed (tuneforge.align) ---
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from .align import align
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config")}
+    result = align(**{**(read_yaml(args.config) if args.config else {}), **given})
+    r = result.report["retrieval"]
+    print(json.dumps({"run": str(result.run_dir), "report": result.report.get("html_path"),
+                      **{f"{s}_{d}": {k: round(v, 4) for k, v in r[s][d].items() if k.startswith("R@")}
+                         for s in r for d in ("text_to_image", "image_to_text")}}))
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from .align import evaluate_retrieval, retrieve
+    if args.data:
+        print(json.dumps(evaluate_retrieval(args.run, args.data, args.image_column, args.text_column, args.image_root,
+                                            args.cache_dir)))
+        return 0
+    for r in retrieve(args.run, args.query, args.images, args.image, args.texts, args.top_k, args.cache_dir):
+        print(json.dumps(r))
+    return 0
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from .align import zeroshot
+    from .errors import ConfigError
+    names = {}
+    for item in args.class_name or []:
+        if "=" not in item:
+            raise ConfigError(f"--class-name {item!r}: write LABEL=WORDS, e.g. 'Personal Care=cosmetics'")
+        k, v = item.split("=", 1)
+        names[k.strip()] = v.strip()
+    report = zeroshot(args.run, args.data, args.table, args.image_column, args.label_column, args.image_root,
+                      args.classes, args.prompts, names, args.out, args.limit_per_class, args.cache_dir,
+                      progress=not args.json)
+    if "predictions" in report:
+        for p in report["predictions"]:
+            print(json.dumps(p))
+    else:
+        print(json.dumps({"report": report["html_path"], "accuracy": report["test"]["accuracy"], "n": report["test"]["n"],
+                          **report["baselines"]}))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .align import embed
+    print(json.dumps(embed(args.run, args.images, args.out, args.cache_dir)))
+    return 0
+
+
+def _add_align_verbs(sub) -> None:
+    from .align import AlignConfig
+    al = sub.add_parser("align", help="align an image and a text encoder on image-caption pairs (contrastive)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    al.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    add_dataclass_flags(al, AlignConfig)
+    al.set_defaults(func=cmd_align)
+    cache = "feature cache ('' disables; default: $TUNEFORGE_CACHE or ~/.cache/tuneforge)"
+
+    rt = sub.add_parser("retrieve", help="text -> images or image -> texts with an aligned pair, as JSON lines")
+    rt.add_argument("run", help="run folder of `tuneforge align` (or its model/ bundle)")
+    rt.add_argument("--query", nargs="+", help="text queries (with --images)")
+    rt.add_argument("--images", help="image folder, or an embeddings file from `tuneforge embed`")
+    rt.add_argument("--image", nargs="+", help="image files or folders to find texts for (with --texts)")
+    rt.add_argument("--texts", help="file of candidate texts, one per line")
+    rt.add_argument("--top-k", type=int, default=5)
+    rt.add_argument("--data", help="instead: Recall@1/5/10 over every row of this image+text table")
+    rt.add_argument("--image-column", default="image")
+    rt.add_argument("--text-column", default="caption")
+    rt.add_argument("--image-root", default=None, help="folder the table's image paths are relative to")
+    rt.add_argument("--cache-dir", default=None, help=cache)
+    rt.set_defaults(func=cmd_retrieve)
+
+    zs = sub.add_parser("zeroshot", help="classify images by class-name prompts with an aligned pair")
+    zs.add_argument("run", help="run folder of `tuneforge align` (or its model/ bundle)")
+    zs.add_argument("--data", help="class folders (their test/ if present), or a plain image folder with --classes")
+    zs.add_argument("--table", help="instead: a CSV/TSV/JSONL with --image-column and --label-column")
+    zs.add_argument("--image-column", default="image")
+    zs.add_argument("--label-column", default=None)
+    zs.add_argument("--image-root", default=None, help="folder the table's image paths are relative to")
+    zs.add_argument("--classes", help="comma-separated class names (default: the folder names / table labels)")
+    zs.add_argument("--prompts", nargs="+", default=None,
+                    help="templates with {} for the class name, averaged (default: 'a photo of a {}.')")
+    zs.add_argument("--class-name", action="append", metavar="LABEL=WORDS",
+                    help="words to put into the prompts for a label (repeatable)")
+    zs.add_argument("--limit-per-class", type=int, default=None, help="score at most N images per class (seeded)")
+    zs.add_argument("--out", help="report folder (default: RUN/zeroshot-NAME)")
+    zs.add_argument("--cache-dir", default=None, help=cache)
+    zs.add_argument("--json", action="store_true", help="print only the JSON summary")
+    zs.set_defaults(func=cmd_zeroshot)
+
+    em = sub.add_parser("embed", help="embeddings of a folder of images with an aligned pair, saved as safetensors")
+    em.add_argument("run", help="run folder of `tuneforge align` (or its model/ bundle)")
+    em.add_argument("--images", required=True, help="image folder (recursive) or file")
+    em.add_argument("--out", required=True, help="FILE.safetensors (use it as `retrieve --images FILE`)")
+    em.add_argument("--cache-dir", default=None, help=cache)
+    em.set_defaults(func=cmd_embed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune pretrained models on your data, on a CPU.")
@@ -193,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     _add_deploy_verbs(sub)
+    _add_align_verbs(sub)
 
     ms = sub.add_parser("models", help="list the registered models")
     ms.set_defaults(func=cmd_models)
