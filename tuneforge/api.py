@@ -67,8 +67,8 @@ def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path,
     """Decode train/val/test once (disk-cached), carve a stratified val split when there is
     none, and write split.json so the run can be audited and repeated."""
     classes, items = scan_class_folders(train_dir)
-    if cfg.limit_per_class:
-        keep = subsample_per_class(np.array([l for _, l in items]), cfg.limit_per_class, cfg.seed)
+    if cfg.labels_per_class or cfg.limit_per_class:
+        keep = subsample_per_class(np.array([l for _, l in items]), cfg.labels_per_class or cfg.limit_per_class, cfg.seed)
         items = [items[i] for i in keep]
     kw = dict(size=image_size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
     full = load_image_folder(train_dir, classes=classes, items=items, **kw)
@@ -122,7 +122,7 @@ def _prepare_run(config: FitConfig | None, kwargs: dict) -> tuple[FitConfig, Pat
 
 
 def _train(cfg: FitConfig, run_dir: Path, trainable: torch.nn.Module, strategy, train_loader, val_loader,
-           resume_ckpt: dict | None, default_lr: float | None = None) -> tuple[Engine, dict]:
+           resume_ckpt: dict | None, default_lr: float | None = None, extra_callbacks: tuple = ()) -> tuple[Engine, dict]:
     """Optimizer, schedule, callbacks and the one Engine, for every kind of data."""
     lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
     steps = len(train_loader) * cfg.epochs
@@ -130,7 +130,10 @@ def _train(cfg: FitConfig, run_dir: Path, trainable: torch.nn.Module, strategy, 
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     early = EarlyStopping(cfg.monitor, cfg.patience if val_loader is not None else 0, run_dir)
-    callbacks = [early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
+    callbacks = [*extra_callbacks, early, Checkpointer(run_dir), MetricsLogger(run_dir, cfg.tensorboard), Progress(cfg.progress)]
+    if getattr(cfg, "max_minutes", None):
+        from .unlabeled import TimeLimit
+        callbacks.insert(0, TimeLimit(cfg.max_minutes))
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
     if resume_ckpt is not None:
         engine.load_checkpoint(resume_ckpt)
@@ -156,9 +159,17 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     folders, or text/sequence files (tuneforge.fit_text): the same engine, reports and bundle."""
     t_start = time.perf_counter()
     cfg, run_dir, resume_ckpt = _prepare_run(config, kwargs)
+    from .fit_multimodal import fit_multimodal, is_multimodal_config
+    if is_multimodal_config(cfg):  # image+text tables: fusion models and their single-modality baselines
+        return fit_multimodal(cfg, run_dir, resume_ckpt, t_start)
     from .fit_text import fit_text, is_text_config
     if is_text_config(cfg):
+        if cfg.semi or cfg.init:
+            raise ConfigError("--semi and --init are implemented for images only so far")
         return fit_text(cfg, run_dir, resume_ckpt, t_start)
+    if cfg.init:
+        from .unlabeled import resolve_init
+        cfg.weights = resolve_init(cfg.init, cfg.model)
 
     spec = model_spec(cfg.model)
     image_size = cfg.image_size or spec.default_image_size
@@ -183,6 +194,7 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
 
     splits = {name: s for name, s in (("train", train), ("val", val), ("test", test)) if s is not None}
     ops = parse_spec(cfg.augment)
+    encode = None  # what the frozen layers compute, when they are cached (unlabeled images get the same)
     frozen, n_stages = model.frozen_stages, len(model.backbone.stages())
     whole = frozen == n_stages  # frozen backbone: cache pooled features; else the maps of stage `frozen`
     if cfg.cache_features and frozen and set(ops) <= ({"flip"} if whole else {"flip", "crop"}) and (
@@ -205,13 +217,21 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
                  f"; crop = shift by up to {shift} cells" if "crop" in ops else "")
         trainable = HeadOnly(model) if whole else StageTail(model, frozen)
         strategy = CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta, shift)
+        encode = lambda images: extract_features(model, images, cfg.eval_batch_size, True, stage)
     else:
         inputs = {n: s.images for n, s in splits.items()}
         trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)
 
     train_loader = BatchLoader(inputs["train"], train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    semi = None
+    if cfg.semi:  # tuneforge/unlabeled.py: the same engine, a semi-supervised strategy and loader
+        from .unlabeled import setup_semi
+        semi = setup_semi(cfg, model, trainable, strategy, train, inputs["train"], val.paths if val else [],
+                          test.paths if test else [], image_size, run_dir, encode)
+        trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
     val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
-    engine, state = _train(cfg, run_dir, trainable, strategy, train_loader, val_loader, resume_ckpt)
+    engine, state = _train(cfg, run_dir, trainable, strategy, train_loader, val_loader, resume_ckpt,
+                           extra_callbacks=tuple(semi.callbacks) if semi else ())
 
     report = {"model": cfg.model, "classes": train.classes, "best_epoch": state.get("best_epoch"),
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
@@ -219,6 +239,8 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
                        "image_size": image_size, "decode_s": round(data_s, 2),
                        "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else [])},
               "config": cfg.to_dict()}
+    if semi:
+        report["semi"] = semi.finish(state, train.classes)
     examples = None
     for name, split in (("val", val), ("test", test)):
         if split is None:
@@ -283,6 +305,9 @@ def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size
     For a text model: strings, files (one text per line) or '-' (standard input lines),
     each giving {"text", "label", "top"}."""
     from .export import read_bundle_config
+    if read_bundle_config(run).get("task") == "image-text-classification":  # tables, images and/or texts
+        from .fit_multimodal import predict_rows
+        return predict_rows(run, [str(p) for p in paths], top_k, batch_size)
     if read_bundle_config(run).get("task") == "text-classification":
         from .fit_text import TextPredictor, read_inputs
         return TextPredictor(run).predict_texts(read_inputs([str(p) for p in paths]), top_k, batch_size)

@@ -48,6 +48,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config")}
+    layers = read_yaml(args.config) if args.config else {}
+    result = pretrain(**{**layers, **given})
+    probe = result.report.get("probe") or {}
+    print(json.dumps({"run": str(result.run_dir), "backbone": str(result.backbone_path),
+                      "probe_knn_before": probe.get("before"), "probe_knn_after": probe.get("after")}))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     report = api.evaluate(args.run, args.data, args.out, strict=args.strict, cache_dir=args.cache_dir,
                           batch_size=args.batch_size, tta=args.tta)
@@ -271,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="YAML file of settings (flags given here override it)")
     add_dataclass_flags(fit, FitConfig)
     fit.set_defaults(func=cmd_fit)
+
+    from .pretrain import PretrainConfig
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images (fit --init RUN)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pt.add_argument("--config", help="YAML file of settings (flags given here override it)")
+    add_dataclass_flags(pt, PretrainConfig)
+    pt.set_defaults(func=cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="evaluate a run or bundle on a class-folder tree")
     ev.add_argument("run", help="run folder or bundle")

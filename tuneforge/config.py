@@ -65,6 +65,24 @@ class FitConfig:
     tensorboard: bool = opt(True, "write TensorBoard event files")
     progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
     resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
+    # Image + text tables (tuneforge/fit_multimodal.py): --data TABLE with an image-path and a text column
+    modalities: str | None = opt(None, "image+text table: 'image,text' trains a fusion model; 'image' or 'text' alone "
+                                 "trains a baseline on the same rows")
+    image_column: str | None = opt(None, "image+text table: the column holding image paths (relative to the table or --image-root)")
+    image_root: str | None = opt(None, "image+text table: folder the image paths are relative to (default: the table's folder)")
+    image_model: str = opt("efficientnet_lite0", "image+text: the image encoder (any image model of `tuneforge models`)")
+    text_model: str = opt("minilm", "image+text: the text encoder (minilm or hf:PATH)")
+    fusion: str = opt("late", "image+text: concatenate pooled features, a learned gate, or text-to-image cross-attention",
+                      ("late", "gated", "attention"))
+    fusion_dim: int = opt(256, "image+text: width of the gated/attention fusion layers")
+    image_freeze: str | None = opt(None, "image+text: the image encoder's --freeze (default: --freeze unless 'none', else 'backbone')")
+    text_freeze: str | None = opt(None, "image+text: the text encoder's --freeze (default: --freeze unless 'none', else 'backbone')")
+    image_lr: float | None = opt(None, "image+text: learning rate of a trained image encoder (default: --lr / 10)")
+    text_lr: float | None = opt(None, "image+text: learning rate of a trained text encoder (default: --lr / 20)")
+    modality_dropout: float = opt(0.2, "image+text: chance that a training row loses its image or its text, so the model "
+                                  "predicts with one input missing (rows lacking one input are then kept)")
+    min_class_count: int = opt(0, "image+text: classes with fewer rows are folded into 'other'")
+    test_fraction: float = opt(0.0, "image+text: stratified fraction of the table held out as the test split (no --test)")
     # Text and sequences (--data FILE or a folder of train/val/test files; tuneforge.data.text)
     text_column: str | None = opt(None, "text data: the column (CSV/TSV header, JSONL key) holding the text (default: 'text' for a text file)")
     label_column: str = opt("label", "text/sequence data: the column holding the class (or the target, with --task regression)")
@@ -88,6 +106,17 @@ class FitConfig:
     id_column: str | None = opt(None, "numeric sequences, one row per time step: the column naming the sequence")
     time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
     feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
+    # Unlabeled data (issue 5): semi-supervised fit, initialisation from `tuneforge pretrain`
+    unlabeled: str | None = opt(None, "folder of unlabeled images (any nesting, folder names ignored) for --semi")
+    semi: str | None = opt(None, "semi-supervised method using --unlabeled", ("fixmatch", "pseudo-label", "mean-teacher"))
+    labels_per_class: int | None = opt(None, "keep N labelled training images per class (seeded; the files used are in split.json)")
+    init: str | None = opt(None, "backbone weights from a `tuneforge pretrain` run folder or a weight file (sets --weights)")
+    semi_threshold: float = opt(0.95, "confidence a prediction needs to become a pseudo-label")
+    semi_weight: float | None = opt(None, "weight of the unlabeled loss (default: 1; mean-teacher 10)")
+    semi_mu: int = opt(7, "unlabeled images per labelled image in a step")
+    semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the unlabeled images)")
+    ema: float = opt(0.999, "mean teacher: EMA decay of the teacher")
+    max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes")
 
     def validate(self) -> "FitConfig":
         for f in fields(self):
@@ -103,6 +132,12 @@ class FitConfig:
         for name, v in positive.items():
             if v is None or v < 1:
                 raise ConfigError(f"{flag(name)} must be >= 1, got {v}")
+        for name in ("image_freeze", "text_freeze"):
+            v = getattr(self, name)
+            if v is not None and v not in ("none", "backbone") and not str(v).isdigit():
+                raise ConfigError(f"{flag(name)}: {v!r} is not allowed; use none, backbone, or a number of stages")
+        if not 0 <= self.modality_dropout < 1 or not 0 <= self.test_fraction < 1:
+            raise ConfigError(f"--modality-dropout and --test-fraction must be in [0, 1), got {self.modality_dropout}, {self.test_fraction}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr is not None and self.lr <= 0:
@@ -114,6 +149,17 @@ class FitConfig:
         for name in ("max_length", "lora_rank", "vocab_size", "min_freq", "embed_dim", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.semi and not self.unlabeled:
+            raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images)")
+        if self.unlabeled and not self.semi:
+            raise ConfigError("--unlabeled needs --semi fixmatch|pseudo-label|mean-teacher")
+        for name in ("labels_per_class", "semi_mu", "semi_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.semi_threshold <= 1 or not 0 <= self.ema < 1:
+            raise ConfigError(f"--semi-threshold must be in (0, 1] and --ema in [0, 1), got {self.semi_threshold}, {self.ema}")
+        if self.init and self.weights:
+            raise ConfigError("--init and --weights both set the backbone's weights; give one")
         from .augment import parse_spec
         parse_spec(self.augment)
         return self

@@ -1,0 +1,168 @@
+"""Unlabeled-data benchmarks (issue 5), CIFAR-10: one command per target, each a plain
+`tuneforge pretrain` / `tuneforge fit`, stopped on time by `--max-minutes`.
+
+    python benchmarks/unlabeled.py semi-250 [--minutes 60] [--method fixmatch]
+        25 labels per class + all of train/ as unlabeled, side by side with the same recipe on
+        the 250 labels alone (target: >= 80% test, >= 8 points above labels-only, <= 60 min)
+    python benchmarks/unlabeled.py semi-4000 [--minutes 90]     # 400 per class (target >= 92%)
+    python benchmarks/unlabeled.py ssl-probe [--minutes 60]
+        SimCLR from random init on train/ without labels, then a linear probe (frozen backbone,
+        cached features, all train labels) beside the same probe of the random-init backbone
+        (target: >= 70% test)
+    python benchmarks/unlabeled.py continued [--minutes 60]
+        continued SimCLR of ImageNet EfficientNet-Lite0 (64 px) on train/, then the 250-label fit,
+        beside the 250-label fit without continued pretraining
+
+Each prints the commands it runs and appends a JSON line (commands, date, `uptime` load,
+numbers, wall times) to benchmarks/results/unlabeled.jsonl. Wrap timed runs in
+`flock /tmp/tuneforge-bench.lock ...` so that they never overlap another timed run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
+RESULTS = ROOT / "benchmarks" / "results" / "unlabeled.jsonl"
+TF = [sys.executable, "-m", "tuneforge"]
+OUT = Path(os.environ.get("TUNEFORGE_BENCH_OUT", "/tmp/tuneforge-bench"))
+
+
+def cmd(args: list[str]) -> str:
+    return "tuneforge " + " ".join(shlex.quote(a) for a in args)
+
+
+def run(args: list[str]) -> float:
+    print("$ " + cmd(args), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(TF + args, cwd=ROOT, check=True)
+    return round(time.perf_counter() - t0, 1)
+
+
+def record(name: str, **numbers) -> None:
+    rec = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **numbers}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec, indent=1), flush=True)
+
+
+def report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def fit_numbers(run_dir: Path, wall: float) -> dict:
+    r = report(run_dir)
+    out = {"test_accuracy": r["test"]["accuracy"], "epochs_run": r["epochs_run"], "stopped_because": r["stopped_because"],
+           "fit_s": r["fit_s"], "wall_s": wall}
+    if "semi" in r:
+        out["semi"] = {k: r["semi"][k] for k in ("pseudo_labels_per_class", "pseudo_label_rate_last_epoch",
+                                                  "unlabeled_images", "labelled_images", "steps_per_epoch")}
+    return out
+
+
+# The fast recipe's model and optimizer, with FixMatch's usual settings where they differ: no label
+# smoothing (it caps confidence below the 0.95 threshold), lr 0.03 (a step sees 8x more images).
+SEMI_COMMON = ["--model", "fast-cnn", "--val-fraction", "0", "--optimizer", "sgd", "--lr", "0.03", "--momentum", "0.9",
+               "--weight-decay", "5e-4", "--batch-size", "32", "--label-smoothing", "0", "--tta", "--patience", "0",
+               "--no-progress", "--no-tensorboard"]
+
+
+def semi(labels: int, minutes: float, method: str, step_s: float = 0.8, steps: int = 100) -> None:
+    """Semi-supervised fit and the labels-only fit of the same recipe for the same number of
+    labelled steps (far less time: a labels-only step holds 32 images, a FixMatch step 32 + 224 + 224)."""
+    data = str(DATASETS / "cifar10")
+    epochs = max(1, math.floor(minutes * 60 / (steps * step_s)))
+    tag = f"{method}-{labels}"
+    semi_args = ["fit", "--data", data, "--labels-per-class", str(labels), "--unlabeled", str(DATASETS / "cifar10" / "train"),
+                 "--semi", method, "--semi-steps", str(steps), "--epochs", str(epochs), "--max-minutes", str(minutes),
+                 "--out", str(OUT / tag), *SEMI_COMMON]
+    load_before = uptime()
+    wall = run(semi_args)
+    semi_res = fit_numbers(OUT / tag, wall)
+    r = report(OUT / tag)
+    labelled_steps = r["epochs_run"] * steps
+    per_epoch = math.ceil(labels * 10 / 32)
+    base_args = ["fit", "--data", data, "--labels-per-class", str(labels), "--epochs", str(max(1, labelled_steps // per_epoch)),
+                 "--max-minutes", str(minutes), "--out", str(OUT / f"labels-only-{labels}"), *SEMI_COMMON]
+    wall_b = run(base_args)
+    base_res = fit_numbers(OUT / f"labels-only-{labels}", wall_b)
+    record(f"semi-{labels}", method=method, minutes=minutes, uptime_before=load_before,
+           commands=[cmd(semi_args), cmd(base_args)], semi=semi_res, labels_only=base_res,
+           gain_points=round(100 * (semi_res["test_accuracy"] - base_res["test_accuracy"]), 2))
+
+
+def ssl_probe(minutes: float, method: str) -> None:
+    data = str(DATASETS / "cifar10")
+    epochs = max(1, math.floor(minutes / 3.0))  # ~3 min an epoch of 50,000 images x 2 views (fast-cnn)
+    pre = ["pretrain", "--data", str(DATASETS / "cifar10" / "train"), "--method", method, "--model", "fast-cnn",
+           "--epochs", str(epochs), "--max-minutes", str(minutes), "--batch-size", "256", "--probe", data,
+           "--probe-per-class", "100", "--out", str(OUT / f"ssl-{method}"), "--no-progress", "--no-tensorboard"]
+    load_before = uptime()
+    wall_pre = run(pre)
+    pre_rep = report(OUT / f"ssl-{method}")
+    probe = ["--data", data, "--model", "fast-cnn", "--freeze", "backbone", "--augment", "flip", "--epochs", "30",
+             "--lr", "3e-3", "--batch-size", "256", "--val-fraction", "0.1", "--patience", "5", "--no-progress",
+             "--no-tensorboard"]
+    ssl_fit = ["fit", *probe, "--init", str(OUT / f"ssl-{method}"), "--out", str(OUT / f"probe-{method}")]
+    rnd_fit = ["fit", *probe, "--out", str(OUT / "probe-random-init")]
+    wall_ssl = run(ssl_fit)
+    wall_rnd = run(rnd_fit)
+    record("ssl-probe", method=method, minutes=minutes, uptime_before=load_before,
+           commands=[cmd(pre), cmd(ssl_fit), cmd(rnd_fit)],
+           pretrain={"epochs_run": pre_rep["epochs_run"], "stopped_because": pre_rep["stopped_because"],
+                     "knn_probe": pre_rep["probe"], "fit_s": pre_rep["fit_s"], "wall_s": wall_pre},
+           linear_probe_ssl=fit_numbers(OUT / f"probe-{method}", wall_ssl),
+           linear_probe_random_init=fit_numbers(OUT / "probe-random-init", wall_rnd))
+
+
+def continued(minutes: float, method: str) -> None:
+    data = str(DATASETS / "cifar10")
+    pre = ["pretrain", "--data", str(DATASETS / "cifar10" / "train"), "--method", method, "--model", "efficientnet_lite0",
+           "--image-size", "64", "--optimizer", "adamw", "--lr", "1e-4", "--weight-decay", "1e-4", "--warmup-epochs", "0",
+           "--epochs", "1", "--max-minutes", str(minutes), "--batch-size", "128", "--probe", data, "--probe-per-class", "50",
+           "--out", str(OUT / "ssl-lite0"), "--no-progress", "--no-tensorboard"]
+    fit = ["--data", data, "--model", "efficientnet_lite0", "--image-size", "64", "--labels-per-class", "25",
+           "--val-fraction", "0", "--epochs", "30", "--batch-size", "32", "--lr", "1e-3", "--patience", "0",
+           "--no-progress", "--no-tensorboard"]
+    wall_pre = run(pre)
+    with_cp = ["fit", *fit, "--init", str(OUT / "ssl-lite0"), "--out", str(OUT / "lite0-250-continued")]
+    without = ["fit", *fit, "--out", str(OUT / "lite0-250")]
+    wall_a, wall_b = run(with_cp), run(without)
+    record("continued", method=method, minutes=minutes, commands=[cmd(pre), cmd(with_cp), cmd(without)],
+           pretrain_wall_s=wall_pre, pretrain_probe=report(OUT / "ssl-lite0")["probe"],
+           continued=fit_numbers(OUT / "lite0-250-continued", wall_a), imagenet_only=fit_numbers(OUT / "lite0-250", wall_b))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", choices=["semi-250", "semi-4000", "ssl-probe", "continued"])
+    p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the target's)")
+    p.add_argument("--method", default=None, help="fixmatch|pseudo-label|mean-teacher, or simclr|byol|simsiam")
+    a = p.parse_args()
+    if a.target == "semi-250":
+        semi(25, a.minutes or 60, a.method or "fixmatch")
+    elif a.target == "semi-4000":
+        semi(400, a.minutes or 90, a.method or "fixmatch")
+    elif a.target == "ssl-probe":
+        ssl_probe(a.minutes or 60, a.method or "simclr")
+    else:
+        continued(a.minutes or 60, a.method or "simclr")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Unlabeled data (issue 5): unlabeled folders, views, self-supervised pretraining, and the
+semi-supervised strategies, each learning on a tiny real CIFAR-10 subset through the one engine."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tuneforge
+from tuneforge.augment.views import RAND_OPS, rand_augment, ssl_view, strong_view, weak_view
+from tuneforge.cli import main
+from tuneforge.data.unlabeled import SemiLoader, load_unlabeled, scan_unlabeled
+from tuneforge.engine import Engine
+from tuneforge.errors import DataError
+
+from conftest import DATASETS
+
+QUICK = dict(progress=False, tensorboard=False, threads=1, workers=1, cache_dir="")
+
+
+@pytest.fixture(scope="module")
+def unlabeled_dir(cifar3, tmp_path_factory) -> Path:
+    """Nested unlabeled folder: other images of cifar3's classes, plus 'cat' and 'deer', which
+    the labelled set does not have (pseudo-labels must cope with them)."""
+    root = tmp_path_factory.mktemp("unl")
+    for c in ["airplane", "frog", "truck", "cat", "deer"]:
+        d = root / "batch1" / c[:2] if c in ("cat", "deer") else root / "batch2" / "deeper"
+        d.mkdir(parents=True, exist_ok=True)
+        for f in sorted((DATASETS / "cifar10" / "train" / c).iterdir())[100:100 + (40 if c in ("cat", "deer") else 120)]:
+            os.symlink(f, d / f"{c}_{f.name}")
+    return root
+
+
+def _png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+def test_unlabeled_folder_is_scanned_at_any_depth_labels_ignored(tmp_path):
+    _png(tmp_path / "u" / "a.png", 10)
+    _png(tmp_path / "u" / "x" / "y" / "b.png", 20)
+    _png(tmp_path / "u" / ".hidden" / "c.png", 30)
+    (tmp_path / "u" / "notes.txt").write_text("not an image")
+    files = scan_unlabeled(tmp_path / "u")
+    assert [f.name for f in files] == ["a.png", "b.png"]
+    s = load_unlabeled(tmp_path / "u", 8, cache_dir="", workers=1)
+    assert s.images.shape == (2, 3, 8, 8) and s.images[1, 0, 0, 0] == 20
+    # validation images are left out; a test image in the pool is refused by name
+    s = load_unlabeled(tmp_path / "u", 8, cache_dir="", workers=1, exclude={str((tmp_path / "u" / "a.png").resolve())})
+    assert len(s) == 1
+    with pytest.raises(DataError, match="b.png"):
+        load_unlabeled(tmp_path / "u", 8, cache_dir="", workers=1, forbid={str((tmp_path / "u" / "x" / "y" / "b.png").resolve())})
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="empty"):
+        scan_unlabeled(tmp_path / "empty")
+
+
+def test_views_draw_per_image_stay_in_range_and_are_reproducible():
+    x = torch.rand(1, 3, 32, 32).expand(64, 3, 32, 32).contiguous()  # 64 copies of one image
+    for view in (ssl_view, weak_view, strong_view):
+        a = view(x, torch.Generator().manual_seed(1))
+        b = view(x, torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and torch.equal(a, b)
+        assert 0 <= a.min() and a.max() <= 1
+        distinct = len({tuple(v.flatten()[:50].tolist()) for v in a})
+        assert distinct > 32, view.__name__  # drawn per image, not once for the batch
+    for name, op in RAND_OPS.items():
+        out = op(x[:8], torch.rand(8), torch.Generator().manual_seed(0))
+        assert out.shape == (8, 3, 32, 32) and 0 <= out.min() and out.max() <= 1, name
+    assert not torch.equal(rand_augment(x[:8], torch.Generator().manual_seed(0)), x[:8])
+
+
+def test_semi_loader_order_is_a_function_of_seed_and_epoch():
+    x, y, u = torch.arange(10).view(10, 1), torch.arange(10), torch.arange(100).view(100, 1)
+    loader = SemiLoader(x, y, u, batch_size=4, mu=3, seed=5)
+    assert len(loader) == 100 // 12
+    first = [(b[0][1].flatten().tolist(), b[1].tolist()) for b in loader.epoch(1)]
+    again = [(b[0][1].flatten().tolist(), b[1].tolist()) for b in SemiLoader(x, y, u, 4, 3, seed=5).epoch(1)]
+    assert first == again
+    seen_u = [i for b in first for i in b[0]]
+    assert len(set(seen_u)) == len(seen_u) == 96  # no unlabeled image twice within a pass
+    assert set(i for b in first for i in b[1]) == set(range(10))  # the labelled set cycles
+    assert first != [(b[0][1].flatten().tolist(), b[1].tolist()) for b in loader.epoch(2)]
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_pretrain_learns_and_fit_init_loads_the_backbone(method, cifar3, tmp_path):
+    run = tuneforge.pretrain(data=str(cifar3 / "train"), method=method, model="fast-cnn", epochs=4, batch_size=60,
+                             lr=0.05, warmup_epochs=0, probe=str(cifar3), probe_per_class=30, out=str(tmp_path / "pt"),
+                             **QUICK)
+    losses = [h["train_loss"] for h in json.loads("[" + ",".join((tmp_path / "pt" / "metrics.jsonl").read_text().split("\n")[:-1]) + "]")]
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.9, losses  # the views' agreement improves
+    probe = run.report["probe"]
+    assert probe["before"] is not None and len(probe["per_epoch"]) == 4 and probe["after"] > 0.5  # 3 classes
+    assert run.backbone_path.is_file() and json.loads((tmp_path / "pt" / "pretrain.json").read_text())["model"] == "fast-cnn"
+    # fit --init RUN starts from exactly these weights (and skips fast-cnn's data-dependent init)
+    from safetensors.torch import load_file
+    saved = load_file(str(run.backbone_path))
+    fit = tuneforge.fit(data=str(cifar3), model="fast-cnn", init=str(tmp_path / "pt"), freeze="backbone", augment="none",
+                        epochs=1, out=str(tmp_path / "fit"), **QUICK)
+    for k, v in fit.model.backbone.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    with pytest.raises(tuneforge.errors.ConfigError, match="--model fast-cnn"):
+        tuneforge.fit(data=str(cifar3), model="seed-cnn", init=str(tmp_path / "pt"), out=str(tmp_path / "x"), **QUICK)
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "pseudo-label", "mean-teacher"])
+def test_semi_supervised_fit_learns_from_few_labels(method, cifar3, unlabeled_dir, tmp_path):
+    run = tuneforge.fit(data=str(cifar3), model="fast-cnn", labels_per_class=10, unlabeled=str(unlabeled_dir),
+                        semi=method, semi_threshold=0.8, epochs=4, semi_steps=8, batch_size=16, semi_mu=4,
+                        optimizer="sgd", lr=0.05, val_fraction=0, label_smoothing=0.1, out=str(tmp_path / method),
+                        **QUICK)
+    r = run.report
+    assert r["test"]["accuracy"] > 0.5, r["test"]["accuracy"]  # chance is 1/3
+    semi = r["semi"]
+    assert semi["method"] == method and semi["labelled_images"] == 30 and semi["unlabeled_images"] == 440
+    assert set(semi["pseudo_labels_per_class"]) == {"airplane", "frog", "truck"}
+    assert sum(semi["pseudo_labels_per_class"].values()) > 0
+    split = json.loads((tmp_path / method / "split.json").read_text())
+    assert len(split["train"]) == 30  # the labelled files used are saved
+    assert len(json.loads((tmp_path / method / "unlabeled.json").read_text())["files"]) == 440
+
+
+def test_semi_supervised_resume_is_exact(cifar3, unlabeled_dir, tmp_path, monkeypatch):
+    kw = dict(data=str(cifar3), model="fast-cnn", labels_per_class=5, unlabeled=str(unlabeled_dir), semi="mean-teacher",
+              ema=0.9, epochs=3, semi_steps=3, batch_size=8, semi_mu=2, val_fraction=0, patience=0, **QUICK)
+    full = tuneforge.fit(out=str(tmp_path / "full"), **kw)
+    original = Engine.train_epoch
+
+    def interrupted(self, loader, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, loader, epoch)
+    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    tuneforge.fit(out=str(tmp_path / "cut"), **kw)
+    monkeypatch.setattr(Engine, "train_epoch", original)
+    resumed = tuneforge.fit(resume=str(tmp_path / "cut"), progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert any(k.startswith("teacher.") for k in a["model"])  # the EMA teacher is checkpointed
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert resumed.report["semi"]["pseudo_labels_per_class"] == full.report["semi"]["pseudo_labels_per_class"]
+    assert resumed.report["test"]["accuracy"] == full.report["test"]["accuracy"]
+
+
+def test_unlabeled_settings_are_refused_by_name(cifar3, tmp_path, capsys):
+    assert main(["fit", "--data", str(cifar3), "--semi", "fixmatch"]) == 2
+    assert "--unlabeled" in capsys.readouterr().err
+    assert main(["fit", "--data", str(cifar3), "--semi", "fixmatch", "--unlabeled", str(cifar3 / "test"),
+                 "--out", str(tmp_path / "r"), "--cache-dir", ""]) == 2
+    assert "test image" in capsys.readouterr().err  # test images never train, even unlabeled
+    assert main(["fit", "--data", str(cifar3), "--init", str(tmp_path / "nope")]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(cifar3), "--model", "minilm"]) == 2
+    assert "--model minilm" in capsys.readouterr().err
