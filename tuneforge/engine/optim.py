@@ -15,15 +15,26 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weights only: decaying biases and norm scales just fights the data."""
     decay, no_decay = [], []
+    scaled: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if not p.requires_grad:
+            continue
+        scale = getattr(p, "lr_scale", 1.0)  # per-module learning rates (e.g. fusion: per-modality)
+        if scale != 1.0:
+            scaled.setdefault((scale, p.ndim <= 1), []).append(p)
+        else:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for (scale, nd), ps in sorted(scaled.items()):
+        groups.append({"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr_scale": scale})
+    return groups
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
+    for g in groups:  # a group with an lr_scale gets its own lr; the schedule scales every group alike
+        g["lr"] = lr * g.pop("lr_scale", 1.0)
     # foreach kernels update all tensors of a group in a few calls instead of one per tensor.
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, foreach=True)

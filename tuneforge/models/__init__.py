@@ -75,6 +75,16 @@ _register("gru", ModelSpec(_text("gru"), 0, "", "stacked bi-directional GRU on w
 _register("transformer", ModelSpec(_text("transformer"), 0, "", "small Transformer encoder on tokens or numeric sequences", "text"))
 
 
+def _fusion(image_size: int, pretrained: bool, **args) -> Backbone:
+    from .fusion import build_fusion
+    return build_fusion(image_size, pretrained, **args)
+
+
+# Built by `fit --modalities image,text` (its --image-model and --text-model inside), not by --model.
+_register("fusion", ModelSpec(_fusion, 224, "its encoders'", "image+text fusion classifier (late/gated/attention) over "
+                              "--image-model and --text-model; made by fit --modalities image,text", "multimodal"))
+
+
 def model_spec(name: str) -> ModelSpec:
     if name.startswith("hf:"):  # any local Hugging Face encoder folder
         return ModelSpec(_text(name), 0, name[3:], f"Hugging Face model folder {name[3:]}", "text")
