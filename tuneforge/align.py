@@ -18,7 +18,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
+import types
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -668,3 +670,15 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
     if progress:
         print_summary(report)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """`tuneforge.align(...)` trains (this module's `align`) while `tuneforge.align.retrieve` etc.
+    stay reachable: binding the function in tuneforge/__init__.py would hide the module (as
+    for tuneforge.export / tuneforge.serve, see _callable.py)."""
+
+    def __call__(self, *args, **kwargs) -> AlignResult:
+        return align(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
