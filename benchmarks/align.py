@@ -1,8 +1,9 @@
 """Alignment benchmarks (issue 6, items 3-4): one command per target, each plain `tuneforge`
 commands (align, zeroshot), printed as they run.
 
-    python benchmarks/align.py flickr8k        # text->image / image->text R@1/5/10 on the 125 official test
-                                               # images (625 captions); target text->image R@5 >= 40%
+    python benchmarks/align.py flickr8k [--sweep]   # text->image / image->text R@1/5/10 on the 125 official test
+                                               # images (625 captions); target text->image R@5 >= 40%;
+                                               # --sweep picks the head settings on the dev images first
     python benchmarks/align.py cifar10 [--per-class 100]   # zero-shot CIFAR-10 test with the flickr8k pair (reference)
     python benchmarks/align.py fashion [--flickr-too]      # zero-shot masterCategory of fashion_products, target >= 70%
 
@@ -81,8 +82,34 @@ def align_flickr(extra: list[str]) -> tuple[list[str], float]:
     return args, wall
 
 
+SWEEP = {"linear": [], "linear-drop0.3": ["--dropout", "0.3"], "mlp": ["--head", "mlp"],
+         "mlp-drop0.3": ["--head", "mlp", "--dropout", "0.3"], "linear-512-lr3e-3": ["--embed-dim", "512", "--lr", "3e-3"],
+         "linear-batch128": ["--batch-size", "128"]}
+
+
+def sweep() -> list[str]:
+    """Head settings compared on the dev images only (val Recall@5, text -> image); returns the
+    flags of the best. The features are cached, so each setting costs seconds."""
+    scores, commands = {}, []
+    fl = DATASETS / "flickr8k"
+    for name, flags in SWEEP.items():
+        out = WORK / "align-flickr8k-sweep" / name
+        args = ["align", "--data", str(fl / "captions.csv"), "--image-root", str(fl / "images"),
+                "--train-list", str(fl / "Flickr_8k.trainImages.txt"), "--val-list", str(fl / "Flickr_8k.devImages.txt"),
+                "--out", str(out), "--no-progress", *flags]
+        run(args)
+        v = json.loads((out / "report.json").read_text())["retrieval"]["val"]
+        scores[name] = (v["text_to_image"]["R@5"], v["image_to_text"]["R@5"])
+        commands.append(cmd(args))
+    best = max(scores, key=scores.get)
+    print(json.dumps({"sweep_val_R@5 (t2i, i2t)": scores, "best": best}), flush=True)
+    record("flickr8k-sweep", commands, val_recall_at_5=scores, best=best, note="dev images only; test not computed")
+    return SWEEP[best]
+
+
 def flickr8k(a: argparse.Namespace) -> None:
-    args, wall = align_flickr(a.extra)
+    extra = (sweep() if a.sweep else []) + a.extra
+    args, wall = align_flickr(extra)
     r = json.loads((FLICKR_RUN / "report.json").read_text())
     t = r["retrieval"]["test"]
     record("flickr8k", [cmd(args)], wall_s=round(wall, 1), feature_s=r["data"]["feature_s"], fit_s=r["fit_s"],
@@ -152,6 +179,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
     f = sub.add_parser("flickr8k")
+    f.add_argument("--sweep", action="store_true", help="first pick the head settings on the dev images (val R@5)")
     f.add_argument("extra", nargs=argparse.REMAINDER, help="more `tuneforge align` flags")
     c = sub.add_parser("cifar10")
     c.add_argument("--per-class", type=int, default=100, help="test images per class (0: all 1,000)")
