@@ -3,6 +3,7 @@ a small real subset of fashion_products, prediction with one input missing."""
 from __future__ import annotations
 
 import json
+import torch
 import shutil
 from pathlib import Path
 
@@ -82,3 +83,129 @@ def test_reader_image_root_jsonl_and_errors(table, tmp_path):
     # relative to the table's folder by default: from sub/, the paths don't resolve
     with pytest.raises(DataError, match=r"no usable rows \(skipped: bad row 1, missing image 2\)"):
         read_image_text_table(j, "image", "text")
+
+
+# ---------------------------------------------------------------- fusion classifiers
+
+CLASSES = ["Tshirts", "Watches", "Casual Shoes", "Handbags"]
+
+
+@pytest.fixture(scope="module")
+def fashion4(tmp_path_factory) -> Path:
+    """4 articleTypes x 30 real fashion_products rows (title + 224px photo), plus 3 rows of a
+    rare class (folded into "other" by --min-class-count 5)."""
+    import csv
+    src = FASHION / "metadata.csv"
+    if not src.is_file():
+        pytest.fail(f"real test data missing: {src}")
+    rows, count = [], {}
+    with open(src, newline="") as f:
+        for r in csv.DictReader(f):
+            c = r["articleType"]
+            limit = 3 if c == "Sunglasses" else 30 if c in CLASSES else 0
+            if count.get(c, 0) < limit:
+                count[c] = count.get(c, 0) + 1
+                rows.append(r)
+    out = tmp_path_factory.mktemp("fashion4") / "meta.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _fit(table: Path, out: Path, cache: Path, **kw):
+    import tuneforge
+    args = dict(data=str(table), image_root=str(FASHION), image_column="image", text_column="productDisplayName",
+                label_column="articleType", modalities="image,text", image_size=64, epochs=12, batch_size=16,
+                test_fraction=0.3, val_fraction=0.15, min_class_count=5, out=str(out), progress=False,
+                tensorboard=False, threads=1, workers=1, cache_dir=str(cache), patience=0, modality_dropout=0.3)
+    return tuneforge.fit(**{**args, **kw})
+
+
+@pytest.fixture(scope="module")
+def attention_run(fashion4, tmp_path_factory):
+    d = tmp_path_factory.mktemp("mm")
+    return _fit(fashion4, d / "attention", d / "cache", fusion="attention")
+
+
+def test_attention_fusion_learns_and_predicts_with_a_missing_input(attention_run, fashion4):
+    from tuneforge.export import Predictor
+    rep = attention_run.report
+    assert rep["classes"] == sorted(CLASSES + ["other"])  # 3 Sunglasses rows folded into "other"
+    split = json.loads((attention_run.run_dir / "split.json").read_text())
+    assert split["folded_into_other"] == ["Sunglasses"] and split["seed"] == 0
+    assert not set(split["train"]) & set(split["test"]) and len(split["test"]) == rep["test"]["n"]
+    assert rep["encoders"]["cached"]["image"][0] == 4  # 64 px -> 2x2 cells for cross-attention
+    chance = 1 / 5
+    assert rep["test"]["accuracy"] >= 0.75, rep["test"]
+    assert rep["test"]["accuracy_without_image"] > chance + 0.3 and rep["test"]["accuracy_without_text"] > chance + 0.3
+    # The bundle alone, from raw files: both inputs, image only, text only.
+    import csv
+    with open(fashion4, newline="") as f:
+        by_line = {i: r for i, r in enumerate(csv.DictReader(f), 2)}
+    test = [by_line[n] for n in split["test"]]
+    p = Predictor(attention_run.run_dir)
+    assert p.task.inputs == ("image", "text")
+    truth = [r["articleType"] if r["articleType"] in CLASSES else "other" for r in test]
+    for use in (("image", "text"), ("image",), ("text",)):
+        items = [p.prepare(FASHION / r["image"] if "image" in use else None,
+                           r["productDisplayName"] if "text" in use else None) for r in test]
+        acc = sum(o["label"] == t for o, t in zip(p.top_k(items, 1), truth)) / len(test)
+        assert acc > chance + 0.3, (use, acc)
+        if use == ("image", "text"):  # raw files through the bundle = what training measured on cached features
+            assert abs(acc - rep["test"]["accuracy"]) < 0.05
+    with pytest.raises(DataError, match="send an image"):
+        p.prepare(None, "  ")
+
+
+def test_gated_late_and_single_modality_baselines(fashion4, tmp_path):
+    cache = tmp_path / "cache"
+    runs = {name: _fit(fashion4, tmp_path / name, cache, epochs=8, **kw).report for name, kw in {
+        "late": {"fusion": "late"}, "gated": {"fusion": "gated"}, "text": {"modalities": "text"},
+        "image": {"modalities": "image"}}.items()}
+    for name, rep in runs.items():
+        assert rep["test"]["accuracy"] >= 0.6, (name, rep["test"])
+        hist = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"], name
+    assert runs["text"]["modalities"] == ["text"] and "accuracy_without_image" not in runs["text"]["test"]
+    # the baselines read the same rows: the same test split
+    assert runs["text"]["test"]["n"] == runs["image"]["test"]["n"] == runs["late"]["test"]["n"]
+
+
+def test_partly_trained_encoder_with_its_own_learning_rate(fashion4, tmp_path):
+    """--image-freeze 5: the last image stages train (no cache) at --image-lr, the text encoder
+    stays frozen (cached); the first stages do not move."""
+    from tuneforge.models.fusion import FusionClassifier
+    import tuneforge
+    r = _fit(fashion4, tmp_path / "partial", tmp_path / "cache", fusion="late", image_freeze="5", epochs=1,
+             image_lr=3e-4, lr=1e-3)
+    assert r.report["encoders"]["cached"] == {"text": [1, 384]}
+    model: FusionClassifier = r.model
+    fresh = tuneforge.models.create_model("fusion", 5, 64, True, fusion="late")
+    stages_now, stages_before = model.backbone.image.stages(), fresh.backbone.image.stages()
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    import torch
+    assert same(stages_now[0], stages_before[0]) and not same(stages_now[-1], stages_before[-1])
+    ck = torch.load(tmp_path / "partial" / "checkpoints" / "last.pt", weights_only=False)
+    lrs = sorted({g["initial_lr"] for g in ck["optimizer"]["param_groups"]})
+    assert lrs == [3e-4, 1e-3]
+
+
+def test_serve_takes_image_and_text(attention_run, live_server):
+    import httpx
+    from tuneforge.serve.app import create_app
+    url = live_server(create_app(attention_run.run_dir / "model"))
+    import time
+    for _ in range(200):
+        if httpx.get(url + "/readyz").status_code == 200:
+            break
+        time.sleep(0.1)
+    info = httpx.get(url + "/v1/info").json()
+    assert info["task"] == "image-text-classification" and info["inputs"] == ["image", "text"]
+    img = sorted((FASHION / "images").iterdir())[0].read_bytes()
+    both = httpx.post(url + "/v1/predict", files={"file": ("a.jpg", img, "image/jpeg")},
+                      data={"text": "Titan Men Black Dial Watch"})
+    text_only = httpx.post(url + "/v1/predict", json={"text": "Nike Men Black Casual Shoes"})
+    assert both.status_code == 200 and text_only.status_code == 200, (both.text, text_only.text)
+    assert text_only.json()["label"] == "Casual Shoes"
