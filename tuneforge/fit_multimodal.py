@@ -32,7 +32,7 @@ OTHER = "other"
 
 
 def is_multimodal_config(cfg: FitConfig) -> bool:
-    return bool(cfg.modalities or cfg.image_column)
+    return bool(cfg.modalities or cfg.image_column or cfg.model == "fusion")
 
 
 def modalities(cfg: FitConfig) -> tuple[str, ...]:
