@@ -157,6 +157,10 @@ def test_attention_fusion_learns_and_predicts_with_a_missing_input(attention_run
             assert abs(acc - rep["test"]["accuracy"]) < 0.05
     with pytest.raises(DataError, match="send an image"):
         p.prepare(None, "  ")
+    # `tuneforge evaluate` on a labelled table with the training columns: the usual report
+    import tuneforge
+    ev = tuneforge.evaluate(attention_run.run_dir, fashion4, progress=False)
+    assert ev["test"]["n"] == 123 and ev["test"]["accuracy"] > 0.8 and Path(ev["html_path"]).is_file()
 
 
 def test_gated_late_and_single_modality_baselines(fashion4, tmp_path):

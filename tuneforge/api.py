@@ -272,6 +272,9 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
     labelled file with the columns it was trained on."""
     _setup(threads)
     from .export import read_bundle_config
+    if read_bundle_config(run).get("task") == "image-text-classification":  # a labelled image+text table
+        from .fit_multimodal import evaluate_table
+        return evaluate_table(run, data, out, batch_size, progress)
     if read_bundle_config(run).get("task") == "text-classification":
         from .fit_text import evaluate_text
         return evaluate_text(run, data, out, batch_size, progress)
