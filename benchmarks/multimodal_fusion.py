@@ -3,7 +3,7 @@ image-only and text-only models trained with the same budget, at three label lev
 
     flock /tmp/tuneforge-bench.lock .venv/bin/python benchmarks/multimodal_fusion.py \
         [--datasets ../shared/datasets] [--labels articleType,subCategory,masterCategory] \
-        [--fusions late,gated,attention] [--image-size 224] [--epochs 30]
+        [--fusions late,gated,attention] [--other-fusions late,gated] [--image-size 224] [--epochs 20]
 
 Every run is `tuneforge.fit` on the same table, the same stratified split (seed 0, 15% test,
 10% of the rest for validation, classes with < 10 rows folded into "other"), frozen
@@ -30,9 +30,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=str(ROOT.parent / "shared" / "datasets"))
     ap.add_argument("--labels", default="articleType,subCategory,masterCategory")
-    ap.add_argument("--fusions", default="late,gated,attention")
+    ap.add_argument("--fusions", default="late,gated,attention", help="fusions run on the first label level")
+    ap.add_argument("--other-fusions", default="late,gated", help="fusions run on the other label levels")
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--modality-dropout", type=float, default=0.2)
     ap.add_argument("--out", default="/tmp/tuneforge-bench/multimodal")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "multimodal.jsonl"))
@@ -45,10 +46,10 @@ def main() -> None:
                   image_size=args.image_size, epochs=args.epochs, batch_size=64, lr=1e-3, weight_decay=0.05,
                   dropout=0.2, test_fraction=0.15, val_fraction=0.1, min_class_count=10, seed=0, patience=0,
                   progress=False, tensorboard=False, threads=0, cache_dir=args.cache_dir)
-    for label in args.labels.split(","):
+    for i, label in enumerate(args.labels.split(",")):
         runs = [("image", {"modalities": "image"}), ("text", {"modalities": "text"})]
         runs += [(f"fused-{f}", {"modalities": "image,text", "fusion": f, "modality_dropout": args.modality_dropout})
-                 for f in args.fusions.split(",")]
+                 for f in (args.fusions if i == 0 else args.other_fusions).split(",") if f]
         best_single = None
         for name, kw in runs:
             load = os.getloadavg()
