@@ -176,3 +176,22 @@ def test_errors_name_the_flag(flickr_small, tmp_path):
     with pytest.raises(DataError, match="--train-list"):
         A.align(data=str(d / "captions.csv"), image_root=str(d / "images"), train_list=str(tmp_path / "none.txt"),
                 out=str(tmp_path / "r"), progress=False)
+
+
+def test_training_the_last_image_stage(flickr_small, cache, tmp_path):
+    """--train-image-stages 1: efficientnet_lite0's final 1x1 conv + BN learn too, on cached maps;
+    the bundle holds the changed encoder and retrieval uses it (not stale cached features)."""
+    from safetensors.torch import load_file
+    from tuneforge.models.efficientnet import EfficientNetLiteBackbone
+    d = flickr_small["dir"]
+    run = A.align(data=str(d / "captions.csv"), image_root=str(d / "images"), train_list=str(d / "train.txt"),
+                  val_list=str(d / "val.txt"), image_size=SIZE, epochs=20, batch_size=64, patience=0, lr=3e-3,
+                  train_image_stages=1, out=str(tmp_path / "run"), cache_dir=cache, threads=1, progress=False)
+    hist = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
+    saved = load_file(str(run.run_dir / "model" / "model.safetensors"))["image_encoder.net._conv_head.weight"]
+    assert not torch.equal(saved, EfficientNetLiteBackbone(0).net._conv_head.weight.detach())
+    target = flickr_small["names"][3]
+    caption = next(r["caption"] for r in flickr_small["rows"] if r["image"] == target)
+    res = A.retrieve(run.run_dir, query=caption, images=d / "images", top_k=1, cache_dir=cache)
+    assert Path(res[0]["results"][0]["path"]).name == target

@@ -53,6 +53,8 @@ class AlignConfig:
     dropout: float = opt(0.1, "dropout on the encoder features before the projection heads")
     temperature: float = opt(0.07, "initial softmax temperature (learned during training)")
     flip: bool = opt(True, "augment with the mirrored image (its features are cached too)")
+    train_image_stages: int = opt(0, "also train the image encoder's last K stages (their input maps are cached: "
+                                  "efficientnet_lite0's stage 1 from the end is its final 1x1 conv + BN)")
     train_list: str | None = opt(None, "file listing the training images (one name per line); with --val-list/--test-list "
                                  "it replaces the random split (e.g. Flickr8k's official lists)")
     val_list: str | None = opt(None, "file listing the validation images (early stopping, best epoch)")
@@ -102,6 +104,8 @@ class AlignConfig:
             raise ConfigError(f"--dropout must be in [0, 1) and --temperature > 0, got {self.dropout}, {self.temperature}")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.train_image_stages < 0:
+            raise ConfigError(f"--train-image-stages must be >= 0, got {self.train_image_stages}")
         return self
 
     def to_dict(self) -> dict:
@@ -159,16 +163,18 @@ def _cached(key: str, cache_dir: str | None, compute) -> dict[str, torch.Tensor]
 @torch.inference_mode()
 def image_features(model, files: list[Path], size: int, resize: str = "crop", mirrored: bool = False,
                    cache_dir: str | None = None, workers: int = 0, batch_size: int = 64,
-                   strict: bool = False) -> tuple[torch.Tensor, np.ndarray, list[dict]]:
+                   strict: bool = False, stage: int | None = None) -> tuple[torch.Tensor, np.ndarray, list[dict]]:
     """Pooled image-encoder features (N_ok, V, D) of image files (V = 2 with the mirrored view),
     the ok mask (N,) and the unreadable files. Cached per image and view, keyed by (encoder
     weights, size, resize) and the file's contents, so any subset or superset of a folder seen
     before costs only its new images; those are decoded and encoded in chunks, so a folder of
-    any size fits in memory."""
+    any size fits in memory. With `stage`, the output maps of the encoder's first `stage` stages
+    (N_ok, V, C, h, w) instead, for training the stages after it."""
     from .data.images import decode_files
     files = [Path(f) for f in files]
     root = _cache_root(cache_dir)
-    ns = hashlib.sha256(f"img:v1:{_digest(model, 'image')}:{size}:{resize}".encode()).hexdigest()[:16]
+    ns = hashlib.sha256(f"img:v1:{_digest(model, 'image')}:{size}:{resize}{f':stage{stage}' if stage else ''}"
+                        .encode()).hexdigest()[:16]
     shas = [hashlib.sha1(f.read_bytes()).hexdigest() for f in files]
     views = (0, 1) if mirrored else (0,)
     entry = lambda sha, v: root / ns / sha[:2] / f"{sha}{'.mirrored' if v else ''}.npy"
@@ -184,7 +190,9 @@ def image_features(model, files: list[Path], size: int, resize: str = "crop", mi
     skipped: list[dict] = []
     if todo:
         model.eval()
-        enc = model.image_encoder.to(memory_format=torch.channels_last)
+        with torch.inference_mode(False):  # parameters made here inside inference mode could never train again
+            model.image_encoder.to(memory_format=torch.channels_last)
+        enc = model.image_encoder if stage is None else lambda x: model.image_encoder.forward_stages(x, 0, stage)
         t0 = time.perf_counter()
         for start in range(0, len(todo), 512):
             chunk = todo[start:start + 512]
@@ -212,9 +220,9 @@ def image_features(model, files: list[Path], size: int, resize: str = "crop", mi
             log.info("image features: %d/%d new images (%d cached), %.1f img/s", done, len(todo),
                      len(files) - len(todo), done / (time.perf_counter() - t0))
     ok = np.array([f is not None for f in feats], dtype=bool)
-    d = model.image_encoder.feature_dim
-    out = torch.from_numpy(np.stack([f for f in feats if f is not None])) if ok.any() \
-        else torch.zeros(0, 1 + int(mirrored), d)
+    if not ok.any():
+        raise DataError(f"none of the {len(files)} images could be read (first: {files[0] if files else 'none'})")
+    out = torch.from_numpy(np.stack([f for f in feats if f is not None]))
     return out, ok, skipped
 
 
@@ -387,8 +395,15 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
                         cfg.image_size, pretrained=True)
     tokenizer = load_tokenizer(hf_model_path(cfg.text_model))
     t_feat = time.perf_counter()
+    tail = None
+    if cfg.train_image_stages:
+        n_stages = len(model.image_encoder.stages())
+        if not model.image_encoder.can_split() or cfg.train_image_stages >= n_stages:
+            raise ConfigError(f"--train-image-stages {cfg.train_image_stages}: {cfg.image_model} has {n_stages} stages "
+                              "and must be able to run a range of them")
+        tail = n_stages - cfg.train_image_stages
     img_feats, ok, skipped = image_features(model, images, cfg.image_size, cfg.resize, cfg.flip, cfg.cache_dir, cfg.workers,
-                                            strict=cfg.strict)
+                                            strict=cfg.strict, stage=tail)
     # image index -> row of img_feats (-1: unreadable, its captions are dropped)
     pos = torch.full((len(images),), -1, dtype=torch.long)
     pos[torch.from_numpy(ok)] = torch.arange(int(ok.sum()))
@@ -401,13 +416,20 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
         rows = torch.nonzero(keep[row_image] & (pos[row_image] >= 0)).flatten()
         return pos[row_image[rows]], rows
 
-    heads = model.heads
+    from .models.aligned import TailAndHeads
+    heads = model.heads if tail is None else TailAndHeads(model, tail)
     tr_img, tr_txt = pairs("train")
     if len(tr_img) < 2:
         raise DataError(f"{cfg.data}: fewer than 2 usable training pairs")
     used = torch.unique(tr_img)
-    heads.image_norm.fit(img_feats[used])
-    heads.text_norm.fit(txt_feats[tr_txt])
+    with torch.inference_mode():  # standardisation statistics of the (initial) pooled features, view 0
+        if tail is None:
+            pooled = img_feats[used]
+        else:
+            heads.eval()
+            pooled = torch.cat([heads.image_features(img_feats[used[i:i + 256], 0]) for i in range(0, len(used), 256)])
+    model.heads.image_norm.fit(pooled)
+    model.heads.text_norm.fit(txt_feats[tr_txt])
     train_loader = PairLoader(img_feats, txt_feats, tr_img, tr_txt, cfg.batch_size, shuffle=True, seed=cfg.seed)
     va_img, va_txt = pairs("val")
     val_loader = PairLoader(img_feats, txt_feats, va_img, va_txt, cfg.eval_batch_size) if len(va_img) > 1 else None
@@ -415,6 +437,7 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
              len(splits["val"]), len(splits["test"]), len(tr_img), feature_s)
     engine, state = _train(cfg, run_dir, heads, Contrastive(cfg.flip), train_loader, val_loader, None, default_lr=1e-3)
     heads.eval()
+    model.__dict__.pop("_digests", None)  # a trained image tail changed the encoder's weights
 
     report: dict = {"model": f"{cfg.image_model} + {cfg.text_model}", "task": "image-text-alignment",
                     "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"],

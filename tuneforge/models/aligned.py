@@ -127,6 +127,46 @@ class AlignedPair(nn.Module):
         return h.hexdigest()[:16]
 
 
+class TailAndHeads(nn.Module):
+    """What alignment trains when the image encoder's last stages learn too: those stages (run
+    on the cached output maps of the frozen ones) and the ProjectionHeads, with the same
+    interface as ProjectionHeads, so the Contrastive strategy does not know the difference.
+    Its modules are the pair's own (training it trains the pair); its state dict, and so the
+    checkpoints, hold only what trains."""
+
+    def __init__(self, pair: AlignedPair, start: int):
+        super().__init__()
+        self.start = start
+        object.__setattr__(self, "_encoder", pair.image_encoder)  # not a submodule: not in the state dict
+        self.tail = nn.ModuleList(pair.image_encoder.stages()[start:])
+        self.heads = pair.heads
+        for p in pair.image_encoder.parameters():
+            p.requires_grad_(False)
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "TailAndHeads":
+        super().train(mode)
+        self._encoder.train(False)  # frozen stages keep their statistics ...
+        self.tail.train(mode)  # ... the trained ones adapt theirs
+        return self
+
+    def image_features(self, maps: torch.Tensor) -> torch.Tensor:
+        return self._encoder.pool(self._encoder.forward_stages(maps.float(), self.start))
+
+    def scale(self) -> torch.Tensor:
+        return self.heads.scale()
+
+    def embed_image(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.heads.embed_image(self.image_features(maps))
+
+    def embed_text(self, features: torch.Tensor) -> torch.Tensor:
+        return self.heads.embed_text(features)
+
+    def forward(self, maps: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_image(maps), self.embed_text(text_features)
+
+
 # --- the bundle: model.safetensors + config.json (+ tokenizer/), every file checksummed ---
 
 def _sha256(path: Path) -> str:

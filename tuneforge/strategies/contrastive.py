@@ -2,8 +2,9 @@
 
 A batch is (image features (B, V, D_img), text features (B, D_txt), image ids (B,)): one row
 per caption, beside the pooled features of its image, as the frozen encoders computed them
-once. View 1 of the image features, when present, is the mirrored image; a random view per
-row is flip augmentation, and evaluation uses view 0.
+once (or the output maps of the frozen image stages, (B, V, C, h, w), when the last stages
+train too). View 1, when present, is the mirrored image; a random view per row is flip
+augmentation, and evaluation uses view 0.
 
 The loss: cosine similarities of the B image and B text embeddings, times the learned scale
 (1 / temperature), read as B-way classification in both directions (text -> image and image ->
@@ -35,14 +36,13 @@ class Contrastive:
 
     def _embed(self, heads: nn.Module, image_feats: torch.Tensor, text_feats: torch.Tensor,
                view: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if image_feats.ndim == 3:
-            image_feats = image_feats[torch.arange(len(image_feats)), view] if view is not None else image_feats[:, 0]
+        image_feats = image_feats[torch.arange(len(image_feats)), view] if view is not None else image_feats[:, 0]
         return heads(image_feats, text_feats)
 
     def train_step(self, heads: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         image_feats, text_feats, ids = batch
         view = None
-        if self.flip and image_feats.ndim == 3 and image_feats.shape[1] > 1:
+        if self.flip and image_feats.shape[1] > 1:
             view = torch.randint(0, image_feats.shape[1], (len(ids),), generator=generator)
         img, txt = self._embed(heads, image_feats, text_feats, view)
         return {"loss": info_nce(img, txt, heads.scale(), ids)}
