@@ -136,15 +136,25 @@ def cifar10(a: argparse.Namespace) -> None:
 def fashion(a: argparse.Namespace) -> None:
     fp = DATASETS / "fashion_products"
     run_dir = WORK / "align-fashion"
-    args = ["align", "--data", str(fp / "metadata.csv"), "--image-column", "image", "--text-column", "productDisplayName",
+    data = fp / "metadata.csv"
+    if a.rows:  # the first N rows of metadata.csv (file order), image paths made absolute
+        rows = list(csv.DictReader(open(data, newline="", encoding="utf-8")))[:a.rows]
+        data = WORK / f"fashion-first{a.rows}.csv"
+        with open(data, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows([{**r, "image": str(fp / r["image"])} for r in rows])
+    args = ["align", "--data", str(data), "--image-column", "image", "--text-column", "productDisplayName",
             "--image-size", str(a.image_size), "--no-flip", "--val-fraction", "0.1", "--test-fraction", "0.3",
             "--out", str(run_dir), "--no-progress", *a.extra]
     wall, _ = run(args)
     commands = [cmd(args)]
     r = json.loads((run_dir / "report.json").read_text())
     # the held-out images (alignment never saw them or their titles) as a table for zeroshot
-    held = set(json.loads((run_dir / "split.json").read_text())["test"])
-    rows = [row for row in csv.DictReader(open(fp / "metadata.csv", newline="", encoding="utf-8")) if row["image"] in held]
+    split = json.loads((run_dir / "split.json").read_text())
+    held = {str((Path(split["image_root"]) / p).resolve()) for p in split["test"]}
+    rows = [row for row in csv.DictReader(open(fp / "metadata.csv", newline="", encoding="utf-8"))
+            if str((fp / row["image"]).resolve()) in held]
     table = WORK / "fashion-heldout.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -169,7 +179,7 @@ def fashion(a: argparse.Namespace) -> None:
                                                                  .read_text())["test"]["macro_f1"]}
     best = max(v["accuracy"] for v in results.values())
     record("fashion-zeroshot-mastercategory", commands, align_wall_s=round(wall, 1), feature_s=r["data"]["feature_s"],
-           align_images=r["data"]["images"], image_size=a.image_size, heldout_images=len(rows),
+           align_images=r["data"]["images"], image_size=a.image_size, heldout_images=len(rows), table_rows=a.rows or "all",
            chance=1 / 6, majority=s["majority"], zeroshot=results,
            fashion_title_retrieval_test=r["retrieval"]["test"]["text_to_image"],
            target="masterCategory zero-shot accuracy >= 0.70", met=best >= 0.70)
@@ -184,7 +194,8 @@ def main() -> None:
     c = sub.add_parser("cifar10")
     c.add_argument("--per-class", type=int, default=100, help="test images per class (0: all 1,000)")
     fa = sub.add_parser("fashion")
-    fa.add_argument("--image-size", type=int, default=160)
+    fa.add_argument("--image-size", type=int, default=128)
+    fa.add_argument("--rows", type=int, default=None, help="use only the first N rows of metadata.csv")
     fa.add_argument("--flickr-too", action="store_true")
     fa.add_argument("extra", nargs=argparse.REMAINDER, help="more `tuneforge align` flags")
     a = p.parse_args()
