@@ -3,8 +3,8 @@ their representations agree. The model is an `SSLModel` (a Classifier's backbone
 preprocessing + a projection MLP [+ predictor, + EMA target]); batches are `(images,)`.
 
   simclr   NT-Xent (Chen et al., 2020): each view must pick its partner out of the 2B-1 others.
-           Returns the similarity logits and the partner index, so the engine's train accuracy
-           is the contrastive top-1 (how often the partner is the nearest): a progress signal.
+           Returns the first views' similarity logits and partner indices, so the engine's train
+           accuracy is the contrastive top-1 (how often the partner is the nearest): a progress signal.
   byol     (Grill et al., 2020): the online net + predictor regresses an EMA target's projection
            of the other view; no negatives, so it does not need large batches.
   simsiam  (Chen & He, 2021): byol with the target = the online net under stop-gradient."""
@@ -82,7 +82,8 @@ class SimCLR:
         x = to_float(batch[0])
         z = model.project(torch.cat([self.view(x, generator), self.view(x, generator)]))
         loss, sim, partner = nt_xent(z, self.temperature)
-        return {"loss": loss, "logits": sim.detach(), "targets": partner}
+        # Accuracy over the first view's rows only: the engine counts len(batch) images, not 2B views.
+        return {"loss": loss, "logits": sim[:len(x)].detach(), "targets": partner[:len(x)]}
 
     @torch.no_grad()
     def eval_step(self, model: SSLModel, batch) -> dict[str, torch.Tensor]:
