@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import sys
 import types
+from typing import Callable
 
 
-def make_callable(module_name: str, api_name: str) -> None:
+def make_callable(module_name: str, target: str | Callable) -> None:
+    """Calling the module calls `target`: a function, or the name of one in `tuneforge.api`
+    (looked up at call time, so the package need not import the API on import)."""
     module = sys.modules[module_name]
 
     class _CallableModule(types.ModuleType):
         def __call__(self, *args, **kwargs):
+            if callable(target):
+                return target(*args, **kwargs)
             from . import api
-            return getattr(api, api_name)(*args, **kwargs)
+            return getattr(api, target)(*args, **kwargs)
 
-    _CallableModule.__call__.__doc__ = f"tuneforge.api.{api_name}"
+    _CallableModule.__call__.__doc__ = getattr(target, "__doc__", None) or f"tuneforge.api.{target}"
     module.__class__ = _CallableModule

@@ -18,19 +18,19 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
-import types
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import config as cfgmod
+from ._callable import make_callable
 from .config import flag, opt
+from .data.cache import feature_cache_dir, memoised
 from .errors import ConfigError, DataError
 
 log = logging.getLogger("tuneforge")
@@ -123,11 +123,7 @@ class AlignResult:
 
 # --- cached encoder features -------------------------------------------------------------
 
-def _cache_root(cache_dir: str | None) -> Path | None:
-    if cache_dir == "":
-        return None
-    from .data.images import default_cache_dir
-    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "features"
+_cache_root = feature_cache_dir
 
 
 def _digest(model, which: str) -> str:
@@ -139,25 +135,9 @@ def _digest(model, which: str) -> str:
 
 
 def _cached(key: str, cache_dir: str | None, compute) -> dict[str, torch.Tensor]:
-    """compute() memoised as a safetensors file named by `key` (atomic write; a damaged entry
-    is recomputed, never trusted)."""
+    """compute() memoised as the feature-cache file named by `key`."""
     root = _cache_root(cache_dir)
-    path = root / f"{key}.safetensors" if root else None
-    if path is not None and path.is_file():
-        try:
-            return load_file(str(path))
-        except Exception:  # noqa: BLE001  truncated or foreign file: recompute
-            log.warning("feature cache entry %s is damaged; recomputing", path)
-    out = compute()
-    if path is not None:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{id(out)}.tmp")
-            save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
-            tmp.replace(path)
-        except OSError as e:
-            log.warning("could not write feature cache %s (%s); continuing without it", path, e)
-    return out
+    return memoised(root / f"{key}.safetensors" if root else None, compute)
 
 
 @torch.inference_mode()
@@ -695,13 +675,5 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
     return report
 
 
-class _CallableModule(types.ModuleType):
-    """`tuneforge.align(...)` trains (this module's `align`) while `tuneforge.align.retrieve` etc.
-    stay reachable: binding the function in tuneforge/__init__.py would hide the module (as
-    for tuneforge.export / tuneforge.serve, see _callable.py)."""
-
-    def __call__(self, *args, **kwargs) -> AlignResult:
-        return align(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# `tuneforge.align(...)` trains while `tuneforge.align.retrieve` etc. stay reachable (see _callable.py).
+make_callable(__name__, align)

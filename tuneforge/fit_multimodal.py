@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .augment import Augment
 from .config import FitConfig
-from .data.images import _cache_key, decode_cached, default_cache_dir
+from .data.cache import feature_cache_dir, memoised
+from .data.images import _cache_key, decode_cached
 from .data.multimodal import ImageTextTable, read_image_text_table
 from .data.split import stratified_split, write_manifest
 from .errors import ConfigError, DataError
@@ -73,30 +74,12 @@ def _read(cfg: FitConfig, path: str | Path, allow_missing: bool) -> ImageTextTab
 
 
 def _cache_path(cfg: FitConfig, kind: str, key: str) -> Path | None:
-    if cfg.cache_dir == "":
-        return None
-    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    return root / "features" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+    root = feature_cache_dir(cfg.cache_dir)
+    return root / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors" if root else None
 
 
 def _cached(path: Path | None, compute) -> torch.Tensor:
-    """compute(), memoised in a safetensors file (atomic write; a damaged file is recomputed)."""
-    from safetensors.torch import load_file, save_file
-    if path is not None and path.is_file():
-        try:
-            return load_file(str(path))["x"]
-        except Exception:
-            log.warning("feature cache %s is damaged; recomputing", path)
-    x = compute()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{time.time_ns()}.tmp")
-            save_file({"x": x.contiguous()}, str(tmp))
-            tmp.replace(path)
-        except OSError as e:
-            log.warning("could not write feature cache %s (%s)", path, e)
-    return x
+    return memoised(path, lambda: {"x": compute()})["x"]
 
 
 @torch.inference_mode()
