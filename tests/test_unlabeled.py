@@ -15,6 +15,7 @@ import tuneforge
 from tuneforge.augment.views import RAND_OPS, rand_augment, ssl_view, strong_view, weak_view
 from tuneforge.cli import main
 from tuneforge.data.unlabeled import SemiLoader, load_unlabeled, scan_unlabeled
+from tuneforge.strategies.semi import FixMatch, PixelViews, SemiModel
 from tuneforge.engine import Engine
 from tuneforge.errors import DataError
 
@@ -73,6 +74,21 @@ def test_views_draw_per_image_stay_in_range_and_are_reproducible():
         out = op(x[:8], torch.rand(8), torch.Generator().manual_seed(0))
         assert out.shape == (8, 3, 32, 32) and 0 <= out.min() and out.max() <= 1, name
     assert not torch.equal(rand_augment(x[:8], torch.Generator().manual_seed(0)), x[:8])
+
+
+def test_distribution_alignment_evens_out_pseudo_labels_and_is_checkpointed():
+    # Half the batch is sure of class 0, half torn between 0 and 1: unaligned, every pseudo-label
+    # is 0; aligned by the running mean of predictions, the torn half goes to the rarer class 1.
+    probs = torch.tensor([[0.8, 0.15, 0.05]] * 50 + [[0.5, 0.4, 0.1]] * 50)
+    model = SemiModel(torch.nn.Identity(), num_classes=3)
+    plain = FixMatch(None, PixelViews(), 3, align=False)
+    aligned = FixMatch(None, PixelViews(), 3, align=True)
+    assert torch.equal(plain._aligned(model, probs), probs)
+    for _ in range(500):
+        p = aligned._aligned(model, probs)
+    assert torch.bincount(p.argmax(1), minlength=3).tolist() == [50, 50, 0]
+    assert torch.allclose(p.sum(1), torch.ones(100))
+    assert torch.allclose(model.state_dict()["unlabeled_dist"], probs.mean(0), atol=0.01)
 
 
 def test_semi_loader_order_is_a_function_of_seed_and_epoch():
@@ -169,6 +185,8 @@ def test_unlabeled_settings_are_refused_by_name(cifar3, tmp_path, capsys):
     assert main(["fit", "--data", str(cifar3), "--semi", "fixmatch", "--unlabeled", str(cifar3 / "test"),
                  "--out", str(tmp_path / "r"), "--cache-dir", ""]) == 2
     assert "test image" in capsys.readouterr().err  # test images never train, even unlabeled
+    assert main(["fit", "--data", str(cifar3), "--semi", "mean-teacher", "--semi-align", "--unlabeled", str(cifar3)]) == 2
+    assert "--semi-align" in capsys.readouterr().err
     assert main(["fit", "--data", str(cifar3), "--init", str(tmp_path / "nope")]) == 2
     assert "--init" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(cifar3), "--model", "minilm"]) == 2

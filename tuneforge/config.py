@@ -114,6 +114,8 @@ class FitConfig:
     semi_threshold: float = opt(0.95, "confidence a prediction needs to become a pseudo-label")
     semi_weight: float | None = opt(None, "weight of the unlabeled loss (default: 1; mean-teacher 10)")
     semi_mu: int = opt(7, "unlabeled images per labelled image in a step")
+    semi_align: bool = opt(False, "fixmatch/pseudo-label: distribution alignment of the pseudo-labels "
+                                   "(evens out classes the model is over-confident about early on)")
     semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the unlabeled images)")
     ema: float = opt(0.999, "mean teacher: EMA decay of the teacher")
     max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes")
@@ -151,6 +153,8 @@ class FitConfig:
                 raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.semi and not self.unlabeled:
             raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images)")
+        if self.semi_align and self.semi not in ("fixmatch", "pseudo-label"):
+            raise ConfigError(f"--semi-align works with --semi fixmatch or pseudo-label (hard pseudo-labels), not {self.semi}")
         if self.unlabeled and not self.semi:
             raise ConfigError("--unlabeled needs --semi fixmatch|pseudo-label|mean-teacher")
         for name in ("labels_per_class", "semi_mu", "semi_steps"):

@@ -119,10 +119,73 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
     rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
     strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
-                                      cfg.label_smoothing, rampup, cfg.ema)
-    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher)
+                                      cfg.label_smoothing, rampup, cfg.ema, cfg.semi_align)
+    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher, num_classes=len(train.classes))
     info = {"method": cfg.semi, "labelled_images": len(train), "unlabeled_images": len(pool),
             "unlabeled_dir": str(cfg.unlabeled), "unlabeled_skipped": len(pool.skipped),
             "views": "cached features" if encode is not None else "pixels", "threshold": cfg.semi_threshold,
+            "distribution_alignment": cfg.semi_align,
             "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}
+    return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
+
+
+def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, files: dict, enc, train_inputs,
+                    run_dir: Path, cached: bool) -> SemiSetup:
+    """`setup_semi` for text (`fit_text`): `--unlabeled` is a table or .txt file (the labelled
+    data's --text-column / --columns). Unlabeled texts equal to a validation or test text are
+    left out (counted; model selection and the test must not be trained on), and pointing
+    --unlabeled at the test file is an error. `cached`:  the encoder is frozen and
+    its features cached: the unlabeled texts are encoded once the same way (feature views);
+    otherwise the views are token views (`TextViews`) of dict batches."""
+    from .data.unlabeled import load_unlabeled_texts
+    from .data.text_loader import SequenceBatchLoader
+    from .errors import DataError
+    from .models.text import extract_text_features
+    from .strategies.semi import TextViews
+    t0 = time.perf_counter()
+    if files.get("test") and Path(cfg.unlabeled).resolve() == Path(files["test"]).resolve():
+        raise DataError(f"--unlabeled: {cfg.unlabeled} is the test file; point it at texts that are not evaluated on")
+    cols = [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
+    pool = load_unlabeled_texts(cfg.unlabeled, cfg.text_column, cols, cfg.encoding, cfg.skip_bad_rows)
+    held = {t for name in ("val", "test") if name in splits for t in splits[name].texts}
+    keep = [i for i, t in enumerate(pool.texts) if t not in held]
+    if not keep:
+        raise DataError(f"--unlabeled: every text in {cfg.unlabeled} is a validation or test text")
+    (run_dir / "unlabeled.json").write_text(json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
+                                                        "lines": [pool.lines[i] for i in keep]}, indent=0))
+    ids = enc([pool.texts[i] for i in keep])
+    pad_id = enc.pad_id
+    if cached:
+        unl = extract_text_features(model, SequenceBatchLoader(ids, torch.zeros(len(ids), dtype=torch.long),
+                                                               cfg.eval_batch_size, pad_id=pad_id))
+        views, collate = FeatureViews(), None
+    else:
+        if enc.vocab is not None:  # from-scratch models: <unk> stands in for [MASK]
+            v = enc.vocab
+            views = TextViews([v.pad_id, v.cls_id], v.unk_id)
+        else:
+            views = TextViews(enc.tokenizer.all_special_ids, enc.tokenizer.mask_token_id or enc.tokenizer.unk_token_id)
+        unl = ids
+
+        def collate(seqs: list, idx: torch.Tensor) -> dict:
+            rows = [seqs[i] for i in idx.tolist()]
+            t = max(map(len, rows))
+            out = torch.full((len(rows), t), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), t), dtype=torch.long)
+            for r, s in enumerate(rows):
+                out[r, :len(s)], mask[r, :len(s)] = torch.as_tensor(s, dtype=torch.long), 1
+            return {"input_ids": out, "attention_mask": mask}
+    log.info("unlabeled: %d texts from %s (%d left out: validation/test texts)%s (%.1fs)", len(keep), cfg.unlabeled,
+             len(pool) - len(keep), ", encoded once by the frozen encoder" if cached else "", time.perf_counter() - t0)
+    train = splits["train"]
+    loader = SemiLoader(train_inputs, train.labels, unl, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed, collate)
+    weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
+    rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
+    strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
+                                      cfg.label_smoothing, rampup, cfg.ema)
+    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher)
+    info = {"method": cfg.semi, "labelled_texts": len(train), "unlabeled_texts": len(keep),
+            "unlabeled_file": str(cfg.unlabeled), "unlabeled_left_out_val_test": len(pool) - len(keep),
+            "unlabeled_skipped": len(pool.skipped), "views": "cached features" if cached else "tokens",
+            "threshold": cfg.semi_threshold, "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}
     return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
