@@ -164,8 +164,9 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
         return fit_multimodal(cfg, run_dir, resume_ckpt, t_start)
     from .fit_text import fit_text, is_text_config
     if is_text_config(cfg):
-        if cfg.semi or cfg.init:
-            raise ConfigError("--semi and --init are implemented for images only so far")
+        if cfg.init:  # a `pretrain --method mlm` run (backbone.safetensors in HFEncoder's layout) or a file
+            from .unlabeled import resolve_init
+            cfg.weights = resolve_init(cfg.init, cfg.model)
         return fit_text(cfg, run_dir, resume_ckpt, t_start)
     if cfg.init:
         from .unlabeled import resolve_init

@@ -84,9 +84,10 @@ def load_splits(cfg: FitConfig, run_dir: Path) -> tuple[dict, dict[str, Path | N
             return read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding, cfg.skip_bad_rows,
                                   classes)
     full = read(files["train"])
-    if cfg.limit_per_class and full.classes is not None:
+    per_class = cfg.labels_per_class or cfg.limit_per_class
+    if per_class and full.classes is not None:  # seeded; the rows kept are the train/val lines of split.json
         from .data import subsample_per_class
-        full = full.subset(subsample_per_class(full.labels.numpy(), cfg.limit_per_class, cfg.seed))
+        full = full.subset(subsample_per_class(full.labels.numpy(), per_class, cfg.seed))
     if files["val"] is None and cfg.val_fraction > 0:
         if regression:
             g = torch.Generator().manual_seed(cfg.seed)
@@ -222,10 +223,19 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
         trainable = model
         strategy = Regression() if regression else Supervised("none", cfg.label_smoothing)
         make = loader
+    train_loader, semi = make("train", True), None
+    if cfg.semi:  # tuneforge/unlabeled.py: the same semi-supervised strategies, text views or cached features
+        if seq or regression:
+            raise ConfigError("--semi works for text classification (tokens), not numeric sequences or --task regression")
+        from .unlabeled import setup_semi_text
+        semi = setup_semi_text(cfg, model, trainable, strategy, splits, files, enc, inputs["train"] if not cached
+                               else feats["train"], run_dir, cached)
+        trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
     trainable_params = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
     log.info("model %s: %d trainable of %d parameters", cfg.model, trainable_params, sum(p.numel() for p in model.parameters()))
-    engine, state = _train(cfg, run_dir, trainable, strategy, make("train", True),
-                           make("val") if "val" in splits else None, resume_ckpt, default_lr)
+    engine, state = _train(cfg, run_dir, trainable, strategy, train_loader,
+                           make("val") if "val" in splits else None, resume_ckpt, default_lr,
+                           extra_callbacks=tuple(semi.callbacks) if semi else ())
 
     report = {"model": cfg.model, "task": "regression" if regression else "classification", "classes": classes,
               "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
@@ -236,6 +246,8 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
               "throughput": {"train_per_s": round(sum(h["images_per_s"] for h in state["history"]) / max(1, len(state["history"])), 1),
                              **({"encode_per_s": round(encode_per_s, 1)} if cached else {})},
               "config": cfg.to_dict()}
+    if semi:
+        report["semi"] = semi.finish(state, classes)
     examples = None
     for name in ("val", "test"):
         if name not in splits:

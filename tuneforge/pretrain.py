@@ -41,30 +41,34 @@ log = logging.getLogger("tuneforge")
 
 @dataclass
 class PretrainConfig:
-    data: str | None = opt(None, "folder of unlabeled images (any nesting; folder names are ignored)")
+    data: str | None = opt(None, "folder of unlabeled images (any nesting; folder names are ignored); --method mlm: "
+                                 "a CSV/TSV/JSONL table (--text-column) or a .txt file with one text per line")
     out: str | None = opt(None, "run folder (default: runs/pretrain-METHOD-TIMESTAMP)")
-    method: str = opt("simclr", "self-supervised method", tuple(METHODS))
-    model: str = opt("fast-cnn", "image model whose backbone is pretrained; `tuneforge models` lists them")
+    method: str = opt("simclr", "self-supervised method (mlm: masked-language-model pretraining of a text encoder)",
+                      (*METHODS, "mlm"))
+    model: str = opt("fast-cnn", "model whose backbone is pretrained (an image model; --method mlm: minilm or hf:PATH); "
+                                 "`tuneforge models` lists them")
     pretrained: bool = opt(True, "start from the model's packaged weights when it has them (continued pretraining); "
                                  "--no-pretrained starts from random init")
     init: str | None = opt(None, "start from a pretrain run folder or a backbone weight file instead")
     image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
     resize: str = opt("crop", "how images are brought to size", ("crop", "squash"))
     epochs: int = opt(20, "passes over the unlabeled images")
-    batch_size: int = opt(256, "images per step (each seen as two views)")
-    optimizer: str = opt("sgd", "optimizer", ("adam", "adamw", "sgd"))
-    lr: float | None = opt(None, "peak learning rate (default: 0.1 for sgd, 1e-3 for adam/adamw)")
-    weight_decay: float | None = opt(5e-4, "weight decay, not on biases and norm layers")
+    batch_size: int | None = opt(None, "images per step (each seen as two views) (default: 256; mlm: 32 texts)")
+    optimizer: str | None = opt(None, "optimizer (default: sgd; mlm: adamw)", ("adam", "adamw", "sgd"))
+    lr: float | None = opt(None, "peak learning rate (default: 0.1 for sgd, 1e-3 for adam/adamw; mlm: 1e-4)")
+    weight_decay: float | None = opt(None, "weight decay, not on biases and norm layers (default: 5e-4; mlm: 0.01)")
     momentum: float = opt(0.9, "SGD momentum (Nesterov)")
     schedule: str = opt("cosine", "learning-rate schedule (per step)", ("constant", "cosine", "onecycle"))
-    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
+    warmup_epochs: float | None = opt(None, "linear warm-up length in epochs (default: 1; mlm: 0.1)")
     temperature: float = opt(0.2, "simclr: softmax temperature of the contrastive loss")
     proj_dim: int = opt(128, "projection head output size")
     proj_hidden: int = opt(512, "projection (and predictor) hidden size")
     ema: float = opt(0.99, "byol: EMA decay of the target network")
     probe: str | None = opt(None, "labelled class folders (train/ and test/, or one tree split in half) for a kNN "
-                                  "accuracy after every epoch")
-    probe_per_class: int = opt(200, "probe: images per class in the kNN memory bank and in the queries")
+                                  "accuracy after every epoch; mlm: a labelled text table (--text-column, --label-column) "
+                                  "for a logistic-regression accuracy of the mean-pooled features")
+    probe_per_class: int = opt(200, "probe: images (texts) per class in the kNN memory bank (probe fit) and in the queries")
     knn_k: int = opt(20, "probe: neighbours that vote")
     max_minutes: float | None = opt(None, "stop before the epoch that would end after this many minutes")
     grad_clip: float | None = opt(None, "clip the gradient norm to this value")
@@ -79,11 +83,24 @@ class PretrainConfig:
     tensorboard: bool = opt(True, "write TensorBoard event files")
     progress: bool = opt(True, "show progress")
     resume: str | None = opt(None, "continue the pretrain run in this folder from its last complete epoch")
+    # Text (--method mlm; tuneforge/pretrain_text.py): the readers of `fit` for text
+    text_column: str | None = opt(None, "mlm: the column (CSV/TSV header, JSONL key) holding the text (default: 'text')")
+    label_column: str = opt("label", "mlm --probe: the probe table's label column")
+    columns: str | None = opt(None, "mlm: names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2)")
+    encoding: str = opt("utf-8", "mlm: the text files' encoding")
+    max_length: int = opt(128, "mlm: tokens kept per text (longer ones are truncated)")
+    mask_prob: float = opt(0.15, "mlm: fraction of the tokens masked (BERT's 80% [MASK] / 10% random / 10% kept)")
+    heldout_fraction: float = opt(0.05, "mlm: seeded fraction of the texts held out for the masked-token loss before/after")
     # Read by api._train; there is no validation split to select on: the last epoch is the model.
     monitor: ClassVar[str] = "val_accuracy"
     patience: ClassVar[int] = 0
 
     def validate(self) -> "PretrainConfig":
+        mlm = self.method == "mlm"  # defaults that differ between image methods and MLM on text
+        for name, image, text in (("optimizer", "sgd", "adamw"), ("batch_size", 256, 32), ("weight_decay", 5e-4, 0.01),
+                                  ("warmup_epochs", 1.0, 0.1)):
+            if getattr(self, name) is None:
+                setattr(self, name, text if mlm else image)
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -97,8 +114,18 @@ class PretrainConfig:
             raise ConfigError("--batch-size must be >= 2 (views are compared within a batch)")
         if self.temperature <= 0 or not 0 <= self.ema < 1:
             raise ConfigError(f"--temperature must be > 0 and --ema in [0, 1), got {self.temperature}, {self.ema}")
-        if model_spec(self.model).modality != "image":
-            raise ConfigError(f"--model {self.model}: pretrain handles image models so far (text: --method mlm is not built yet)")
+        modality = model_spec(self.model).modality
+        if mlm and not (self.model == "minilm" or self.model.startswith("hf:")):
+            raise ConfigError(f"--method mlm pretrains a pretrained text encoder (--model minilm or hf:PATH), "
+                              f"not --model {self.model} ({modality})")
+        if not mlm and modality != "image":
+            raise ConfigError(f"--model {self.model} is a text model: --method {self.method} is for images; "
+                              "text encoders take --method mlm")
+        if not 0 < self.mask_prob < 1 or not 0 < self.heldout_fraction < 1:
+            raise ConfigError(f"--mask-prob and --heldout-fraction must be in (0, 1), got {self.mask_prob}, "
+                              f"{self.heldout_fraction}")
+        if self.max_length < 4:
+            raise ConfigError(f"--max-length must be >= 4, got {self.max_length}")
         return self
 
     def to_dict(self) -> dict:
@@ -195,6 +222,9 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
     from safetensors.torch import save_file
     t_start = time.perf_counter()
     cfg, run_dir, resume_ckpt = _prepare(config, kwargs)
+    if cfg.method == "mlm":  # text encoders: continued masked-language-model pretraining
+        from .pretrain_text import pretrain_text
+        return pretrain_text(cfg, run_dir, resume_ckpt, t_start)
     spec = model_spec(cfg.model)
     size = cfg.image_size or spec.default_image_size
     pool = load_unlabeled(cfg.data, size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict, flag="--data")

@@ -134,7 +134,7 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, files: d
     """`setup_semi` for text (`fit_text`): `--unlabeled` is a table or .txt file (the labelled
     data's --text-column / --columns). Unlabeled texts equal to a validation or test text are
     left out (counted; model selection and the test must not be trained on), and pointing
-    --unlabeled at the test file is an error. `cached`:  the encoder is frozen and
+    --unlabeled at the test file is an error. `cached`: the encoder is frozen and
     its features cached: the unlabeled texts are encoded once the same way (feature views);
     otherwise the views are token views (`TextViews`) of dict batches."""
     from .data.unlabeled import load_unlabeled_texts
@@ -182,9 +182,9 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, files: d
     weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
     rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
     strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
-                                      cfg.label_smoothing, rampup, cfg.ema)
-    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher)
-    info = {"method": cfg.semi, "labelled_texts": len(train), "unlabeled_texts": len(keep),
+                                      cfg.label_smoothing, rampup, cfg.ema, cfg.semi_align)
+    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher, num_classes=len(train.classes))
+    info = {"method": cfg.semi, "distribution_alignment": cfg.semi_align, "labelled_texts": len(train), "unlabeled_texts": len(keep),
             "unlabeled_file": str(cfg.unlabeled), "unlabeled_left_out_val_test": len(pool) - len(keep),
             "unlabeled_skipped": len(pool.skipped), "views": "cached features" if cached else "tokens",
             "threshold": cfg.semi_threshold, "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}

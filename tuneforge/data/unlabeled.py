@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -69,6 +69,45 @@ def load_unlabeled(root: str | Path, size: int, resize: str = "crop", cache_dir:
     return UnlabeledSet(torch.from_numpy(arr), [str(f) for f, g in zip(files, ok) if g], skipped)
 
 
+@dataclass
+class UnlabeledTexts:
+    """Texts of an unlabeled table or .txt file, `lines[i]` the line text i came from."""
+
+    texts: list[str]
+    lines: list[int]
+    path: str
+    skipped: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def load_unlabeled_texts(path: str | Path, text_column: str | None = None, columns: list[str] | None = None,
+                         encoding: str = "utf-8", skip_bad_rows: bool = False, flag: str = "--unlabeled") -> UnlabeledTexts:
+    """Unlabeled text: a .txt file holds one text per line; a CSV/TSV/JSONL table (the labelled
+    readers' formats, header or `columns`) gives its `text_column` (default 'text'), any label
+    column ignored. Errors name the flag, the file and the line or column; empty texts are left out."""
+    from .text import _decode_lines, read_rows
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{flag}: no such file: {p} (a CSV/TSV/JSONL table with a text column, "
+                        "or a .txt file with one text per line)")
+    skipped: list[dict] = []
+    if p.suffix.lower() == ".txt" and not columns:
+        pairs = [(no, t.strip()) for no, t in _decode_lines(p, encoding, skip_bad_rows, skipped)]
+    else:
+        col = text_column or "text"
+        try:
+            rows, nos, skipped = read_rows(p, columns, encoding, skip_bad_rows, need=(col,))
+        except DataError as e:
+            raise DataError(f"{flag}: {e}") from None
+        pairs = [(no, r[col].strip()) for r, no in zip(rows, nos)]
+    pairs = [(no, t) for no, t in pairs if t]
+    if not pairs:
+        raise DataError(f"{flag}: {p} holds no (non-empty) texts")
+    return UnlabeledTexts([t for _, t in pairs], [no for no, _ in pairs], str(p), skipped)
+
+
 def relpaths(paths: list[str], root: str | Path) -> list[str]:
     return [os.path.relpath(p, root) for p in paths]
 
@@ -113,11 +152,15 @@ class SemiLoader:
     epoch is `steps` steps (default: one pass over the unlabeled pool), which also sets how
     often validation, checkpoints and the time limit are looked at."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, unlabeled: torch.Tensor, batch_size: int,
-                 mu: int = 7, steps: int | None = None, seed: int = 0):
+    def __init__(self, images: torch.Tensor | list, labels: torch.Tensor, unlabeled: torch.Tensor | list, batch_size: int,
+                 mu: int = 7, steps: int | None = None, seed: int = 0,
+                 collate: Callable[[list, torch.Tensor], dict] | None = None):
         self.images, self.labels, self.unlabeled = images, labels, unlabeled
         self.batch_size, self.mu, self.seed = batch_size, mu, seed
         self.steps = steps or max(1, len(unlabeled) // (mu * batch_size))
+        # Text: `images`/`unlabeled` are lists of token-id lists and `collate` pads the rows it is
+        # given into a dict batch (input_ids, attention_mask); tensors are simply indexed.
+        self.collate = collate
 
     def __len__(self) -> int:
         return self.steps
@@ -130,6 +173,7 @@ class SemiLoader:
         b, bu = self.batch_size, self.mu * self.batch_size
         lab = _stream(len(self.labels), self.steps * b, self.seed, epoch, 2)
         unl = _stream(len(self.unlabeled), self.steps * bu, self.seed, epoch, 3)
+        take = (lambda xs, idx: xs[idx]) if self.collate is None else self.collate
         for i in range(self.steps):
             li = lab[i * b:(i + 1) * b]
-            yield (self.images[li], self.unlabeled[unl[i * bu:(i + 1) * bu]]), self.labels[li]
+            yield (take(self.images, li), take(self.unlabeled, unl[i * bu:(i + 1) * bu])), self.labels[li]
