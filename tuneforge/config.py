@@ -107,7 +107,8 @@ class FitConfig:
     time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
     feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
     # Unlabeled data (issue 5): semi-supervised fit, initialisation from `tuneforge pretrain`
-    unlabeled: str | None = opt(None, "folder of unlabeled images (any nesting, folder names ignored) for --semi")
+    unlabeled: str | None = opt(None, "folder of unlabeled images (any nesting, folder names ignored) for --semi; text: "
+                                      "a table with the --text-column (or --columns) of --data, or a .txt file, one text a line")
     semi: str | None = opt(None, "semi-supervised method using --unlabeled", ("fixmatch", "pseudo-label", "mean-teacher"))
     labels_per_class: int | None = opt(None, "keep N labelled training images per class (seeded; the files used are in split.json)")
     init: str | None = opt(None, "backbone weights from a `tuneforge pretrain` run folder or a weight file (sets --weights)")
@@ -152,7 +153,7 @@ class FitConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.semi and not self.unlabeled:
-            raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images)")
+            raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images; text: a file of texts)")
         if self.semi_align and self.semi not in ("fixmatch", "pseudo-label"):
             raise ConfigError(f"--semi-align works with --semi fixmatch or pseudo-label (hard pseudo-labels), not {self.semi}")
         if self.unlabeled and not self.semi:
