@@ -39,19 +39,27 @@ def mask_tokens(ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: li
 
 
 class MaskedLM(nn.Module):
-    """A Hugging Face `...ForMaskedLM` model behind a dict-batch interface: the encoder is
-    `base` (the same module tree as `HFEncoder.encoder`), the LM head sits on top."""
+    """A Hugging Face `...ForMaskedLM` model: the encoder is `base` (the same module tree as
+    `HFEncoder.encoder`), the LM head sits on top. `forward` returns vocabulary logits only at
+    the chosen positions: the head (a 384 x 30,522 decoder for minilm) costs as much as the
+    whole encoder when applied to every token, and only ~15% of them have a target."""
 
     def __init__(self, hf_mlm: nn.Module):
         super().__init__()
         self.mlm = hf_mlm
+        # BERT-likes call the head `cls`, RoBERTa-likes `lm_head`; otherwise the full forward.
+        self.head_name = next((n for n in ("cls", "lm_head") if isinstance(getattr(hf_mlm, n, None), nn.Module)), None)
 
     @property
     def base(self) -> nn.Module:
         return self.mlm.base_model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None):
-        return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """(K, vocab) logits of the K positions where `where` is True."""
+        if self.head_name is None:
+            return self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits[where]
+        h = self.base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return getattr(self.mlm, self.head_name)(h[where])
 
 
 class MLM:
@@ -68,14 +76,15 @@ class MLM:
     def train_step(self, model: MaskedLM, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, _ = batch
         ids, labels = self.mask(x, generator)
-        out = model(ids, x["attention_mask"], labels)
-        return {"loss": out.loss}
+        where = labels != IGNORE
+        logits = model(ids, x["attention_mask"], where)
+        return {"loss": nn.functional.cross_entropy(logits.float(), labels[where])}
 
     def eval_step(self, model: MaskedLM, batch) -> dict[str, torch.Tensor]:
         """`batch` = ({"input_ids" (already masked), "attention_mask", "labels"}, _): the summed
         loss and the number of masked tokens, so a slice's loss is a per-token mean."""
         x, _ = batch
-        logits = model(x["input_ids"], x["attention_mask"]).logits.float()
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), x["labels"].flatten(), ignore_index=IGNORE,
-                                           reduction="sum")
-        return {"loss_sum": loss.reshape(1), "tokens": (x["labels"] != IGNORE).sum().reshape(1)}
+        where = x["labels"] != IGNORE
+        logits = model(x["input_ids"], x["attention_mask"], where).float()
+        loss = nn.functional.cross_entropy(logits, x["labels"][where], reduction="sum")
+        return {"loss_sum": loss.reshape(1), "tokens": where.sum().reshape(1)}
