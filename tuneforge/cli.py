@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(func=cmd_fit)
 
     from .pretrain import PretrainConfig
-    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images (fit --init RUN)",
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images, or MLM of a text "
+                                         "encoder on unlabeled texts (--method mlm); fit --init RUN",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pt.add_argument("--config", help="YAML file of settings (flags given here override it)")
     add_dataclass_flags(pt, PretrainConfig)
