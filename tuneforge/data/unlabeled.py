@@ -84,16 +84,17 @@ class UnlabeledTexts:
 
 def load_unlabeled_texts(path: str | Path, text_column: str | None = None, columns: list[str] | None = None,
                          encoding: str = "utf-8", skip_bad_rows: bool = False, flag: str = "--unlabeled") -> UnlabeledTexts:
-    """Unlabeled text: a .txt file holds one text per line (unless `text_column` is given: then it
-    is read as a TSV table, like a labelled .txt); a CSV/TSV/JSONL table (the labelled readers'
-    formats, header or `columns`) gives its `text_column` (default 'text'), any label column ignored. Errors name the flag, the file and the line or column; empty texts are left out."""
+    """Unlabeled text: a .txt file holds one text per line, whatever the labelled data's columns
+    (a labelled table's `--text-column`/`--columns` do not apply to it); a CSV/TSV/JSONL table (the
+    labelled readers' formats, header or `columns`) gives its `text_column` (default 'text'), any
+    label column ignored. Errors name the flag, the file and the line or column; empty texts are left out."""
     from .text import _decode_lines, read_rows
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{flag}: no such file: {p} (a CSV/TSV/JSONL table with a text column, "
                         "or a .txt file with one text per line)")
     skipped: list[dict] = []
-    if p.suffix.lower() == ".txt" and not text_column:
+    if p.suffix.lower() == ".txt":
         pairs = [(no, t.strip()) for no, t in _decode_lines(p, encoding, skip_bad_rows, skipped)]
     else:
         col = text_column or "text"
