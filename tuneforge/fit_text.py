@@ -181,6 +181,12 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
         cfg.monitor = "val_loss"
     t_data = time.perf_counter()
     splits, files = load_splits(cfg, run_dir)
+    unlabeled = None
+    if cfg.semi:  # read (and check) the unlabeled texts before any model is loaded
+        if seq or regression:
+            raise ConfigError("--semi works for text classification (tokens), not numeric sequences or --task regression")
+        from .unlabeled import read_semi_texts
+        unlabeled = read_semi_texts(cfg, splits, files)
     classes = splits["train"].classes
     scale = None
     if seq:
@@ -225,10 +231,8 @@ def fit_text(cfg: FitConfig, run_dir: Path, resume_ckpt: dict | None, t_start: f
         make = loader
     train_loader, semi = make("train", True), None
     if cfg.semi:  # tuneforge/unlabeled.py: the same semi-supervised strategies, text views or cached features
-        if seq or regression:
-            raise ConfigError("--semi works for text classification (tokens), not numeric sequences or --task regression")
         from .unlabeled import setup_semi_text
-        semi = setup_semi_text(cfg, model, trainable, strategy, splits, files, enc, inputs["train"] if not cached
+        semi = setup_semi_text(cfg, model, trainable, strategy, splits, unlabeled, enc, inputs["train"] if not cached
                                else feats["train"], run_dir, cached)
         trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
     trainable_params = sum(p.numel() for p in trainable.parameters() if p.requires_grad)

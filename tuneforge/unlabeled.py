@@ -129,20 +129,11 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
 
 
-def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, files: dict, enc, train_inputs,
-                    run_dir: Path, cached: bool) -> SemiSetup:
-    """`setup_semi` for text (`fit_text`): `--unlabeled` is a table or .txt file (the labelled
-    data's --text-column / --columns). Unlabeled texts equal to a validation or test text are
-    left out (counted; model selection and the test must not be trained on), and pointing
-    --unlabeled at the test file is an error. `cached`: the encoder is frozen and
-    its features cached: the unlabeled texts are encoded once the same way (feature views);
-    otherwise the views are token views (`TextViews`) of dict batches."""
+def read_semi_texts(cfg, splits: dict, files: dict):
+    """The unlabeled texts of `--unlabeled`, read before any model is loaded (a wrong column or
+    file fails at once), without the validation and test texts; `(pool, kept indices)`."""
     from .data.unlabeled import load_unlabeled_texts
-    from .data.text_loader import SequenceBatchLoader
     from .errors import DataError
-    from .models.text import extract_text_features
-    from .strategies.semi import TextViews
-    t0 = time.perf_counter()
     if files.get("test") and Path(cfg.unlabeled).resolve() == Path(files["test"]).resolve():
         raise DataError(f"--unlabeled: {cfg.unlabeled} is the test file; point it at texts that are not evaluated on")
     cols = [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
@@ -151,6 +142,21 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, files: d
     keep = [i for i, t in enumerate(pool.texts) if t not in held]
     if not keep:
         raise DataError(f"--unlabeled: every text in {cfg.unlabeled} is a validation or test text")
+    return pool, keep
+
+
+def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabeled: tuple, enc, train_inputs,
+                    run_dir: Path, cached: bool) -> SemiSetup:
+    """`setup_semi` for text (`fit_text`): `unlabeled` from `read_semi_texts` (a table or .txt
+    file; texts equal to a validation or test text left out, counted: model selection and the
+    test must not be trained on; the test file itself refused). `cached`: the encoder is frozen and
+    its features cached: the unlabeled texts are encoded once the same way (feature views);
+    otherwise the views are token views (`TextViews`) of dict batches."""
+    from .data.text_loader import SequenceBatchLoader
+    from .models.text import extract_text_features
+    from .strategies.semi import TextViews
+    t0 = time.perf_counter()
+    pool, keep = unlabeled
     (run_dir / "unlabeled.json").write_text(json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
                                                         "lines": [pool.lines[i] for i in keep]}, indent=0))
     ids = enc([pool.texts[i] for i in keep])
