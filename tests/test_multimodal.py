@@ -163,6 +163,25 @@ def test_attention_fusion_learns_and_predicts_with_a_missing_input(attention_run
     assert ev["test"]["n"] == 123 and ev["test"]["accuracy"] > 0.8 and Path(ev["html_path"]).is_file()
 
 
+def test_fusion_bundle_exports_to_onnx_with_missing_inputs(attention_run, fashion4, tmp_path):
+    import csv
+    import tuneforge
+    from tuneforge.export import Predictor
+    info = tuneforge.export(attention_run.run_dir, tmp_path / "onnx", format="onnx", data=str(fashion4))
+    assert info["onnx"]["max_abs_diff"] < 1e-4
+    with open(fashion4, newline="") as f:
+        rows = list(csv.DictReader(f))[:6]
+    eager, onnx = (Predictor(tmp_path / "onnx", backend=b) for b in ("torch", "onnx"))
+    for use in (("image", "text"), ("image",), ("text",)):
+        items = lambda p: [p.prepare(FASHION / r["image"] if "image" in use else None,
+                                     r["productDisplayName"] if "text" in use else None) for r in rows]
+        a, b = eager.top_k(items(eager), 2), onnx.top_k(items(onnx), 2)
+        assert [x["label"] for x in a] == [x["label"] for x in b], use
+        assert all(abs(x["top"][0]["probability"] - y["top"][0]["probability"]) < 1e-4 for x, y in zip(a, b)), use
+    with pytest.raises(Exception, match="calibrated on images"):
+        tuneforge.export(attention_run.run_dir, tmp_path / "q", format="onnx", quantize="int8", data=str(fashion4))
+
+
 def test_gated_late_and_single_modality_baselines(fashion4, tmp_path):
     cache = tmp_path / "cache"
     runs = {name: _fit(fashion4, tmp_path / name, cache, epochs=8, **kw).report for name, kw in {

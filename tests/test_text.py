@@ -205,6 +205,15 @@ def test_minilm_frozen_encoder_caches_features_and_beats_chance(sst2_slice, tmp_
     assert not [f for f in bundle.rglob("*") if f.suffix in (".pkl", ".pt", ".bin")]  # nothing pickled
     p = tuneforge.predict(run.run_dir, ["a wonderful , moving and funny film", "dull , tedious and badly acted"], top_k=2)
     assert [x["label"] for x in p] == ["1", "0"] and len(p[0]["top"]) == 2
+    # ONNX: checked at export on the training table's texts; same answers as eager PyTorch.
+    from tuneforge.export import Predictor
+    info = tuneforge.export(run.run_dir, tmp_path / "onnx", format="onnx")
+    assert info["onnx"]["max_abs_diff"] < 1e-4 and info["onnx"]["checked_on"] >= 16
+    texts = ["a wonderful , moving and funny film", "dull", "an uneven film , " * 12]  # unequal lengths, one batch
+    eager, onnx = (Predictor(tmp_path / "onnx", backend=b) for b in ("torch", "onnx"))
+    a, b = (q.top_k([q.prepare(text=t) for t in texts], 2) for q in (eager, onnx))
+    assert [x["label"] for x in a] == [x["label"] for x in b]
+    assert all(abs(x["top"][0]["probability"] - y["top"][0]["probability"]) < 1e-4 for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

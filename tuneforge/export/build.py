@@ -67,6 +67,37 @@ def _images(task: Task, files: list[Path]) -> tuple[dict[str, np.ndarray], np.nd
     return {"images": arr}, ok
 
 
+def _table_check_batch(task: Task, config: dict, src: Path, data: str | Path | None) -> dict[str, np.ndarray]:
+    """Real inputs for checking a text or image+text ONNX export: the first rows of `--data` or
+    of the table the model was trained on (the bundle's `data.train_file`), read with the
+    training columns. An image+text batch also holds an image-only and a text-only row, so the
+    exported graph is proved on the missing-input path the server uses."""
+    d = config.get("data") or {}
+    path = Path(data) if data else Path(d.get("train_file") or "")
+    if not path.is_file():
+        raise DataError(f"{src}: no real texts to check the ONNX export against ({path} is not there); "
+                        "pass --data FILE (a table with the columns the model was trained on)")
+    enc, text_col = d.get("encoding", "utf-8"), d.get("text_column", "text")
+    if "image" in task.inputs:
+        from ..data.multimodal import read_image_text_table
+        t = read_image_text_table(path, d.get("image_column", "image"), text_col, image_root=d.get("image_root"),
+                                  allow_missing=True, encoding=enc)
+        pairs = [(im, tx) for im, tx in zip(t.images, t.texts) if im is not None and tx][:CHECK_EXAMPLES - 2]
+        if not pairs:
+            raise DataError(f"--data: {path} has no row with both an image and a text to check the ONNX export on")
+        examples = [task.prepare(image=im, text=tx) for im, tx in pairs]
+        examples += [task.prepare(image=pairs[0][0]), task.prepare(text=pairs[-1][1])]
+    else:
+        from ..data.text import read_rows
+        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+        rows, _, _ = read_rows(path, cols, enc, skip_bad_rows=True, need=(text_col,))
+        texts = [str(r[text_col]) for r in rows if str(r.get(text_col) or "").strip()][:CHECK_EXAMPLES]
+        if not texts:
+            raise DataError(f"--data: {path} has no text in column {text_col!r} to check the ONNX export on")
+        examples = [task.prepare(text=t) for t in texts]
+    return task.collate(examples)
+
+
 def export_bundle(source: str | Path, out: str | Path, format: str = "safetensors", quantize: str | None = None,
                   data: str | Path | None = None) -> dict:
     """Write the portable bundle of `source` (run folder or bundle) into `out`; returns its config."""
@@ -79,13 +110,13 @@ def export_bundle(source: str | Path, out: str | Path, format: str = "safetensor
     if data is not None and not Path(data).exists():
         raise DataError(f"--data: no such folder: {data}")
     model, config = load_bundle(source)  # verifies every checksum before anything is copied
+    task = task_for(config)  # text tasks read their tokenizer from the source bundle (config["_dir"])
     src, out = Path(config.pop("_dir")), Path(out)
     if out.resolve() == src.resolve():
         raise ConfigError(f"--out: {out} is the source bundle itself; choose another folder")
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise ConfigError(f"--out: {out} exists and is not a bundle; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
-    task = task_for(config)
 
     # Everything of the source bundle except what is generated here: weights and, for text
     # models, tokenizer files travel as they are.
@@ -101,18 +132,22 @@ def export_bundle(source: str | Path, out: str | Path, format: str = "safetensor
     config.pop("onnx", None), config.pop("onnx_int8", None)
 
     if format == "onnx":
-        if task.inputs != ("image",):
-            raise BundleError(f"ONNX export of a {task.name} model is not supported yet; use --format safetensors")
         from .onnx import export_onnx
-        labelled = {s: _run_split(src, s) for s in ("test", "val", "train")}
-        extra = _folder(Path(data), config["classes"]) if data else None
-        pool = extra or labelled["test"] or labelled["val"] or labelled["train"]
-        if pool is None:
-            raise DataError(f"{src}: no real images to check the ONNX export against (the bundle is not in a run "
-                            "folder with its split.json and images); pass --data FOLDER")
-        check, ok = _images(task, pool[0][:CHECK_EXAMPLES])
-        if not ok.any():
-            raise DataError(f"none of the first {CHECK_EXAMPLES} images of {pool[0][0].parent} could be read")
+        if task.inputs == ("image",):
+            labelled = {s: _run_split(src, s) for s in ("test", "val", "train")}
+            extra = _folder(Path(data), config["classes"]) if data else None
+            pool = extra or labelled["test"] or labelled["val"] or labelled["train"]
+            if pool is None:
+                raise DataError(f"{src}: no real images to check the ONNX export against (the bundle is not in a run "
+                                "folder with its split.json and images); pass --data FOLDER")
+            check, ok = _images(task, pool[0][:CHECK_EXAMPLES])
+            if not ok.any():
+                raise DataError(f"none of the first {CHECK_EXAMPLES} images of {pool[0][0].parent} could be read")
+        else:
+            if quantize:
+                raise ConfigError(f"--quantize int8 is calibrated on images; a {task.name} model is exported "
+                                  "as fp32 ONNX only (drop --quantize)")
+            check = _table_check_batch(task, config, src, data)
         info = export_onnx(model, task, out / "model.onnx", check)
         files["model.onnx"] = _sha256(out / "model.onnx")
         config["onnx"] = {"file": "model.onnx", **info}

@@ -180,6 +180,9 @@ class TextClassification(Task):
     def graph(self, model: nn.Module) -> nn.Module:
         return TextGraph(model).eval()
 
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
+
     def example_batch(self, n: int = 2) -> dict[str, np.ndarray]:
         return self.collate([self.prepare(text="an example") for _ in range(n)])
 
@@ -244,6 +247,10 @@ class ImageTextClassification(Task):
 
     def graph(self, model: nn.Module) -> nn.Module:
         return ImageTextGraph(model, self.pre.get("scale", 1 / 255)).eval()
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {**super().dynamic_axes(), "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"}}
 
     def example_batch(self, n: int = 2) -> dict[str, np.ndarray]:
         s = self.pre["image_size"]

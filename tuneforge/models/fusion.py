@@ -171,10 +171,11 @@ class FusionBackbone(Backbone):
         # attention: text tokens query the image cells
         kv = self.kv_proj(feats["image"])
         hi = has["image"][:, None, None]
-        null = self.null_cell.expand(len(kv), 1, -1)
+        # Shapes derived from tensors, not from len(): an ONNX trace keeps the batch axis dynamic.
+        null = torch.zeros_like(kv[:, :1]) + self.null_cell
+        kv_pad = (hi[:, :, 0] == 0).expand(-1, kv.shape[1])
         kv = torch.cat([kv * hi, null], 1)  # the null cell is always there: a missing image leaves only it
-        key_pad = torch.zeros(kv.shape[:2], dtype=torch.bool, device=kv.device)
-        key_pad[:, :-1] = hi[:, 0, 0][:, None] == 0
+        key_pad = torch.cat([kv_pad, torch.zeros_like(kv_pad[:, :1])], 1)
         tt, tm = feats["text"]
         q = self.q_proj(tt)
         ht = has["text"][:, None, None]
