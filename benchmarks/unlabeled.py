@@ -211,15 +211,15 @@ def sst2_texts(n: int, min_words: int = 5) -> tuple[Path, Path]:
 
 
 def semi_text(labels: int, minutes: float, method: str, steps: int = 100, threshold: float = 0.8,
-              unlabeled: int = 15000) -> None:
+              unlabeled: int = 15000, align: bool = False) -> None:
     """Cached frozen minilm features: a step costs ~ms, so the epochs are set, not timed
     (`--max-minutes` still caps the run); the labels-only head gets the same number of steps."""
     tsv, txt = sst2_texts(unlabeled)
     train = str(tsv)
     epochs = 30
-    tag = f"sst2-{method}-{labels}"
+    tag = f"sst2-{method}-{labels}" + ("-align" if align else "")
     semi_args = ["fit", "--data", train, "--labels-per-class", str(labels), "--unlabeled", str(txt),
-                 "--semi", method,
+                 "--semi", method, *(["--semi-align"] if align else []),
                  "--semi-threshold", str(threshold), "--semi-steps", str(steps), "--epochs", str(epochs),
                  "--max-minutes", str(minutes), "--out", str(OUT / tag), *SST2, *TEXT_HEAD]
     load_before = uptime()
@@ -231,7 +231,7 @@ def semi_text(labels: int, minutes: float, method: str, steps: int = 100, thresh
                  "--max-minutes", str(minutes), "--out", str(OUT / f"labels-only-{tag}"), *SST2, *TEXT_HEAD]
     wall_b = run(base_args)
     base_res = text_numbers(OUT / f"labels-only-{tag}", wall_b)
-    record(f"semi-text-{labels * 2}", method=method, minutes=minutes, uptime_before=load_before,
+    record(f"semi-text-{labels * 2}", method=method, distribution_alignment=align, minutes=minutes, uptime_before=load_before,
            commands=[cmd(semi_args), cmd(base_args)], semi=semi_res, labels_only=base_res,
            gain_points=round(100 * (semi_res["dev_accuracy"] - base_res["dev_accuracy"]), 2))
 
@@ -270,6 +270,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", choices=["semi-250", "semi-4000", "ssl-probe", "continued", "semi-text", "mlm"])
     p.add_argument("--labels", type=int, default=10, help="semi-text, mlm: labelled SST-2 texts per class")
+    p.add_argument("--align", action="store_true", help="semi-text: --semi-align (distribution alignment)")
+    p.add_argument("--threshold", type=float, default=0.8, help="semi-text: --semi-threshold")
     p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the target's)")
     p.add_argument("--method", default=None, help="fixmatch|pseudo-label|mean-teacher, or simclr|byol|simsiam")
     p.add_argument("--features", action="store_true", help="semi-*: frozen ImageNet Lite0 features (cached) instead of pixels")
@@ -279,7 +281,7 @@ def main() -> None:
     elif a.target == "semi-4000":
         semi(400, a.minutes or 90, a.method or "fixmatch", features=a.features)
     elif a.target == "semi-text":
-        semi_text(a.labels, a.minutes or 10, a.method or "fixmatch")
+        semi_text(a.labels, a.minutes or 10, a.method or "fixmatch", threshold=a.threshold, align=a.align)
     elif a.target == "mlm":
         mlm(a.minutes or 10, a.labels)
     elif a.target == "ssl-probe":
