@@ -102,7 +102,7 @@ FEATURES = ["--model", "efficientnet_lite0", "--image-size", "64", "--freeze", "
 
 
 def semi(labels: int, minutes: float, method: str, step_s: float = 0.6, steps: int = 100, threshold: float = 0.8,
-         features: bool = False) -> None:
+         features: bool = False, align: bool = False) -> None:
     """Semi-supervised fit and the labels-only fit of the same recipe for the same number of
     labelled steps (far less time: a labels-only step holds 32 images, a FixMatch step 32 + 224 + 224)."""
     global SEMI_COMMON
@@ -112,10 +112,10 @@ def semi(labels: int, minutes: float, method: str, step_s: float = 0.6, steps: i
     epochs = max(1, math.floor(minutes * 60 / (steps * step_s)))
     if features:
         epochs = min(epochs, 40)
-    tag = f"{method}-{labels}" + ("-features" if features else "")
+    tag = f"{method}-{labels}" + ("-features" if features else "") + ("-align" if align else "")
     semi_args = ["fit", "--data", data, "--labels-per-class", str(labels), "--unlabeled", str(DATASETS / "cifar10" / "train"),
                  "--semi", method, "--semi-threshold", str(threshold), "--semi-steps", str(steps), "--epochs", str(epochs), "--max-minutes", str(minutes),
-                 "--out", str(OUT / tag), *SEMI_COMMON]
+                 "--out", str(OUT / tag), *SEMI_COMMON, *(["--semi-align"] if align else [])]
     load_before = uptime()
     wall = run(semi_args)
     semi_res = fit_numbers(OUT / tag, wall)
@@ -126,7 +126,8 @@ def semi(labels: int, minutes: float, method: str, step_s: float = 0.6, steps: i
                  "--max-minutes", str(minutes), "--out", str(OUT / f"labels-only-{tag}"), *SEMI_COMMON]
     wall_b = run(base_args)
     base_res = fit_numbers(OUT / f"labels-only-{tag}", wall_b)
-    record(f"semi-{labels * 10}" + ("-features" if features else ""), method=method, minutes=minutes, uptime_before=load_before,
+    record(f"semi-{labels * 10}" + ("-features" if features else ""), method=method, distribution_alignment=align,
+           minutes=minutes, uptime_before=load_before,
            commands=[cmd(semi_args), cmd(base_args)], semi=semi_res, labels_only=base_res,
            gain_points=round(100 * (semi_res["test_accuracy"] - base_res["test_accuracy"]), 2))
 
@@ -270,16 +271,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", choices=["semi-250", "semi-4000", "ssl-probe", "continued", "semi-text", "mlm"])
     p.add_argument("--labels", type=int, default=10, help="semi-text, mlm: labelled SST-2 texts per class")
-    p.add_argument("--align", action="store_true", help="semi-text: --semi-align (distribution alignment)")
+    p.add_argument("--align", action="store_true", help="semi-*: --semi-align (distribution alignment)")
     p.add_argument("--threshold", type=float, default=0.8, help="semi-text: --semi-threshold")
     p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the target's)")
     p.add_argument("--method", default=None, help="fixmatch|pseudo-label|mean-teacher, or simclr|byol|simsiam")
     p.add_argument("--features", action="store_true", help="semi-*: frozen ImageNet Lite0 features (cached) instead of pixels")
     a = p.parse_args()
     if a.target == "semi-250":
-        semi(25, a.minutes or 60, a.method or "fixmatch", features=a.features)
+        semi(25, a.minutes or 60, a.method or "fixmatch", features=a.features, align=a.align)
     elif a.target == "semi-4000":
-        semi(400, a.minutes or 90, a.method or "fixmatch", features=a.features)
+        semi(400, a.minutes or 90, a.method or "fixmatch", features=a.features, align=a.align)
     elif a.target == "semi-text":
         semi_text(a.labels, a.minutes or 10, a.method or "fixmatch", threshold=a.threshold, align=a.align)
     elif a.target == "mlm":
