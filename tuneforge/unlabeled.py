@@ -115,16 +115,23 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     log.info("unlabeled: %d images from %s%s (%.1fs)", len(pool), cfg.unlabeled,
              ", encoded once by the frozen layers" if encode is not None else "", time.perf_counter() - t0)
     views = FeatureViews() if encode is not None else PixelViews()
-    loader = SemiLoader(train_inputs, train.labels, unl, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed)
+    info = {"labelled_images": len(train), "unlabeled_images": len(pool), "unlabeled_dir": str(cfg.unlabeled),
+            "unlabeled_skipped": len(pool.skipped), "views": "cached features" if encode is not None else "pixels"}
+    return _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unl, info)
+
+
+def _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unlabeled, info: dict,
+              collate: Callable | None = None) -> SemiSetup:
+    """The part images and text share: loader, method (with its default weight and ramp-up),
+    the SemiModel wrapper, the report's settings."""
+    loader = SemiLoader(train_inputs, train.labels, unlabeled, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed,
+                        collate)
     weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
     rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
     strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
                                       cfg.label_smoothing, rampup, cfg.ema, cfg.semi_align)
     semi_model = SemiModel(trainable, teacher=strategy.uses_teacher, num_classes=len(train.classes))
-    info = {"method": cfg.semi, "labelled_images": len(train), "unlabeled_images": len(pool),
-            "unlabeled_dir": str(cfg.unlabeled), "unlabeled_skipped": len(pool.skipped),
-            "views": "cached features" if encode is not None else "pixels", "threshold": cfg.semi_threshold,
-            "distribution_alignment": cfg.semi_align,
+    info = {"method": cfg.semi, "distribution_alignment": cfg.semi_align, **info, "threshold": cfg.semi_threshold,
             "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}
     return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
 
@@ -184,14 +191,7 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
     log.info("unlabeled: %d texts from %s (%d left out: validation/test texts)%s (%.1fs)", len(keep), cfg.unlabeled,
              len(pool) - len(keep), ", encoded once by the frozen encoder" if cached else "", time.perf_counter() - t0)
     train = splits["train"]
-    loader = SemiLoader(train_inputs, train.labels, unl, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed, collate)
-    weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
-    rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
-    strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
-                                      cfg.label_smoothing, rampup, cfg.ema, cfg.semi_align)
-    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher, num_classes=len(train.classes))
-    info = {"method": cfg.semi, "distribution_alignment": cfg.semi_align, "labelled_texts": len(train), "unlabeled_texts": len(keep),
-            "unlabeled_file": str(cfg.unlabeled), "unlabeled_left_out_val_test": len(pool) - len(keep),
-            "unlabeled_skipped": len(pool.skipped), "views": "cached features" if cached else "tokens",
-            "threshold": cfg.semi_threshold, "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}
-    return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
+    info = {"labelled_texts": len(train), "unlabeled_texts": len(keep), "unlabeled_file": str(cfg.unlabeled),
+            "unlabeled_left_out_val_test": len(pool) - len(keep), "unlabeled_skipped": len(pool.skipped),
+            "views": "cached features" if cached else "tokens"}
+    return _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unl, info, collate)
