@@ -7,6 +7,7 @@ strategy for evaluation, the decoded labelled images or their cached features) i
 the report gets a "semi" section (pseudo-labels per class)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -159,7 +160,7 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
     test must not be trained on; the test file itself refused). `cached`: the encoder is frozen and
     its features cached: the unlabeled texts are encoded once the same way (feature views);
     otherwise the views are token views (`TextViews`) of dict batches."""
-    from .data.text_loader import SequenceBatchLoader
+    from .data.text_loader import SequenceBatchLoader, pad_batch
     from .models.text import extract_text_features
     from .strategies.semi import TextViews
     t0 = time.perf_counter()
@@ -180,14 +181,7 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
             views = TextViews(enc.tokenizer.all_special_ids, enc.tokenizer.mask_token_id or enc.tokenizer.unk_token_id)
         unl = ids
 
-        def collate(seqs: list, idx: torch.Tensor) -> dict:
-            rows = [seqs[i] for i in idx.tolist()]
-            t = max(map(len, rows))
-            out = torch.full((len(rows), t), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), t), dtype=torch.long)
-            for r, s in enumerate(rows):
-                out[r, :len(s)], mask[r, :len(s)] = torch.as_tensor(s, dtype=torch.long), 1
-            return {"input_ids": out, "attention_mask": mask}
+        collate = functools.partial(pad_batch, pad_id=pad_id)
     log.info("unlabeled: %d texts from %s (%d left out: validation/test texts)%s (%.1fs)", len(keep), cfg.unlabeled,
              len(pool) - len(keep), ", encoded once by the frozen encoder" if cached else "", time.perf_counter() - t0)
     train = splits["train"]

@@ -31,20 +31,16 @@ class SequenceBatchLoader:
         return len(self.seqs)
 
     def collate(self, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        lens = self.lengths[idx]
-        t = int(lens.max()) if len(idx) else 0
-        mask = (torch.arange(t)[None, :] < lens[:, None]).long()
         if self.numeric:
+            lens = self.lengths[idx]
+            t = int(lens.max()) if len(idx) else 0
+            mask = (torch.arange(t)[None, :] < lens[:, None]).long()
             feats = self.seqs[int(idx[0])].shape[1]
             x = torch.zeros(len(idx), t, feats)
             for r, i in enumerate(idx.tolist()):
                 x[r, :len(self.seqs[i])] = self.seqs[i]
             return {"values": x, "attention_mask": mask}, self.labels[idx]
-        ids = torch.full((len(idx), t), self.pad_id, dtype=torch.long)
-        for r, i in enumerate(idx.tolist()):
-            s = self.seqs[i]
-            ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask}, self.labels[idx]
+        return pad_batch(self.seqs, idx, self.pad_id), self.labels[idx]
 
     def batches(self, epoch: int = 0) -> list[torch.Tensor]:
         n, bs = len(self.seqs), self.batch_size
@@ -72,3 +68,14 @@ class SequenceBatchLoader:
         out = torch.empty_like(x)
         out[self.order] = x
         return out
+
+
+def pad_batch(seqs: list, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows `idx` of token-id lists, padded to the longest of them: the dict batch text encoders take."""
+    rows = [seqs[i] for i in idx.tolist()]
+    t = max(map(len, rows)) if rows else 0
+    ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), t), dtype=torch.long)
+    for r, s in enumerate(rows):
+        ids[r, :len(s)], mask[r, :len(s)] = torch.as_tensor(s, dtype=torch.long), 1
+    return {"input_ids": ids, "attention_mask": mask}
