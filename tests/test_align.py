@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,6 +142,22 @@ def test_zeroshot_beats_chance(cifar3, tmp_path):
     preds = A.zeroshot(run.run_dir, data=cifar3 / "test" / "frog", classes="airplane,frog,truck", cache_dir=cache,
                        progress=False)["predictions"]
     assert len(preds) == 30 and sum(p["label"] == "frog" for p in preds) > 10
+
+
+def test_zeroshot_alternatives_score_the_best_kind():
+    """'shoes|sandals' scores an image by its nearest kind: a sandal image belongs to footwear
+    even though the mean of the two kinds' embeddings is nearer to the other class."""
+    table = {"shoes": [1.0, 0.0, 0.0], "sandals": [0.0, 1.0, 0.0], "clothing": [-0.3, 0.9, 0.3]}
+    pair = A.Aligned.__new__(A.Aligned)
+    pair.class_embeddings = lambda names, prompts: torch.nn.functional.normalize(
+        torch.tensor([table[n] for n in names]), dim=-1)
+    pair.model = SimpleNamespace(heads=SimpleNamespace(scale=lambda: torch.tensor(10.0)))
+    sandal = torch.nn.functional.normalize(torch.tensor([[0.1, 1.0, 0.0]]), dim=-1)
+    kinds = pair.class_scores(sandal, ["shoes|sandals", "clothing"], ["{}"])
+    assert kinds.shape == (1, 2) and kinds.argmax(1).item() == 0
+    assert kinds[0, 0] == pytest.approx(10 * (sandal @ torch.tensor([0.0, 1.0, 0.0])).item())
+    mean = torch.nn.functional.normalize(torch.tensor([[0.5, 0.5, 0.0]]), dim=-1)  # one averaged embedding instead
+    assert (sandal @ mean.T).item() < (sandal @ pair.class_embeddings(["clothing"], []).T).item()
 
 
 def test_bundle_is_portable_and_checked(flickr_run, tmp_path, capsys):

@@ -495,6 +495,19 @@ class Aligned:
         emb = self.embed_texts(texts).view(len(names), len(prompts), -1).mean(1)
         return torch.nn.functional.normalize(emb, dim=-1)
 
+    @torch.inference_mode()
+    def class_scores(self, image_emb: torch.Tensor, names: list[str], prompts: list[str]) -> torch.Tensor:
+        """Logits (N, C) of images against classes. A name may list alternatives, "watch|handbag|belt":
+        each is prompt-ensembled on its own and the class scores its best one (CHiLS, Novack et
+        al. 2023): a broad class is easier to recognise as any of its kinds than as one averaged
+        embedding, which lands between the kinds and matches none of them well."""
+        alts = [[a.strip() for a in n.split("|") if a.strip()] or [n] for n in names]
+        owner = torch.tensor([c for c, a in enumerate(alts) for _ in a])
+        emb = self.class_embeddings([a for a_list in alts for a in a_list], prompts)
+        sims = self.model.heads.scale().detach() * image_emb @ emb.T
+        out = torch.full((len(image_emb), len(names)), float("-inf"))
+        return out.scatter_reduce(1, owner.expand(len(image_emb), -1), sims, "amax")
+
 
 def _image_source(images: str | Path) -> tuple[torch.Tensor | None, list[str]]:
     """A saved embeddings file (from `embed`) -> (embeddings, paths); a folder -> (None, [])."""
@@ -604,7 +617,8 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
     classes default to the folder names) or a plain image folder (with `classes`); `table`: a
     CSV/TSV/JSONL with an image column and a label column. With labels, writes report.json/html
     (accuracy beside chance and the majority class) into `out`. `class_names` maps a label to
-    the words put into the prompts (default: the label itself)."""
+    the words put into the prompts (default: the label itself); "a|b|c" lists kinds of the class,
+    and an image scores the class by its best-matching kind."""
     from .api import _setup
     from .data import list_images, scan_class_folders
     from .data.split import subsample_per_class
@@ -646,8 +660,7 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
     class_names = class_names or {}
     pair = Aligned(run, cache_dir)
     emb, kept, skipped = pair.embed_images(files)
-    cls_emb = pair.class_embeddings([class_names.get(c, c) for c in classes], prompts)
-    logits = pair.model.heads.scale().detach() * emb @ cls_emb.T
+    logits = pair.class_scores(emb, [class_names.get(c, c) for c in classes], prompts)
     pred = logits.argmax(1)
     report: dict = {"model": str(pair.config["_dir"]), "task": "zero-shot classification", "classes": classes,
                     "prompts": prompts, "class_names": class_names,

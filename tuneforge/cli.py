@@ -258,7 +258,8 @@ def _add_align_verbs(sub) -> None:
     zs.add_argument("--prompts", nargs="+", default=None,
                     help="templates with {} for the class name, averaged (default: 'a photo of a {}.')")
     zs.add_argument("--class-name", action="append", metavar="LABEL=WORDS",
-                    help="words to put into the prompts for a label (repeatable)")
+                    help="words to put into the prompts for a label (repeatable); 'Footwear=shoes|sandals|flip flops' "
+                         "lists kinds of the class, scored by the best-matching one")
     zs.add_argument("--limit-per-class", type=int, default=None, help="score at most N images per class (seeded)")
     zs.add_argument("--out", help="report folder (default: RUN/zeroshot-NAME)")
     zs.add_argument("--cache-dir", default=None, help=cache)
