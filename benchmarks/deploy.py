@@ -7,7 +7,8 @@
       images/s of eager PyTorch vs ONNX Runtime (fp32 and int8) at batch 1 and 32, same bundle
   python benchmarks/deploy.py load    --bundle runs/serve-bench-bundle --images DIR
       `tuneforge serve` in its own process, loaded from this one over loopback at concurrency
-      1, 8, 32: micro-batching (default settings) vs batch-size-1 serving
+      1, 8, 32: micro-batching (default settings) vs batch-size-1 serving, ONNX Runtime and eager
+      PyTorch; --ablate adds ONNX micro-batching with --busy-wait (spinning inference threads)
 
 Results go to benchmarks/results/deploy_*.json. Run each under `flock /tmp/tuneforge-bench.lock`."""
 from __future__ import annotations
@@ -109,24 +110,35 @@ def cmd_load(a) -> None:
     configs = {"micro-batching": ["--max-batch-size", "32", "--max-wait-ms", str(a.max_wait_ms)],
                "batch-size-1": ["--max-batch-size", "1"]}
     backends = a.backend.split(",")
-    out = {**_machine(), "bundle": a.bundle, "backends": backends, "seconds_each": a.seconds, "results": {},
-           "throughput_ratio_at_32": {}}
-    # Every backend and serving mode in one run, back to back: the machine is shared and noisy,
-    # so only side-by-side ratios mean much.
-    for backend in backends:
-        for name, flags in configs.items():
-            proc, port = _serve(a.bundle, [*flags, "--backend", backend])
-            try:
-                levels = [asyncio.run(run_load("127.0.0.1", port, images, c, a.seconds)) for c in (1, 8, 32)]
-            finally:
-                proc.terminate()
-                proc.wait(10)
-            out["results"][f"{backend}/{name}"] = levels
-            print(backend, name, json.dumps(levels), flush=True)
-        mb, b1 = out["results"][f"{backend}/micro-batching"][-1], out["results"][f"{backend}/batch-size-1"][-1]
-        out["throughput_ratio_at_32"][backend] = round(mb["rps"] / b1["rps"], 2)
-    out["failed_total"] = sum(r["failed"] for rs in out["results"].values() for r in rs)
-    _save("load", out)
+    levels = [int(c) for c in a.levels.split(",")]
+    out = {**_machine(), "bundle": a.bundle, "backends": backends, "seconds_each": a.seconds, "repeats": a.repeat,
+           "results": {}, "throughput_ratio_at_32": {}}
+    # Every backend and serving mode in one run, back to back, `--repeat` times round: the
+    # machine is shared and noisy (c=32 throughput varied 141-191 requests/s between identical
+    # 12 s runs), so only side-by-side ratios and medians over rounds mean much.
+    for _ in range(a.repeat):
+        for backend in backends:
+            extra = {"micro-batching, busy-wait": [*configs["micro-batching"], "--busy-wait"]} if a.ablate and backend == "onnx" else {}
+            for name, flags in {**configs, **extra}.items():
+                proc, port = _serve(a.bundle, [*flags, "--backend", backend])
+                try:
+                    got = [asyncio.run(run_load("127.0.0.1", port, images, c, a.seconds)) for c in levels]
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+                out["results"].setdefault(f"{backend}/{name}", []).append(got)
+                print(backend, name, json.dumps(got), flush=True)
+    if 32 in levels:
+        at32 = lambda key: [run[levels.index(32)] for run in out["results"][key]]
+        med = lambda xs: float(np.median(xs))
+        for backend in backends:
+            mb, b1 = at32(f"{backend}/micro-batching"), at32(f"{backend}/batch-size-1")
+            out["throughput_ratio_at_32"][backend] = round(med([r["rps"] for r in mb]) / med([r["rps"] for r in b1]), 2)
+            out.setdefault("median_at_32", {})[backend] = {
+                name: {"rps": med([r["rps"] for r in rs]), "p99_ms": med([r["p99_ms"] for r in rs])}
+                for name, rs in (("micro-batching", mb), ("batch-size-1", b1))}
+    out["failed_total"] = sum(r["failed"] for runs in out["results"].values() for run in runs for r in run)
+    _save("load" if a.repeat == 1 else "load_repeat", out)
 
 
 def cmd_screenshot(a) -> None:
@@ -168,6 +180,10 @@ def main() -> None:
     l.add_argument("--backend", default="onnx,torch", help="comma-separated Predictor backends, each run in turn")
     l.add_argument("--max-wait-ms", type=float, default=5.0)
     l.add_argument("--seconds", type=float, default=12)
+    l.add_argument("--levels", default="1,8,32", help="comma-separated concurrency levels")
+    l.add_argument("--repeat", type=int, default=1, help="rounds of every setting, for medians (results: deploy_load_repeat.json)")
+    l.add_argument("--ablate", action="store_true",
+                   help="also ONNX micro-batching with --busy-wait (spinning inference threads, the old default)")
     sc = sub.add_parser("screenshot")
     sc.add_argument("--bundle", default="runs/serve-bench-bundle")
     sc.add_argument("--image", required=True)

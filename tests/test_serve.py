@@ -154,3 +154,5 @@ def test_bearer_token_and_loopback_default(seed_bundle, images, live_server):
     assert httpx.get(f"{base}/healthz").status_code == 200 and httpx.get(f"{base}/").status_code == 200
     assert ServeSettings().host == "127.0.0.1"
     assert build_parser().parse_args(["serve", "b"]).host == "127.0.0.1"
+    # ONNX Runtime's threads do not spin in a server unless asked: the event loop needs the cores
+    assert ServeSettings().busy_wait is False and build_parser().parse_args(["serve", "b", "--busy-wait"]).busy_wait

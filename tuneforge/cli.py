@@ -118,7 +118,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     api.serve(args.bundle, args.host, args.port, args.token, backend=args.backend, threads=args.threads,
               max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-              timeout_ms=args.timeout_ms, max_body_mb=args.max_body_mb)
+              timeout_ms=args.timeout_ms, max_body_mb=args.max_body_mb, busy_wait=args.busy_wait)
     return 0
 
 
@@ -158,6 +158,8 @@ def _add_deploy_verbs(sub) -> None:
     sv.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this are refused (503)")
     sv.add_argument("--timeout-ms", type=float, default=5000.0, help="per-request timeout (504)")
     sv.add_argument("--max-body-mb", type=float, default=10.0, help="request size limit (413)")
+    sv.add_argument("--busy-wait", action="store_true",
+                    help="let ONNX Runtime's threads spin between operators (only when the server has cores to itself)")
     sv.set_defaults(func=cmd_serve)
 
     bp = sub.add_parser("batch", help="predict a folder of images or a table into CSV/JSONL, with a progress bar",

@@ -24,14 +24,18 @@ OPSET = 17
 ATOL = 1e-4
 
 
-def session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session with all graph optimisations (conv+BN+activation fusion)."""
+def session(path: str | Path, threads: int = 0, busy_wait: bool = True):
+    """An ONNX Runtime CPU session with all graph optimisations (conv+BN+activation fusion).
+    `busy_wait=False` stops its worker threads spinning between operators: slower alone, but
+    a server's event loop shares those cores (see serve/app.py)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about unused initializers are not the user's concern
+    if not busy_wait:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

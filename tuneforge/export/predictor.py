@@ -24,9 +24,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class Predictor:
     """backend: 'torch' (safetensors weights), 'onnx' (model.onnx), 'onnx-int8' (model.int8.onnx)
     or 'auto' (ONNX when the bundle has it, else torch). ONNX backends never build the PyTorch
-    model, so they start fast and need only onnxruntime to run."""
+    model, so they start fast and need only onnxruntime to run. busy_wait: let ONNX Runtime's
+    threads spin between operators (best when nothing else needs the cores)."""
 
-    def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch"):
+    def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch", busy_wait: bool = True):
         if backend not in BACKENDS:
             raise ConfigError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         config = read_bundle_config(bundle)
@@ -39,6 +40,12 @@ class Predictor:
             if threads:
                 torch.set_num_threads(threads)
             self.model, self.config = load_bundle(bundle)
+            # channels-last convolutions: 1.4-1.9x the images/s of eager PyTorch at batch 32 on
+            # this CPU (efficientnet_lite0, 64 px), ~1.1x at batch 1; 4-D weights only, so text
+            # models are untouched
+            self.model = self.model.to(memory_format=torch.channels_last)
+            if hasattr(self.model, "channels_last"):  # image classifiers also lay out their input so
+                self.model.channels_last = True
         else:
             key = "onnx" if backend == "onnx" else "onnx_int8"
             if not config.get(key):
@@ -46,7 +53,7 @@ class Predictor:
                                   f"`tuneforge export RUN --format onnx{' --quantize int8' if key == 'onnx_int8' else ''}`")
             from .onnx import session
             self.config = config
-            self._session = session(bundle_file(config, config[key]["file"]), threads)
+            self._session = session(bundle_file(config, config[key]["file"]), threads, busy_wait)
         self.task: Task = task_for(self.config)
         self.classes: list[str] = self.config["classes"]
         self.pre: dict = self.config["preprocessing"]

@@ -8,6 +8,7 @@ given at start-up; nothing is ever fetched from a URL."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import threading
@@ -47,6 +48,7 @@ class ServeSettings:
     max_queue: int = 256
     timeout_ms: float = 5000.0
     max_body_mb: float = 10.0
+    busy_wait: bool = False
 
 
 class Label(BaseModel):
@@ -146,7 +148,9 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
     s = settings or ServeSettings()
     metrics = ServerMetrics()
     state: dict[str, Any] = {"predictor": None, "error": None}
-    load = loader or (lambda: Predictor(bundle, threads=s.threads, backend=s.backend))
+    # ONNX Runtime's threads spin-wait between operators by default; here they would take the
+    # cores from the event loop that parses the next requests (c=32: 192 -> 224 requests/s).
+    load = loader or (lambda: Predictor(bundle, threads=s.threads, backend=s.backend, busy_wait=s.busy_wait))
 
     def run_batch(items: list) -> list[dict]:
         # All classes, sorted; each request then keeps its own top_k.
@@ -159,6 +163,12 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
         try:
             t0 = time.perf_counter()
             state["predictor"] = load()
+            # Everything alive now (torch, the model, FastAPI) lives as long as the process:
+            # move it out of the collector's sight. Otherwise each full collection walks those
+            # millions of objects and stalls every request in flight (one ~350 ms stall per
+            # ~10 s at c=32: the whole p99; BENCHMARKS.md, "Load test").
+            gc.collect()
+            gc.freeze()
             metrics.ready.set(1)
             log.info("model ready: %s (%s backend) in %.1fs", bundle, state["predictor"].backend, time.perf_counter() - t0)
         except Exception as e:  # reported by /readyz; the process stays up to say so
