@@ -55,7 +55,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     result = pretrain(**{**layers, **given})
     probe = result.report.get("probe") or {}
     print(json.dumps({"run": str(result.run_dir), "backbone": str(result.backbone_path),
-                      "probe_knn_before": probe.get("before"), "probe_knn_after": probe.get("after"),
+                      # image runs probe by kNN, text runs by logistic regression (report's "kind")
+                      "probe": probe.get("kind", "kNN") if probe else None,
+                      "probe_before": probe.get("before"), "probe_after": probe.get("after"),
                       **({"heldout_mlm_loss_before": result.report["heldout"]["loss_before"],
                           "heldout_mlm_loss_after": result.report["heldout"]["loss_after"]} if "heldout" in result.report else {})}))
     return 0
