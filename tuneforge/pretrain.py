@@ -30,7 +30,7 @@ from .config import opt
 from .data import load_image_folder, scan_class_folders, stratified_split, subsample_per_class
 from .data.unlabeled import UnlabeledLoader, load_unlabeled
 from .engine import load_checkpoint
-from .engine.callbacks import Callback
+from .engine.callbacks import EpochMeasure
 from .errors import ConfigError, DataError
 from .models import create_model, model_spec
 from .strategies.ssl import METHODS, build_ssl
@@ -140,7 +140,7 @@ class PretrainResult:
     config: PretrainConfig
 
 
-class KNNProbe(Callback):
+class KNNProbe(EpochMeasure):
     """Weighted kNN accuracy (cosine similarity, votes exp(s / 0.07), InstDisc/DINO style) of the
     backbone's pooled features: a labelled memory bank, a labelled query set, no training. Run
     before the first epoch (the starting point) and after each one, as `probe_knn_accuracy`."""
@@ -154,23 +154,14 @@ class KNNProbe(Callback):
         return torch.cat([F.normalize(model(images[i:i + self.batch_size].float().div_(255)).float(), dim=1)
                           for i in range(0, len(images), self.batch_size)])
 
-    def measure(self, model) -> float:
-        was = model.training
-        model.eval()
+    start_key, record_key, label = "probe_start", "probe_knn_accuracy", "kNN probe"
+
+    def score(self, model) -> float:
         bank, q = self._features(model, self.bank[0]), self._features(model, self.query[0])
-        model.train(was)
         sim, idx = (q @ bank.T).topk(min(self.k, len(bank)), dim=1)
         votes = torch.zeros(len(q), int(self.bank[1].max()) + 1)
         votes.scatter_add_(1, self.bank[1][idx], (sim / 0.07).exp())
         return (votes.argmax(1) == self.query[1]).float().mean().item()
-
-    def on_fit_start(self, engine) -> None:
-        if "probe_start" not in engine.state:
-            engine.state["probe_start"] = self.measure(engine.model)
-            log.info("kNN probe before pretraining: %.4f", engine.state["probe_start"])
-
-    def on_epoch_end(self, engine, record: dict) -> None:
-        record["probe_knn_accuracy"] = self.measure(engine.model)
 
 
 def _probe_sets(cfg: PretrainConfig, size: int) -> tuple[tuple, tuple]:

@@ -29,43 +29,36 @@ import torch
 from .data import stratified_split, subsample_per_class
 from .data.text_loader import SequenceBatchLoader
 from .data.unlabeled import load_unlabeled_texts
-from .engine.callbacks import Callback
+from .engine.callbacks import EpochMeasure
 from .errors import DataError
 from .strategies.mlm import MLM, MaskedLM
 
 log = logging.getLogger("tuneforge")
 
 
-class HeldOutMLM(Callback):
+class HeldOutMLM(EpochMeasure):
     """Masked-token loss of the held-out slice (masked once, in advance) before the first epoch
     and after each one, as `heldout_mlm_loss` / `heldout_perplexity` in the epoch records."""
 
     def __init__(self, batches: list, strategy: MLM):
         self.batches, self.strategy = batches, strategy
 
+    start_key, record_key, label = "mlm_start", "heldout_mlm_loss", "held-out masked-token loss"
+
     @torch.inference_mode()
-    def measure(self, model: MaskedLM) -> float:
-        was = model.training
-        model.eval()
+    def score(self, model: MaskedLM) -> float:
         loss, tokens = 0.0, 0
         for b in self.batches:
             out = self.strategy.eval_step(model, b)
             loss, tokens = loss + float(out["loss_sum"]), tokens + int(out["tokens"])
-        model.train(was)
         return loss / max(tokens, 1)
 
-    def on_fit_start(self, engine) -> None:
-        if "mlm_start" not in engine.state:
-            engine.state["mlm_start"] = self.measure(engine.model)
-            log.info("held-out masked-token loss before pretraining: %.4f (perplexity %.1f)",
-                     engine.state["mlm_start"], math.exp(engine.state["mlm_start"]))
-
     def on_epoch_end(self, engine, record: dict) -> None:
-        record["heldout_mlm_loss"] = self.measure(engine.model)
+        super().on_epoch_end(engine, record)
         record["heldout_perplexity"] = math.exp(min(record["heldout_mlm_loss"], 50.0))
 
 
-class TextProbe(Callback):
+class TextProbe(EpochMeasure):
     """Logistic-regression accuracy of the encoder's mean-pooled features on a labelled table
     (fit on one stratified half, scored on the other): before pretraining and after each epoch."""
 
@@ -80,23 +73,14 @@ class TextProbe(Callback):
                            x["attention_mask"], "mean") for x, _ in ld.epoch(0)]
         return ld.unsort(torch.cat(out)).numpy()
 
-    def measure(self, model: MaskedLM) -> float:
+    start_key, record_key, label = "probe_start", "probe_accuracy", "probe (logistic regression)"
+
+    def score(self, model: MaskedLM) -> float:
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import accuracy_score
-        was = model.training
-        model.eval()
         a, b = self._features(model, self.fit_set[0]), self._features(model, self.test_set[0])
-        model.train(was)
         clf = LogisticRegression(max_iter=2000, C=1.0).fit(a, self.fit_set[1])
         return float(accuracy_score(self.test_set[1], clf.predict(b)))
-
-    def on_fit_start(self, engine) -> None:
-        if "probe_start" not in engine.state:
-            engine.state["probe_start"] = self.measure(engine.model)
-            log.info("probe (logistic regression) before pretraining: %.4f", engine.state["probe_start"])
-
-    def on_epoch_end(self, engine, record: dict) -> None:
-        record["probe_accuracy"] = self.measure(engine.model)
 
 
 def _premask(ids: list, strategy: MLM, pad_id: int, batch_size: int, seed: int) -> list:

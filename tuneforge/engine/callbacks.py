@@ -31,6 +31,33 @@ class Callback:
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class EpochMeasure(Callback):
+    """A number measured on the model in eval mode before training (kept in the engine state
+    under `start_key`, so a resumed run keeps its real starting point) and after every epoch
+    (into the epoch record under `record_key`). Subclasses say what `score` measures."""
+
+    start_key = record_key = label = ""
+
+    def score(self, model) -> float:
+        raise NotImplementedError
+
+    def measure(self, model) -> float:
+        was = model.training
+        model.eval()
+        try:
+            return self.score(model)
+        finally:
+            model.train(was)
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        if self.start_key not in engine.state:
+            engine.state[self.start_key] = self.measure(engine.model)
+            log.info("%s before training: %.4f", self.label, engine.state[self.start_key])
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        record[self.record_key] = self.measure(engine.model)
+
+
 class EarlyStopping(Callback):
     """Stops after `patience` epochs without improvement of `monitor` (0: never stops early)
     and, however training ends (patience, last epoch, Ctrl-C), puts back the best weights."""
