@@ -145,6 +145,8 @@ class KNNProbe(EpochMeasure):
     backbone's pooled features: a labelled memory bank, a labelled query set, no training. Run
     before the first epoch (the starting point) and after each one, as `probe_knn_accuracy`."""
 
+    start_key, record_key, label = "probe_start", "probe_knn_accuracy", "kNN probe"
+
     def __init__(self, bank: tuple[torch.Tensor, torch.Tensor], query: tuple[torch.Tensor, torch.Tensor],
                  k: int = 20, batch_size: int = 512):
         self.bank, self.query, self.k, self.batch_size = bank, query, k, batch_size
@@ -153,8 +155,6 @@ class KNNProbe(EpochMeasure):
     def _features(self, model, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(model(images[i:i + self.batch_size].float().div_(255)).float(), dim=1)
                           for i in range(0, len(images), self.batch_size)])
-
-    start_key, record_key, label = "probe_start", "probe_knn_accuracy", "kNN probe"
 
     def score(self, model) -> float:
         bank, q = self._features(model, self.bank[0]), self._features(model, self.query[0])

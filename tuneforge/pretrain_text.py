@@ -40,10 +40,10 @@ class HeldOutMLM(EpochMeasure):
     """Masked-token loss of the held-out slice (masked once, in advance) before the first epoch
     and after each one, as `heldout_mlm_loss` / `heldout_perplexity` in the epoch records."""
 
+    start_key, record_key, label = "mlm_start", "heldout_mlm_loss", "held-out masked-token loss"
+
     def __init__(self, batches: list, strategy: MLM):
         self.batches, self.strategy = batches, strategy
-
-    start_key, record_key, label = "mlm_start", "heldout_mlm_loss", "held-out masked-token loss"
 
     @torch.inference_mode()
     def score(self, model: MaskedLM) -> float:
@@ -62,6 +62,8 @@ class TextProbe(EpochMeasure):
     """Logistic-regression accuracy of the encoder's mean-pooled features on a labelled table
     (fit on one stratified half, scored on the other): before pretraining and after each epoch."""
 
+    start_key, record_key, label = "probe_start", "probe_accuracy", "probe (logistic regression)"
+
     def __init__(self, fit: tuple[list, np.ndarray], test: tuple[list, np.ndarray], pad_id: int, batch_size: int):
         self.fit_set, self.test_set, self.pad_id, self.batch_size = fit, test, pad_id, batch_size
 
@@ -72,8 +74,6 @@ class TextProbe(EpochMeasure):
         out = [masked_pool(model.base(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).last_hidden_state,
                            x["attention_mask"], "mean") for x, _ in ld.epoch(0)]
         return ld.unsort(torch.cat(out)).numpy()
-
-    start_key, record_key, label = "probe_start", "probe_accuracy", "probe (logistic regression)"
 
     def score(self, model: MaskedLM) -> float:
         from sklearn.linear_model import LogisticRegression

@@ -40,8 +40,8 @@ class Predictor:
             if threads:
                 torch.set_num_threads(threads)
             self.model, self.config = load_bundle(bundle)
-            # channels-last convolutions: 1.4-1.9x the images/s of eager PyTorch at batch 32 on
-            # this CPU (efficientnet_lite0, 64 px), ~1.1x at batch 1; 4-D weights only, so text
+            # channels-last convolutions: 1.3-1.9x the images/s of eager PyTorch at batch 32 on
+            # this CPU (efficientnet_lite0, 64 px; BENCHMARKS.md); 4-D weights only, so text
             # models are untouched
             self.model = self.model.to(memory_format=torch.channels_last)
             if hasattr(self.model, "channels_last"):  # image classifiers also lay out their input so

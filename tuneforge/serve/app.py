@@ -149,7 +149,8 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
     metrics = ServerMetrics()
     state: dict[str, Any] = {"predictor": None, "error": None}
     # ONNX Runtime's threads spin-wait between operators by default; here they would take the
-    # cores from the event loop that parses the next requests (c=32: 192 -> 224 requests/s).
+    # cores from the event loop that parses the next requests (c=32, median of 5 rounds:
+    # 183 requests/s spinning vs 257 not; BENCHMARKS.md, "Current server").
     load = loader or (lambda: Predictor(bundle, threads=s.threads, backend=s.backend, busy_wait=s.busy_wait))
 
     def run_batch(items: list) -> list[dict]:
