@@ -160,6 +160,13 @@ def test_zeroshot_alternatives_score_the_best_kind():
     assert (sandal @ mean.T).item() < (sandal @ pair.class_embeddings(["clothing"], []).T).item()
 
 
+def test_zeroshot_class_name_needs_words(tmp_path, capsys):
+    for bad in ("Footwear", "Footwear=", "Footwear=| |"):
+        assert cli_main(["zeroshot", str(tmp_path), "--data", str(tmp_path), "--class-name", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--class-name" in err and repr(bad) in err
+
+
 def test_bundle_is_portable_and_checked(flickr_run, tmp_path, capsys):
     import shutil
     moved = tmp_path / "elsewhere"

@@ -209,6 +209,8 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise ConfigError(f"--class-name {item!r}: write LABEL=WORDS, e.g. 'Personal Care=cosmetics'")
         k, v = item.split("=", 1)
+        if not any(part.strip() for part in v.split("|")):
+            raise ConfigError(f"--class-name {item!r}: no words after '='; write LABEL=WORDS or LABEL=kind|kind")
         names[k.strip()] = v.strip()
     report = zeroshot(args.run, args.data, args.table, args.image_column, args.label_column, args.image_root,
                       args.classes, args.prompts, names, args.out, args.limit_per_class, args.cache_dir,
