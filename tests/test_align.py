@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tuneforge import align as A
+from tuneforge.tasks.align import workflow as A
 from tuneforge.cli import main as cli_main
 from tuneforge.errors import BundleError, ConfigError, DataError
 
@@ -206,7 +206,7 @@ def test_training_the_last_image_stage(flickr_small, cache, tmp_path):
     """--train-image-stages 1: efficientnet_lite0's final 1x1 conv + BN learn too, on cached maps;
     the bundle holds the changed encoder and retrieval uses it (not stale cached features)."""
     from safetensors.torch import load_file
-    from tuneforge.models.efficientnet import EfficientNetLiteBackbone
+    from tuneforge.core.models.efficientnet import EfficientNetLiteBackbone
     d = flickr_small["dir"]
     run = A.align(data=str(d / "captions.csv"), image_root=str(d / "images"), train_list=str(d / "train.txt"),
                   val_list=str(d / "val.txt"), image_size=SIZE, epochs=20, batch_size=64, patience=0, lr=3e-3,

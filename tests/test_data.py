@@ -16,10 +16,9 @@ import pytest
 import torch
 from PIL import Image, JpegImagePlugin
 
-import tuneforge.data.images as images_mod
-from tuneforge.data import (BatchLoader, ImageSet, decode_image, list_images, load_image_folder,
-                            scan_class_folders, stratified_split, subsample_per_class, write_manifest)
-from tuneforge.data.images import decode_cached, decode_files
+import tuneforge.core.data.images as images_mod
+from tuneforge.core.data import BatchLoader, ImageSet, decode_image, list_images, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
+from tuneforge.core.data.images import decode_cached, decode_files
 from tuneforge.errors import DataError
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -734,7 +733,7 @@ def test_batch_loader_no_shuffle_and_drop_last():
 
 def test_fast_jpeg_path_matches_pil_and_declines_what_it_cannot_do(tmp_path):
     from conftest import DATASETS
-    from tuneforge.data.images import _decode_jpeg_fast
+    from tuneforge.core.data.images import _decode_jpeg_fast
     files = sorted((DATASETS / "cifar10" / "test" / "ship").iterdir())[:10]
     for f in files:
         fast = _decode_jpeg_fast(str(f), 32)

@@ -12,7 +12,7 @@ import torch
 
 import tuneforge
 from tuneforge.cli import main
-from tuneforge.engine import Engine
+from tuneforge.core.engine import Engine
 from tuneforge.errors import BundleError, DataError
 
 CLASSES = ["airplane", "frog", "truck"]

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from tuneforge.augment import Augment, parse_spec
+from tuneforge.core.augment import Augment, parse_spec
 from tuneforge.config import FitConfig
-from tuneforge.engine import EarlyStopping, Engine, build_optimizer, build_schedule
-from tuneforge.engine.optim import lr_factor
+from tuneforge.core.engine import EarlyStopping, Engine, build_optimizer, build_schedule
+from tuneforge.core.engine.optim import lr_factor
 from tuneforge.errors import ConfigError
 
 
@@ -75,7 +75,7 @@ class ToyStrategy:
 
 
 def test_engine_learns_a_separable_rule():
-    from tuneforge.data import BatchLoader
+    from tuneforge.core.data import BatchLoader
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 2, generator=g)
     y = (x[:, 0] + x[:, 1] > 0).long()
@@ -106,7 +106,7 @@ def test_augment_spec_errors_name_the_flag_and_runs_are_repeatable():
 
 
 def test_random_crop_is_a_shifted_window_of_the_padded_image():
-    from tuneforge.augment import random_crop
+    from tuneforge.core.augment import random_crop
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
     y = random_crop(x, 2, torch.Generator().manual_seed(3))
     padded = nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
@@ -130,7 +130,7 @@ def test_config_validation_names_the_flag():
 
 
 def test_flip_tta_averages_the_image_and_its_mirror():
-    from tuneforge.augment import flip_tta
+    from tuneforge.core.augment import flip_tta
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     x = torch.rand(6, 3, 4, 4)

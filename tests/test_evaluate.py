@@ -12,7 +12,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from tuneforge.evaluate import classification_metrics, print_summary, write_report
+from tuneforge.core.metrics import classification_metrics
+from tuneforge.core.report import print_summary, write_report
 
 CLASSES = ["<b>cat&dog</b>", "bird", "fish", "frog", "horse", "ship", "truck", "absent"]
 

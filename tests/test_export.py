@@ -14,14 +14,14 @@ import pytest
 
 import tuneforge
 from tuneforge.cli import main
-from tuneforge.data.images import list_images
+from tuneforge.core.data.images import list_images
 from tuneforge.errors import BundleError
-from tuneforge.export import Predictor
+from tuneforge.deploy.predictor import Predictor
 
 
 def _test_images(cifar3: Path) -> tuple[np.ndarray, list[Path]]:
     """The 90 real test images, decoded as training decodes them (uint8, 32 px)."""
-    from tuneforge.data.images import decode_files
+    from tuneforge.core.data.images import decode_files
     files = list_images([cifar3 / "test"])
     return decode_files(files, 32, "crop")[0], files
 
@@ -70,7 +70,7 @@ def test_int8_reports_its_test_accuracy_change(seed_bundle, seed_run, cifar3):
 
 
 def test_export_fails_when_onnx_does_not_reproduce_pytorch(seed_run, tmp_path, monkeypatch):
-    from tuneforge.export import onnx as onnx_mod
+    from tuneforge.deploy import onnx as onnx_mod
     real = onnx_mod.eager_logits
     monkeypatch.setattr(onnx_mod, "eager_logits", lambda *a: real(*a) + 1e-3)  # an op ONNX computes differently
     with pytest.raises(BundleError, match="does not match PyTorch"):

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from tuneforge.errors import ConfigError
-from tuneforge.models import MODELS, create_model
-from tuneforge.models.efficientnet import weights_path
+from tuneforge.core.models import MODELS, create_model
+from tuneforge.core.models.efficientnet import weights_path
 
 
 def trainable(m) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.data.multimodal import read_image_text_table
+from tuneforge.core.data.multimodal import read_image_text_table
+from tuneforge.core.models import create_model
 from tuneforge.errors import DataError
 
 from conftest import DATASETS
@@ -130,7 +131,7 @@ def attention_run(fashion4, tmp_path_factory):
 
 
 def test_attention_fusion_learns_and_predicts_with_a_missing_input(attention_run, fashion4):
-    from tuneforge.export import Predictor
+    from tuneforge.deploy.predictor import Predictor
     rep = attention_run.report
     assert rep["classes"] == sorted(CLASSES + ["other"])  # 3 Sunglasses rows folded into "other"
     split = json.loads((attention_run.run_dir / "split.json").read_text())
@@ -166,7 +167,7 @@ def test_attention_fusion_learns_and_predicts_with_a_missing_input(attention_run
 def test_fusion_bundle_exports_to_onnx_with_missing_inputs(attention_run, fashion4, tmp_path):
     import csv
     import tuneforge
-    from tuneforge.export import Predictor
+    from tuneforge.deploy.predictor import Predictor
     info = tuneforge.export(attention_run.run_dir, tmp_path / "onnx", format="onnx", data=str(fashion4))
     assert info["onnx"]["max_abs_diff"] < 1e-4
     with open(fashion4, newline="") as f:
@@ -199,13 +200,13 @@ def test_gated_late_and_single_modality_baselines(fashion4, tmp_path):
 def test_partly_trained_encoder_with_its_own_learning_rate(fashion4, tmp_path):
     """--image-freeze 5: the last image stages train (no cache) at --image-lr, the text encoder
     stays frozen (cached); the first stages do not move."""
-    from tuneforge.models.fusion import FusionClassifier
+    from tuneforge.core.models.fusion import FusionClassifier
     import tuneforge
     r = _fit(fashion4, tmp_path / "partial", tmp_path / "cache", fusion="late", image_freeze="5", epochs=1,
              image_lr=3e-4, lr=1e-3)
     assert r.report["encoders"]["cached"] == {"text": [1, 384]}
     model: FusionClassifier = r.model
-    fresh = tuneforge.models.create_model("fusion", 5, 64, True, fusion="late")
+    fresh = create_model("fusion", 5, 64, True, fusion="late")
     stages_now, stages_before = model.backbone.image.stages(), fresh.backbone.image.stages()
     same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     import torch
@@ -217,7 +218,7 @@ def test_partly_trained_encoder_with_its_own_learning_rate(fashion4, tmp_path):
 
 def test_serve_takes_image_and_text(attention_run, live_server):
     import httpx
-    from tuneforge.serve.app import create_app
+    from tuneforge.deploy.serve.app import create_app
     url = live_server(create_app(attention_run.run_dir / "model"))
     import time
     for _ in range(200):

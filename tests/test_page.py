@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from tuneforge.data.images import list_images
-from tuneforge.export import Predictor
-from tuneforge.serve import ServeSettings, create_app
+from tuneforge.core.data.images import list_images
+from tuneforge.deploy.predictor import Predictor
+from tuneforge.deploy.serve import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import tuneforge
-from tuneforge.data.sequences import read_sequences
-from tuneforge.data.text_loader import SequenceBatchLoader
+from tuneforge.core.data.sequences import read_sequences
+from tuneforge.core.data.text_loader import SequenceBatchLoader
 from tuneforge.errors import DataError
-from tuneforge.models import create_model
+from tuneforge.core.models import create_model
 
 QUICK = dict(progress=False, tensorboard=False, threads=2)
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tuneforge.cli import build_parser
-from tuneforge.data.images import list_images
-from tuneforge.export import Predictor
-from tuneforge.serve import ServeSettings, create_app
+from tuneforge.core.data.images import list_images
+from tuneforge.deploy.predictor import Predictor
+from tuneforge.deploy.serve import ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import torch
 import tuneforge
 from conftest import DATASETS
 from tuneforge.cli import main
-from tuneforge.data.text import Vocab, read_text_file
-from tuneforge.data.text_loader import SequenceBatchLoader
+from tuneforge.core.data.text import Vocab, read_text_file
+from tuneforge.core.data.text_loader import SequenceBatchLoader
 from tuneforge.errors import ConfigError, DataError
 
 QUICK = dict(progress=False, tensorboard=False, threads=2)
@@ -206,7 +206,7 @@ def test_minilm_frozen_encoder_caches_features_and_beats_chance(sst2_slice, tmp_
     p = tuneforge.predict(run.run_dir, ["a wonderful , moving and funny film", "dull , tedious and badly acted"], top_k=2)
     assert [x["label"] for x in p] == ["1", "0"] and len(p[0]["top"]) == 2
     # ONNX: checked at export on the training table's texts; same answers as eager PyTorch.
-    from tuneforge.export import Predictor
+    from tuneforge.deploy.predictor import Predictor
     info = tuneforge.export(run.run_dir, tmp_path / "onnx", format="onnx")
     assert info["onnx"]["max_abs_diff"] < 1e-4 and info["onnx"]["checked_on"] >= 16
     texts = ["a wonderful , moving and funny film", "dull", "an uneven film , " * 12]  # unequal lengths, one batch
@@ -234,8 +234,8 @@ def test_minilm_full_and_lora_fine_tuning_lower_the_loss(sst2_slice, tmp_path, m
 
 
 def test_any_local_hf_folder_is_the_same_code_path_as_minilm():
-    from tuneforge.models import create_model, model_spec
-    from tuneforge.models.text import hf_model_path, load_tokenizer
+    from tuneforge.core.models import create_model, model_spec
+    from tuneforge.core.models.text import hf_model_path, load_tokenizer
     path = hf_model_path("minilm")
     assert model_spec(f"hf:{path}").modality == "text"
     tok = load_tokenizer(path)
@@ -253,8 +253,8 @@ def test_text_bundle_is_served_with_the_same_answers(tmp_path, live_server):
     """A text bundle goes through the same Predictor and server as images: JSON text in, the
     same top-k as `tuneforge predict`, an image upload refused with a message."""
     import httpx
-    from tuneforge.export import Predictor
-    from tuneforge.serve.app import ServeSettings, create_app
+    from tuneforge.deploy.predictor import Predictor
+    from tuneforge.deploy.serve.app import ServeSettings, create_app
     data = rule_data(tmp_path, 400, 40)
     run = tuneforge.fit(data=str(data), model="gru", epochs=5, batch_size=32, embed_dim=32, hidden_size=32,
                         lr=3e-3, patience=0, out=str(tmp_path / "run"), **QUICK)

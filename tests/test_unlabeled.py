@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 import tuneforge
-from tuneforge.augment.views import RAND_OPS, rand_augment, ssl_view, strong_view, weak_view
+from tuneforge.core.augment.views import RAND_OPS, rand_augment, ssl_view, strong_view, weak_view
 from tuneforge.cli import main
-from tuneforge.data.unlabeled import SemiLoader, load_unlabeled, scan_unlabeled
-from tuneforge.strategies.semi import FixMatch, PixelViews, SemiModel
-from tuneforge.engine import Engine
+from tuneforge.core.data.unlabeled import SemiLoader, load_unlabeled, scan_unlabeled
+from tuneforge.core.strategies.semi import FixMatch, PixelViews, SemiModel
+from tuneforge.core.engine import Engine
 from tuneforge.errors import DataError
 
 from conftest import DATASETS

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 import tuneforge
 from conftest import DATASETS
 from tuneforge.cli import main
-from tuneforge.strategies.mlm import IGNORE, mask_tokens
-from tuneforge.strategies.semi import TextViews
+from tuneforge.core.strategies.mlm import IGNORE, mask_tokens
+from tuneforge.core.strategies.semi import TextViews
 
 QUICK = dict(progress=False, tensorboard=False, threads=1)
 SPECIAL = [0, 100, 101, 102, 103]  # minilm's [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -86,7 +86,7 @@ def test_mlm_lowers_heldout_loss_and_fit_init_loads_the_encoder_bit_for_bit(sst2
     assert h["loss_after"] < h["loss_before"] - 0.3, h  # same held-out texts, same masks
     assert 0.3 <= pt.report["probe"]["before"] <= 1 and 0.3 <= pt.report["probe"]["after"] <= 1
     saved = load_file(str(pt.backbone_path))
-    from tuneforge.models import create_model
+    from tuneforge.core.models import create_model
     fresh = create_model("minilm", 2).backbone.state_dict()
     assert set(saved) == set(fresh)  # exactly the classifier backbone's key layout
     assert not torch.equal(saved["encoder.encoder.layer.5.output.dense.weight"],

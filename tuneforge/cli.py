@@ -4,14 +4,13 @@ argument are always the same setting."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import typing
 from pathlib import Path
 
 from . import api
-from .config import FitConfig, flag, read_yaml
+from .config import AlignConfig, FitConfig, PretrainConfig, flag, read_yaml
 from .errors import TuneforgeError
 
 
@@ -22,7 +21,7 @@ def _base_type(tp) -> type:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in cls.offered():
         tp = _base_type(hints[f.name])
         kw: dict = {"dest": f.name, "default": argparse.SUPPRESS}
         default = "" if f.default is None else f" (default: {f.default})"
@@ -49,10 +48,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain
     given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config")}
     layers = read_yaml(args.config) if args.config else {}
-    result = pretrain(**{**layers, **given})
+    result = api.pretrain(**{**layers, **given})
     probe = result.report.get("probe") or {}
     print(json.dumps({"run": str(result.run_dir), "backbone": str(result.backbone_path),
                       # image runs probe by kNN, text runs by logistic regression (report's "kind")
@@ -93,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS, model_spec
+    from .core.models import MODELS, model_spec
     for name in MODELS.names():
         spec = model_spec(name)
         weights = spec.pretrained or "none (from scratch, or --weights FILE)"
@@ -133,8 +131,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _add_deploy_verbs(sub) -> None:
     """export / serve / batch: the deployment verbs (tuneforge/export, tuneforge/serve)."""
-    from .export import BACKENDS
-    from .export.build import FORMATS
+    from .deploy.predictor import BACKENDS
+    from .deploy.export import FORMATS
     ex = sub.add_parser("export", help="write a portable bundle (safetensors, optionally ONNX / int8 ONNX)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ex.add_argument("run", help="run folder or bundle")
@@ -180,7 +178,7 @@ def _add_deploy_verbs(sub) -> None:
 # --- Alignment (issue 6): align / retrieve / zeroshot / embed (tuneforge.align) ---
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from .align import align
+    from .api import align
     given = {k: v for k, v in vars(args).items() if k not in ("verb", "func", "config")}
     result = align(**{**(read_yaml(args.config) if args.config else {}), **given})
     r = result.report["retrieval"]
@@ -191,7 +189,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    from .align import evaluate_retrieval, retrieve
+    from .tasks.align.workflow import evaluate_retrieval, retrieve
     if args.data:
         print(json.dumps(evaluate_retrieval(args.run, args.data, args.image_column, args.text_column, args.image_root,
                                             args.cache_dir)))
@@ -202,7 +200,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from .align import zeroshot
+    from .api import zeroshot
     from .errors import ConfigError
     names = {}
     for item in args.class_name or []:
@@ -225,13 +223,12 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .align import embed
+    from .api import embed
     print(json.dumps(embed(args.run, args.images, args.out, args.cache_dir)))
     return 0
 
 
 def _add_align_verbs(sub) -> None:
-    from .align import AlignConfig
     al = sub.add_parser("align", help="align an image and a text encoder on image-caption pairs (contrastive)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     al.add_argument("--config", help="YAML file of settings (flags given here override it)")
@@ -292,7 +289,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(fit, FitConfig)
     fit.set_defaults(func=cmd_fit)
 
-    from .pretrain import PretrainConfig
     pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images, or MLM of a text "
                                          "encoder on unlabeled texts (--method mlm); fit --init RUN",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -1,12 +1,21 @@
-"""Typed settings. One dataclass field = one CLI flag (`--field-name`), one YAML key and one
-keyword argument of the Python API; the help text and allowed values live here only.
-Validation errors name the flag and list what is allowed."""
+"""Typed settings in small groups. One dataclass field = one CLI flag (`--field-name`), one YAML
+key and one keyword argument of the Python API; help texts and allowed values live here only.
+
+A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Arch`, `Sequence`,
+`Fusion`, `Semi`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
+reads, with its own checks (`_check`). A verb's settings class inherits the groups it offers:
+`FitConfig`, `PretrainConfig`, `AlignConfig`. A kind of task (tuneforge/tasks/<kind>) says which
+groups it reads; a setting from another group is refused naming the flag and the kind
+(`refuse_unread`). Validation errors name the flag and list what is allowed.
+
+This module imports nothing of tuneforge but errors and recipes (layering: errors < config < core).
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -22,50 +31,242 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+FREEZE_HELP = "'none' (full fine-tune), 'backbone' (train the head only), or K (first K stages)"
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+SSL_METHODS = ("simclr", "byol", "simsiam")  # tuneforge/core/strategies/ssl.py implements exactly these
+SEMI_METHODS = ("fixmatch", "pseudo-label", "mean-teacher")
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"{flag(name)} must be >= 1, got {v}")
+
+
+def _fraction(cfg: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if not 0 <= v < 1:
+            raise ConfigError(f"{flag(name)} must be in [0, 1), got {v}")
+
+
+def _freeze_value(name: str, v: Any) -> None:
+    if v is not None and v not in ("none", "backbone") and not str(v).isdigit():
+        raise ConfigError(f"{flag(name)}: {v!r} is not allowed; use none, backbone, or a number of stages")
+
+
+class Settings:
+    """What every verb's settings class shares: validation by group, the group of a field,
+    the explicitly given settings."""
+
+    group: ClassVar[str] = ""
+    verb: ClassVar[str] = ""
+
+    def validate(self):
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices and not (value is None and f.default is None):
+                raise ConfigError(f"{flag(f.name)}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+        for cls in reversed(type(self).__mro__):
+            check = cls.__dict__.get("_check")
+            if check is not None:
+                check(self)
+        return self
+
+    @classmethod
+    def groups(cls) -> dict[str, str]:
+        """field name -> the group that declares it."""
+        out: dict[str, str] = {}
+        for c in reversed(cls.__mro__):
+            g = c.__dict__.get("group")
+            if g:
+                for name in c.__dict__.get("__annotations__", {}):
+                    out.setdefault(name, g)
+        return out
+
+    @classmethod
+    def offered(cls) -> list[dataclasses.Field]:
+        """The fields this verb offers as flags (a group may hold some it does not use)."""
+        skip = set(getattr(cls, "UNOFFERED", ()))
+        return [f for f in fields(cls) if f.name not in skip]
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in self.offered()}
+
+    def explicit(self) -> dict:
+        """Settings that differ from the defaults: what a recipe must not override."""
+        return {f.name: getattr(self, f.name) for f in self.offered() if getattr(self, f.name) != f.default}
+
+
+# --------------------------------------------------------------------------- groups
+
 @dataclass
-class FitConfig:
-    data: str | None = opt(None, "folder with train/ (and optionally val/, test/) class folders, or a train folder itself")
-    val: str | None = opt(None, "validation class folder (default: data/val, else a stratified split of train)")
-    test: str | None = opt(None, "test class folder, reported apart and never used for selection (default: data/test)")
+class Run(Settings):
+    """Where data comes from and goes to; seeds, threads, logging, resuming."""
+    group: ClassVar[str] = "run"
+    data: str | None = opt(None, "training data: a folder with train/ (and val/, test/) class folders; a text or "
+                                 "sequence table (CSV/TSV/JSONL) or a folder of train/val/test tables; an image+text table")
+    val: str | None = opt(None, "validation data of the same kind (default: data/val, else a stratified split of train)")
+    test: str | None = opt(None, "test data of the same kind, reported apart and never used for selection (default: data/test)")
     out: str | None = opt(None, "run folder (default: runs/MODEL-TIMESTAMP)")
     recipe: str | None = opt(None, "named, measured defaults for every setting not given (`tuneforge recipes` lists them)",
                              tuple(RECIPES))
-    model: str = opt("efficientnet_lite0", "model name; `tuneforge models` lists them")
-    pretrained: bool = opt(True, "start from the model's packaged pretrained weights, when it has them")
-    weights: str | None = opt(None, "local weights file (safetensors or plain state dict) for the backbone")
-    image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
-    resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
-    freeze: str = opt("none", "'none' (full fine-tune), 'backbone' (train the head only), or K (first K stages)")
-    cache_features: bool = opt(True, "with --freeze backbone and at most flip augmentation, compute the frozen features once")
-    dropout: float = opt(0.0, "dropout before the classification head")
-    optimizer: str = opt("adamw", "optimizer", ("adam", "adamw", "sgd"))
+    val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")
+    limit_per_class: int | None = opt(None, "use at most N training images (or texts) per class (seeded; for quick experiments)")
+    seed: int = opt(0, "seed for split, order, initialisation and augmentation")
+    threads: int = opt(0, "torch compute threads (0: one per core)")
+    eval_batch_size: int = opt(256, "batch size for validation, test and prediction")
+    precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
+    grad_clip: float | None = opt(None, "clip the gradient norm to this value")
+    max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes")
+    tensorboard: bool = opt(True, "write TensorBoard event files")
+    progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
+    resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
+
+    def _check(self) -> None:
+        if self.data is None and self.resume is None:
+            raise ConfigError(f"{flag('data')} is required ({self.__dataclass_fields__['data'].metadata['help']})")
+        _positive(self, "eval_batch_size", "limit_per_class")
+        _fraction(self, "val_fraction")
+
+
+@dataclass
+class Optim(Settings):
+    """Optimizer, schedule, loss smoothing, epochs and early stopping."""
+    group: ClassVar[str] = "optim"
+    optimizer: str = opt("adamw", "optimizer", OPTIMIZERS)
     lr: float | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
     weight_decay: float | None = opt(None, "weight decay, not applied to biases and norm layers (default: 0.05 for adamw, 5e-4 for sgd, 0 for adam)")
     momentum: float = opt(0.9, "SGD momentum (Nesterov)")
     batch_size: int = opt(64, "training batch size")
     epochs: int = opt(10, "maximum number of epochs")
-    schedule: str = opt("cosine", "learning-rate schedule (per step)", ("constant", "cosine", "onecycle"))
+    schedule: str = opt("cosine", "learning-rate schedule (per step)", SCHEDULES)
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (may be fractional)")
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
-    grad_clip: float | None = opt(None, "clip the gradient norm to this value")
-    precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
-    channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
-    augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.augment)")
-    tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
     monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
     patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)")
-    val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")
-    limit_per_class: int | None = opt(None, "use at most N training images (or texts) per class (seeded; for quick experiments)")
-    seed: int = opt(0, "seed for split, order, initialisation and augmentation")
+
+    def _check(self) -> None:
+        _positive(self, "batch_size", "epochs")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be >= 0, got {self.patience}")
+
+
+@dataclass
+class Model(Settings):
+    """Which model, from which weights, what is frozen."""
+    group: ClassVar[str] = "model"
+    model: str = opt("efficientnet_lite0", "model name; `tuneforge models` lists them")
+    pretrained: bool = opt(True, "start from the model's packaged pretrained weights, when it has them")
+    weights: str | None = opt(None, "local weights file (safetensors or plain state dict) for the backbone")
+    init: str | None = opt(None, "backbone weights from a `tuneforge pretrain` run folder or a weight file (instead of --weights)")
+    freeze: str = opt("none", FREEZE_HELP)
+    cache_features: bool = opt(True, "with frozen layers and at most flip (images) augmentation, compute their outputs once")
+    dropout: float = opt(0.0, "dropout before the classification head")
+
+    def _check(self) -> None:
+        _freeze_value("freeze", self.freeze)
+        if self.init and self.weights:
+            raise ConfigError("--init and --weights both set the backbone's weights; give one")
+
+
+@dataclass
+class Image(Settings):
+    """Decoding, size, augmentation and layout of images."""
+    group: ClassVar[str] = "image"
+    image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
+    resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
+    augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.core.augment)")
+    tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
+    channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
     strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
     cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
     workers: int = opt(0, "processes for decoding images (0: one per core)")
-    threads: int = opt(0, "torch compute threads (0: one per core)")
-    eval_batch_size: int = opt(256, "batch size for validation, test and prediction")
-    tensorboard: bool = opt(True, "write TensorBoard event files")
-    progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
-    resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
-    # Image + text tables (tuneforge/fit_multimodal.py): --data TABLE with an image-path and a text column
+
+    def _check(self) -> None:
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
+
+
+@dataclass
+class Table(Settings):
+    """How a CSV/TSV/JSONL table is read."""
+    group: ClassVar[str] = "table"
+    text_column: str | None = opt(None, "the column (CSV/TSV header, JSONL key) holding the text (default: 'text' for a text file)")
+    label_column: str = opt("label", "the column holding the class (or the target, with --task regression)")
+    columns: str | None = opt(None, "names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2, TNEWS)")
+    encoding: str = opt("utf-8", "the files' encoding (UTF-8 with a byte-order mark is read as UTF-8)")
+    skip_bad_rows: bool = opt(False, "skip and count rows with a bad byte, wrong field count or empty label instead of stopping")
+
+
+@dataclass
+class Text(Settings):
+    """Tokens per text and how token states become one vector."""
+    group: ClassVar[str] = "text"
+    max_length: int = opt(128, "text: tokens kept per text (longer ones are truncated); sequences: steps kept")
+    pooling: str = opt("mean", "how token states become one vector: mean, first token (cls; last state for RNNs) or max",
+                       ("mean", "cls", "max"))
+
+    def _check(self) -> None:
+        _positive(self, "max_length")
+
+
+@dataclass
+class Lora(Settings):
+    """LoRA adapters (peft) on a pretrained text encoder."""
+    group: ClassVar[str] = "lora"
+    lora: bool = opt(False, "pretrained text encoders: train LoRA adapters (peft) and the head instead of all weights")
+    lora_rank: int = opt(8, "rank of the LoRA adapters")
+
+    def _check(self) -> None:
+        _positive(self, "lora_rank")
+
+
+@dataclass
+class Vocab(Settings):
+    """The vocabulary of a text model trained from scratch."""
+    group: ClassVar[str] = "vocab"
+    vocab: str = opt("word", "from-scratch text models: tokens are words, characters, or characters + bigrams (Chinese)",
+                     ("word", "char", "char2"))
+    vocab_size: int = opt(50_000, "from-scratch text models: at most this many tokens (most frequent in train)")
+    min_freq: int = opt(1, "from-scratch text models: a token must occur this often in train to get its own id")
+
+    def _check(self) -> None:
+        _positive(self, "vocab_size", "min_freq")
+
+
+@dataclass
+class Arch(Settings):
+    """Size of the from-scratch sequence encoders (lstm, gru, transformer)."""
+    group: ClassVar[str] = "arch"
+    embed_dim: int = opt(128, "lstm/gru/transformer: embedding (and Transformer model) width")
+    hidden_size: int = opt(128, "lstm/gru: hidden units per direction; transformer: feed-forward width")
+    num_layers: int = opt(2, "lstm/gru/transformer: stacked layers")
+
+    def _check(self) -> None:
+        _positive(self, "embed_dim", "hidden_size", "num_layers")
+
+
+@dataclass
+class Sequence(Settings):
+    """Numeric sequences: where the values are and what is predicted."""
+    group: ClassVar[str] = "sequence"
+    task: str = opt("classification", "sequence data: classify, or regress a numeric target", ("classification", "regression"))
+    sequence_column: str | None = opt(None, "numeric sequences, one row per sequence: the column holding the list of values")
+    id_column: str | None = opt(None, "numeric sequences, one row per time step: the column naming the sequence")
+    time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
+    feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
+
+
+@dataclass
+class Fusion(Settings):
+    """Image + text tables: the two encoders and how they are fused."""
+    group: ClassVar[str] = "fusion"
     modalities: str | None = opt(None, "image+text table: 'image,text' trains a fusion model; 'image' or 'text' alone "
                                  "trains a baseline on the same rows")
     image_column: str | None = opt(None, "image+text table: the column holding image paths (relative to the table or --image-root)")
@@ -83,98 +284,212 @@ class FitConfig:
                                   "predicts with one input missing (rows lacking one input are then kept)")
     min_class_count: int = opt(0, "image+text: classes with fewer rows are folded into 'other'")
     test_fraction: float = opt(0.0, "image+text: stratified fraction of the table held out as the test split (no --test)")
-    # Text and sequences (--data FILE or a folder of train/val/test files; tuneforge.data.text)
-    text_column: str | None = opt(None, "text data: the column (CSV/TSV header, JSONL key) holding the text (default: 'text' for a text file)")
-    label_column: str = opt("label", "text/sequence data: the column holding the class (or the target, with --task regression)")
-    columns: str | None = opt(None, "names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2, TNEWS)")
-    encoding: str = opt("utf-8", "text files' encoding (UTF-8 with a byte-order mark is read as UTF-8)")
-    skip_bad_rows: bool = opt(False, "skip and count rows with a bad byte, wrong field count or empty label instead of stopping")
-    max_length: int = opt(128, "text: tokens kept per text (longer ones are truncated); sequences: steps kept")
-    pooling: str = opt("mean", "how token states become one vector: mean, first token (cls; last state for RNNs) or max",
-                       ("mean", "cls", "max"))
-    lora: bool = opt(False, "pretrained text encoders: train LoRA adapters (peft) and the head instead of all weights")
-    lora_rank: int = opt(8, "rank of the LoRA adapters")
-    vocab: str = opt("word", "from-scratch text models: tokens are words, characters, or characters + bigrams (Chinese)",
-                     ("word", "char", "char2"))
-    vocab_size: int = opt(50_000, "from-scratch text models: at most this many tokens (most frequent in train)")
-    min_freq: int = opt(1, "from-scratch text models: a token must occur this often in train to get its own id")
-    embed_dim: int = opt(128, "lstm/gru/transformer: embedding (and Transformer model) width")
-    hidden_size: int = opt(128, "lstm/gru: hidden units per direction; transformer: feed-forward width")
-    num_layers: int = opt(2, "lstm/gru/transformer: stacked layers")
-    task: str = opt("classification", "sequence data: classify, or regress a numeric target", ("classification", "regression"))
-    sequence_column: str | None = opt(None, "numeric sequences, one row per sequence: the column holding the list of values")
-    id_column: str | None = opt(None, "numeric sequences, one row per time step: the column naming the sequence")
-    time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
-    feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
-    # Unlabeled data (issue 5): semi-supervised fit, initialisation from `tuneforge pretrain`
+
+    def _check(self) -> None:
+        _freeze_value("image_freeze", self.image_freeze)
+        _freeze_value("text_freeze", self.text_freeze)
+        _fraction(self, "modality_dropout", "test_fraction")
+
+
+@dataclass
+class EMA(Settings):
+    """One EMA decay, read by the method that keeps an averaged copy of the weights."""
+    group: ClassVar[str] = "ema"
+    ema: float | None = opt(None, "EMA decay of the averaged network (default: 0.999 for the mean teacher, 0.99 for "
+                                  "byol's target)")
+
+    def _check(self) -> None:
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
+
+
+@dataclass
+class Semi(EMA):
+    """Few labels and many unlabeled inputs: semi-supervised fit."""
+    group: ClassVar[str] = "semi"
     unlabeled: str | None = opt(None, "folder of unlabeled images (any nesting, folder names ignored) for --semi; text: "
                                       "a table with the --text-column (or --columns) of --data, or a .txt file, one text a line")
-    semi: str | None = opt(None, "semi-supervised method using --unlabeled", ("fixmatch", "pseudo-label", "mean-teacher"))
+    semi: str | None = opt(None, "semi-supervised method using --unlabeled", SEMI_METHODS)
     labels_per_class: int | None = opt(None, "keep N labelled training images per class (seeded; the files used are in split.json)")
-    init: str | None = opt(None, "backbone weights from a `tuneforge pretrain` run folder or a weight file (sets --weights)")
     semi_threshold: float = opt(0.95, "confidence a prediction needs to become a pseudo-label")
     semi_weight: float | None = opt(None, "weight of the unlabeled loss (default: 1; mean-teacher 10)")
     semi_mu: int = opt(7, "unlabeled images per labelled image in a step")
     semi_align: bool = opt(False, "fixmatch/pseudo-label: distribution alignment of the pseudo-labels "
                                    "(evens out classes the model is over-confident about early on)")
     semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the unlabeled images)")
-    ema: float = opt(0.999, "mean teacher: EMA decay of the teacher")
-    max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes")
 
-    def validate(self) -> "FitConfig":
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices and not (value is None and f.default is None):
-                raise ConfigError(f"{flag(f.name)}: {value!r} is not allowed; choose one of {', '.join(choices)}")
-        if self.data is None and self.resume is None:
-            raise ConfigError(f"{flag('data')} is required (a folder of class folders)")
-        if self.freeze not in ("none", "backbone") and not str(self.freeze).isdigit():
-            raise ConfigError(f"--freeze: {self.freeze!r} is not allowed; use none, backbone, or a number of stages")
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "eval_batch_size": self.eval_batch_size}
-        for name, v in positive.items():
-            if v is None or v < 1:
-                raise ConfigError(f"{flag(name)} must be >= 1, got {v}")
-        for name in ("image_freeze", "text_freeze"):
-            v = getattr(self, name)
-            if v is not None and v not in ("none", "backbone") and not str(v).isdigit():
-                raise ConfigError(f"{flag(name)}: {v!r} is not allowed; use none, backbone, or a number of stages")
-        if not 0 <= self.modality_dropout < 1 or not 0 <= self.test_fraction < 1:
-            raise ConfigError(f"--modality-dropout and --test-fraction must be in [0, 1), got {self.modality_dropout}, {self.test_fraction}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
-        if self.patience < 0:
-            raise ConfigError(f"--patience must be >= 0, got {self.patience}")
-        for name in ("max_length", "lora_rank", "vocab_size", "min_freq", "embed_dim", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
+    def _check(self) -> None:
         if self.semi and not self.unlabeled:
             raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images; text: a file of texts)")
         if self.semi_align and self.semi not in ("fixmatch", "pseudo-label"):
             raise ConfigError(f"--semi-align works with --semi fixmatch or pseudo-label (hard pseudo-labels), not {self.semi}")
         if self.unlabeled and not self.semi:
             raise ConfigError("--unlabeled needs --semi fixmatch|pseudo-label|mean-teacher")
-        for name in ("labels_per_class", "semi_mu", "semi_steps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.semi_threshold <= 1 or not 0 <= self.ema < 1:
-            raise ConfigError(f"--semi-threshold must be in (0, 1] and --ema in [0, 1), got {self.semi_threshold}, {self.ema}")
-        if self.init and self.weights:
-            raise ConfigError("--init and --weights both set the backbone's weights; give one")
-        from .augment import parse_spec
-        parse_spec(self.augment)
-        return self
+        _positive(self, "labels_per_class", "semi_mu", "semi_steps")
+        if not 0 < self.semi_threshold <= 1:
+            raise ConfigError(f"--semi-threshold must be in (0, 1], got {self.semi_threshold}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    def explicit(self) -> dict:
-        """Settings that differ from the defaults: what a recipe must not override."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+# --------------------------------------------------------------------------- fit
+
+@dataclass
+class FitConfig(Semi, Fusion, Sequence, Arch, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+    """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
+    verb: ClassVar[str] = "fit"
+
+
+def refuse_unread(cfg: Settings, given: set[str], reads: set[str], kind: str, recipe_keys: set[str] = frozenset()) -> None:
+    """A setting the chosen kind of task never reads is an error naming the flag and the kind
+    (a setting from a recipe names the recipe), rather than silently ignored."""
+    groups = type(cfg).groups()
+    for name in sorted(given | recipe_keys):
+        if name in reads or name not in groups:
+            continue
+        where = f" (from --recipe {getattr(cfg, 'recipe', None)})" if name in recipe_keys and name not in given else ""
+        raise ConfigError(f"{flag(name)}{where} is not read when fitting {kind} data (it is a {groups[name]} setting); "
+                          f"`tuneforge fit --help` lists the settings each kind of data reads")
+
+
+# --------------------------------------------------------------------------- pretrain
+
+@dataclass
+class SSL(EMA):
+    """Self-supervised image methods and the kNN probe."""
+    group: ClassVar[str] = "ssl"
+    temperature: float = opt(0.2, "simclr: softmax temperature of the contrastive loss")
+    proj_dim: int = opt(128, "projection head output size")
+    proj_hidden: int = opt(512, "projection (and predictor) hidden size")
+    knn_k: int = opt(20, "probe: neighbours that vote")
+
+    def _check(self) -> None:
+        _positive(self, "proj_dim", "proj_hidden", "knn_k")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class MLM(Settings):
+    """Masked-language-model pretraining of a text encoder."""
+    group: ClassVar[str] = "mlm"
+    mask_prob: float = opt(0.15, "mlm: fraction of the tokens masked (BERT's 80% [MASK] / 10% random / 10% kept)")
+    heldout_fraction: float = opt(0.05, "mlm: seeded fraction of the texts held out for the masked-token loss before/after")
+
+    def _check(self) -> None:
+        if not 0 < self.mask_prob < 1 or not 0 < self.heldout_fraction < 1:
+            raise ConfigError(f"--mask-prob and --heldout-fraction must be in (0, 1), got {self.mask_prob}, "
+                              f"{self.heldout_fraction}")
+
+
+@dataclass
+class PretrainConfig(MLM, SSL, Table, Text, Image, Model, Optim, Run):
+    """`tuneforge pretrain`: self-supervised image methods, or MLM on texts (`--method mlm`)."""
+    verb: ClassVar[str] = "pretrain"
+    data: str | None = opt(None, "folder of unlabeled images (any nesting; folder names are ignored); --method mlm: "
+                                 "a CSV/TSV/JSONL table (--text-column) or a .txt file with one text per line")
+    out: str | None = opt(None, "run folder (default: runs/pretrain-METHOD-TIMESTAMP)")
+    method: str = opt("simclr", "self-supervised method (mlm: masked-language-model pretraining of a text encoder)",
+                      (*SSL_METHODS, "mlm"))
+    model: str = opt("fast-cnn", "model whose backbone is pretrained (an image model; --method mlm: minilm or hf:PATH); "
+                                 "`tuneforge models` lists them")
+    pretrained: bool = opt(True, "start from the model's packaged weights when it has them (continued pretraining); "
+                                 "--no-pretrained starts from random init")
+    init: str | None = opt(None, "start from a pretrain run folder or a backbone weight file instead")
+    epochs: int = opt(20, "passes over the unlabeled images")
+    batch_size: int | None = opt(None, "images per step (each seen as two views) (default: 256; mlm: 32 texts)")
+    optimizer: str | None = opt(None, "optimizer (default: sgd; mlm: adamw)", OPTIMIZERS)
+    lr: float | None = opt(None, "peak learning rate (default: 0.1 for sgd, 1e-3 for adam/adamw; mlm: 1e-4)")
+    weight_decay: float | None = opt(None, "weight decay, not on biases and norm layers (default: 5e-4; mlm: 0.01)")
+    warmup_epochs: float | None = opt(None, "linear warm-up length in epochs (default: 1; mlm: 0.1)")
+    probe: str | None = opt(None, "labelled class folders (train/ and test/, or one tree split in half) for a kNN "
+                                  "accuracy after every epoch; mlm: a labelled text table (--text-column, --label-column) "
+                                  "for a logistic-regression accuracy of the mean-pooled features")
+    probe_per_class: int = opt(200, "probe: images (texts) per class in the kNN memory bank (probe fit) and in the queries")
+    eval_batch_size: int = opt(512, "batch size of the probe's feature extraction")
+    # There is no validation split to select on: the last epoch is the model.
+    patience: int = opt(0, "pretraining has no validation split: the last epoch is the model (0: never stop early)")
+    # Settings of the groups above that pretraining does not offer (refused by name if given).
+    UNOFFERED: ClassVar[tuple[str, ...]] = (
+        "val", "test", "recipe", "val_fraction", "limit_per_class", "label_smoothing", "monitor", "weights", "freeze",
+        "cache_features", "dropout", "augment", "tta", "pooling", "skip_bad_rows")
+
+    def _check(self) -> None:
+        mlm = self.method == "mlm"  # defaults that differ between image methods and MLM on text
+        for name, image, text in (("optimizer", "sgd", "adamw"), ("batch_size", 256, 32), ("weight_decay", 5e-4, 0.01),
+                                  ("warmup_epochs", 1.0, 0.1)):
+            if getattr(self, name) is None:
+                setattr(self, name, text if mlm else image)
+        if self.batch_size < 2:
+            raise ConfigError("--batch-size must be >= 2 (views are compared within a batch)")
+        _positive(self, "probe_per_class")
+        if self.max_length < 4:
+            raise ConfigError(f"--max-length must be >= 4, got {self.max_length}")
+
+
+# --------------------------------------------------------------------------- align
+
+@dataclass
+class AlignHeads(Settings):
+    """Contrastive image-text alignment: projection heads, temperature, what is trained."""
+    group: ClassVar[str] = "align"
+    image_column: str = opt("image", "the table's image-path column (relative to --image-root, else to the table's folder)")
+    image_root: str | None = opt(None, "folder the image paths are relative to (default: the table's folder)")
+    image_model: str = opt("efficientnet_lite0", "image encoder (`tuneforge models` lists them)")
+    text_model: str = opt("minilm", "text encoder: minilm or hf:PATH (any local Hugging Face encoder folder)")
+    proj_dim: int = opt(256, "width of the shared embedding space (was --embed-dim, still accepted)")
+    head: str = opt("linear", "projection heads: one matrix, or a one-hidden-layer MLP", ("linear", "mlp"))
+    temperature: float = opt(0.07, "initial softmax temperature (learned during training)")
+    flip: bool = opt(True, "augment with the mirrored image (its features are cached too)")
+    train_image_stages: int = opt(0, "also train the image encoder's last K stages (their input maps are cached: "
+                                  "efficientnet_lite0's stage 1 from the end is its final 1x1 conv + BN)")
+    train_list: str | None = opt(None, "file listing the training images (one name per line); with --val-list/--test-list "
+                                 "it replaces the random split (e.g. Flickr8k's official lists)")
+    val_list: str | None = opt(None, "file listing the validation images (early stopping, best epoch)")
+    test_list: str | None = opt(None, "file listing the test images (Recall@k reported, never used for selection)")
+    test_fraction: float = opt(0.1, "without lists: fraction of the images held out for the test")
+
+    def _check(self) -> None:
+        _positive(self, "proj_dim")
+        if bool(self.val_list or self.test_list) and not self.train_list:
+            raise ConfigError("--val-list/--test-list need --train-list too (the images to train on)")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if self.train_image_stages < 0:
+            raise ConfigError(f"--train-image-stages must be >= 0, got {self.train_image_stages}")
+
+
+@dataclass
+class AlignConfig(AlignHeads, Table, Text, Image, Optim, Run):
+    """`tuneforge align`: an image and a text encoder aligned on image-caption pairs."""
+    verb: ClassVar[str] = "align"
+    ALIASES: ClassVar[dict[str, str]] = {"embed_dim": "proj_dim"}  # the flag's earlier name
+    data: str | None = opt(None, "image+text table (CSV/TSV/JSONL) with an image-path column and a caption column")
+    out: str | None = opt(None, "run folder (default: runs/align-TIMESTAMP)")
+    text_column: str = opt("caption", "the table's text column; several rows may share an image (all captions are used)")
+    image_size: int = opt(224, "image encoder input size in pixels")
+    max_length: int = opt(64, "tokens kept per text")
+    dropout: float = opt(0.1, "dropout on the encoder features before the projection heads")
+    batch_size: int = opt(256, "pairs per training batch (each batch is one InfoNCE problem: bigger is harder)")
+    epochs: int = opt(40, "maximum number of epochs")
+    lr: float | None = opt(None, "peak learning rate (default 1e-3)")
+    weight_decay: float | None = opt(None, "weight decay of the heads' matrices (default: 0.05 for adamw)")
+    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
+    monitor: str = opt("val_loss", "validation metric for early stopping and best-epoch selection", ("val_loss",))
+    patience: int = opt(5, "stop after this many epochs without improvement (0: never stop early)")
+    strict: bool = opt(False, "a missing image or empty caption is an error naming the row, not a skipped row")
+    cache_dir: str | None = opt(None, "feature cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
+    eval_batch_size: int = opt(1024, "pairs per validation batch (val loss is InfoNCE within a batch)")
+    tensorboard: bool = opt(False, "write TensorBoard event files")
+    UNOFFERED: ClassVar[tuple[str, ...]] = (
+        "val", "test", "recipe", "limit_per_class", "label_smoothing", "augment", "tta", "channels_last",
+        "pooling", "label_column", "columns", "skip_bad_rows")
+
+    def _check(self) -> None:
+        if self.batch_size < 2:
+            raise ConfigError("--batch-size must be >= 2: a contrastive batch needs negatives")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"--val-fraction and --test-fraction must sum to < 1, got {self.val_fraction}, {self.test_fraction}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -192,15 +507,17 @@ def read_yaml(path: str | Path) -> dict:
 
 def build(cls: type, *layers: dict) -> Any:
     """cls(**merged layers), later layers winning; an unknown key is an error naming it."""
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in cls.offered()}
+    aliases = getattr(cls, "ALIASES", {})
     merged: dict = {}
     for layer in layers:
         for k, v in layer.items():
             key = k.replace("-", "_")
+            key = aliases.get(key, key)
             if key not in names:
                 close = [n for n in names if n.startswith(key[:3])]
                 hint = f" (did you mean {', '.join(flag(c) for c in close)}?)" if close else ""
-                raise ConfigError(f"unknown setting {flag(key)}{hint}")
+                raise ConfigError(f"unknown setting {flag(key)}{hint}" + (f" for `tuneforge {cls.verb}`" if cls.verb else ""))
             merged[key] = v
     try:
         return cls(**merged)
@@ -218,5 +535,5 @@ def with_recipe(explicit: dict) -> dict:
     return {**RECIPES[name].settings, **explicit}
 
 
-def write_yaml(cfg: Any, path: Path) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+def write_yaml(cfg: Settings, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

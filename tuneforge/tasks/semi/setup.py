@@ -1,0 +1,148 @@
+"""What `fit` needs for unlabeled data: the semi-supervised setup (`--unlabeled DIR --semi METHOD`).
+
+`setup_semi` turns the pieces `fit` already built (the model, what is trained, the supervised
+strategy for evaluation, the decoded labelled images or their cached features) into a
+`SemiModel`, a semi-supervised strategy and a `SemiLoader`; training is the same `core.run.train`,
+the report gets a "semi" section (pseudo-labels per class)."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ...core.data.unlabeled import SemiLoader, load_unlabeled, relpaths
+from ...core.engine.callbacks import Callback
+from ...core.strategies.semi import DEFAULT_WEIGHT, SEMI_METHODS, FeatureViews, PixelViews, SemiModel
+
+log = logging.getLogger("tuneforge")
+
+class PseudoLabelLog(Callback):
+    """Adds the epoch's pseudo-label counts to its record (metrics.jsonl) and keeps the totals
+    in the engine state, so they survive --resume and reach the report."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def on_epoch_end(self, engine, record: dict) -> None:
+        s = self.strategy
+        record["pseudo_label_rate"] = float(s.counts.sum()) / max(s.seen, 1)
+        record["pseudo_labels"] = s.counts.tolist()
+        total = engine.state.get("pseudo_labels_total") or [0] * len(s.counts)
+        engine.state["pseudo_labels_total"] = [a + b for a, b in zip(total, s.counts.tolist())]
+        s.reset_counts()
+
+
+@dataclass
+class SemiSetup:
+    model: SemiModel
+    strategy: object
+    loader: SemiLoader
+    callbacks: list
+    info: dict
+
+    def finish(self, state: dict, classes: list[str]) -> dict:
+        """After training: the teacher (mean teacher) becomes the model; the report section."""
+        self.model.copy_teacher_to_student()
+        total = state.get("pseudo_labels_total") or [0] * len(classes)
+        last = next((r["pseudo_labels"] for r in reversed(state["history"]) if "pseudo_labels" in r), [0] * len(classes))
+        return {**self.info, "pseudo_labels_per_class": dict(zip(classes, total)),
+                "pseudo_labels_last_epoch_per_class": dict(zip(classes, last)),
+                "pseudo_label_rate_last_epoch": next((r["pseudo_label_rate"] for r in reversed(state["history"])
+                                                      if "pseudo_label_rate" in r), None)}
+
+
+def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.Tensor, val_paths: list[str],
+               test_paths: list[str], image_size: int, run_dir: Path,
+               encode: Callable[[torch.Tensor], torch.Tensor] | None) -> SemiSetup:
+    """`encode` is set when `fit` trains on cached frozen features/maps: the unlabeled images
+    are encoded once the same way, and the views are feature views. Validation images are left
+    out of the unlabeled pool; a test image in it is an error."""
+    t0 = time.perf_counter()
+    resolved = lambda paths: {str(Path(p).resolve()) for p in paths}
+    pool = load_unlabeled(cfg.unlabeled, image_size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict,
+                          exclude=resolved(val_paths), forbid=resolved(test_paths))
+    (run_dir / "unlabeled.json").write_text(json.dumps({"root": str(cfg.unlabeled), "images": len(pool),
+                                                        "files": relpaths(pool.paths, cfg.unlabeled)}, indent=0))
+    unl = encode(pool.images) if encode is not None else pool.images
+    log.info("unlabeled: %d images from %s%s (%.1fs)", len(pool), cfg.unlabeled,
+             ", encoded once by the frozen layers" if encode is not None else "", time.perf_counter() - t0)
+    views = FeatureViews() if encode is not None else PixelViews()
+    info = {"labelled_images": len(train), "unlabeled_images": len(pool), "unlabeled_dir": str(cfg.unlabeled),
+            "unlabeled_skipped": len(pool.skipped), "views": "cached features" if encode is not None else "pixels"}
+    return _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unl, info)
+
+
+def _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unlabeled, info: dict,
+              collate: Callable | None = None) -> SemiSetup:
+    """The part images and text share: loader, method (with its default weight and ramp-up),
+    the SemiModel wrapper, the report's settings."""
+    loader = SemiLoader(train_inputs, train.labels, unlabeled, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed,
+                        collate)
+    weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
+    rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
+    strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
+                                      cfg.label_smoothing, rampup, cfg.ema if cfg.ema is not None else 0.999, cfg.semi_align)
+    semi_model = SemiModel(trainable, teacher=strategy.uses_teacher, num_classes=len(train.classes))
+    info = {"method": cfg.semi, "distribution_alignment": cfg.semi_align, **info, "threshold": cfg.semi_threshold,
+            "weight": weight, "mu": cfg.semi_mu, "steps_per_epoch": len(loader)}
+    return SemiSetup(semi_model, strategy, loader, [PseudoLabelLog(strategy)], info)
+
+
+def read_semi_texts(cfg, splits: dict, files: dict):
+    """The unlabeled texts of `--unlabeled`, read before any model is loaded (a wrong column or
+    file fails at once), without the validation and test texts; `(pool, kept indices)`."""
+    from ...core.data.unlabeled import load_unlabeled_texts
+    from ...errors import DataError
+    if files.get("test") and Path(cfg.unlabeled).resolve() == Path(files["test"]).resolve():
+        raise DataError(f"--unlabeled: {cfg.unlabeled} is the test file; point it at texts that are not evaluated on")
+    cols = [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
+    pool = load_unlabeled_texts(cfg.unlabeled, cfg.text_column, cols, cfg.encoding, cfg.skip_bad_rows)
+    held = {t for name in ("val", "test") if name in splits for t in splits[name].texts}
+    keep = [i for i, t in enumerate(pool.texts) if t not in held]
+    if not keep:
+        raise DataError(f"--unlabeled: every text in {cfg.unlabeled} is a validation or test text")
+    return pool, keep
+
+
+def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabeled: tuple, enc, train_inputs,
+                    run_dir: Path, cached: bool) -> SemiSetup:
+    """`setup_semi` for text (`fit_text`): `unlabeled` from `read_semi_texts` (a table or .txt
+    file; texts equal to a validation or test text left out, counted: model selection and the
+    test must not be trained on; the test file itself refused). `cached`: the encoder is frozen and
+    its features cached: the unlabeled texts are encoded once the same way (feature views);
+    otherwise the views are token views (`TextViews`) of dict batches."""
+    from ...core.data.text_loader import SequenceBatchLoader, pad_batch
+    from ...core.models.text import extract_text_features
+    from ...core.strategies.semi import TextViews
+    t0 = time.perf_counter()
+    pool, keep = unlabeled
+    (run_dir / "unlabeled.json").write_text(json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
+                                                        "lines": [pool.lines[i] for i in keep]}, indent=0))
+    ids = enc([pool.texts[i] for i in keep])
+    pad_id = enc.pad_id
+    if cached:
+        unl = extract_text_features(model, SequenceBatchLoader(ids, torch.zeros(len(ids), dtype=torch.long),
+                                                               cfg.eval_batch_size, pad_id=pad_id))
+        views, collate = FeatureViews(), None
+    else:
+        if enc.vocab is not None:  # from-scratch models: <unk> stands in for [MASK]
+            v = enc.vocab
+            views = TextViews([v.pad_id, v.cls_id], v.unk_id)
+        else:
+            views = TextViews(enc.tokenizer.all_special_ids, enc.tokenizer.mask_token_id or enc.tokenizer.unk_token_id)
+        unl = ids
+
+        collate = functools.partial(pad_batch, pad_id=pad_id)
+    log.info("unlabeled: %d texts from %s (%d left out: validation/test texts)%s (%.1fs)", len(keep), cfg.unlabeled,
+             len(pool) - len(keep), ", encoded once by the frozen encoder" if cached else "", time.perf_counter() - t0)
+    train = splits["train"]
+    info = {"labelled_texts": len(train), "unlabeled_texts": len(keep), "unlabeled_file": str(cfg.unlabeled),
+            "unlabeled_left_out_val_test": len(pool) - len(keep), "unlabeled_skipped": len(pool.skipped),
+            "views": "cached features" if cached else "tokens"}
+    return _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unl, info, collate)
