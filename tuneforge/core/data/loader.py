@@ -7,6 +7,8 @@ from typing import Iterator
 
 import torch
 
+from .order import epoch_order
+
 
 class BatchLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -23,12 +25,7 @@ class BatchLoader:
         return len(self.labels)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
+        order = epoch_order(len(self.labels), self.seed, epoch, self.shuffle)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.images[idx], self.labels[idx]

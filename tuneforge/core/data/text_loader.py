@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
+
+from .order import epoch_generator
 
 
 class SequenceBatchLoader:
@@ -46,7 +49,7 @@ class SequenceBatchLoader:
         n, bs = len(self.seqs), self.batch_size
         if not self.shuffle:
             return [self.order[i:i + bs] for i in range(0, n, bs)]
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        g = epoch_generator(self.seed, epoch)  # the epoch's order, then the order of its batches
         perm = torch.randperm(n, generator=g)
         out = []
         chunk = bs * max(1, self.bucket)
@@ -70,12 +73,21 @@ class SequenceBatchLoader:
         return out
 
 
-def pad_batch(seqs: list, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    """Rows `idx` of token-id lists, padded to the longest of them: the dict batch text encoders take."""
-    rows = [seqs[i] for i in idx.tolist()]
+def pad_batch(seqs: list, idx: torch.Tensor | None, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows `idx` of token-id lists (all rows: None), padded to the longest of them: the dict
+    batch text encoders take. The one place token batches are padded."""
+    rows = list(seqs) if idx is None else [seqs[i] for i in idx.tolist()]
     t = max(map(len, rows)) if rows else 0
     ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), t), dtype=torch.long)
     for r, s in enumerate(rows):
         ids[r, :len(s)], mask[r, :len(s)] = torch.as_tensor(s, dtype=torch.long), 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def concat_padded(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Two padded dict batches as one, padded to the longer (the padding is masked out)."""
+    t = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    grow = lambda x, value: F.pad(x, (0, t - x.shape[1]), value=value)
+    return {"input_ids": torch.cat([grow(a["input_ids"], pad_id), grow(b["input_ids"], pad_id)]),
+            "attention_mask": torch.cat([grow(a["attention_mask"], 0), grow(b["attention_mask"], 0)])}

@@ -17,6 +17,7 @@ import torch
 
 from ...errors import DataError
 from .images import decode_cached, is_image
+from .order import epoch_stream
 
 
 @dataclass
@@ -114,17 +115,6 @@ def relpaths(paths: list[str], root: str | Path) -> list[str]:
     return [os.path.relpath(p, root) for p in paths]
 
 
-def _stream(n: int, count: int, seed: int, epoch: int, salt: int) -> torch.Tensor:
-    """`count` indices into range(n): permutations seeded by (seed, epoch, salt) laid end to end,
-    so every item is seen once before any is seen twice, whatever `count` is."""
-    out, k = [], 0
-    while sum(len(o) for o in out) < count:
-        g = torch.Generator().manual_seed(seed * 1_000_033 + epoch * 7_127 + salt * 101 + k)
-        out.append(torch.randperm(n, generator=g))
-        k += 1
-    return torch.cat(out)[:count] if out else torch.zeros(0, dtype=torch.long)
-
-
 class UnlabeledLoader:
     """(images,) batches for self-supervised strategies; drops the last partial batch (contrastive
     losses want full, equal batches). An epoch is one pass over the images."""
@@ -142,7 +132,7 @@ class UnlabeledLoader:
         return len(self) * self.batch_size
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor]]:
-        order = _stream(len(self.images), len(self) * self.batch_size, self.seed, epoch, 1)
+        order = epoch_stream(len(self.images), len(self) * self.batch_size, self.seed, epoch, 1)
         for i in range(len(self)):
             yield (self.images[order[i * self.batch_size:(i + 1) * self.batch_size]],)
 
@@ -173,8 +163,8 @@ class SemiLoader:
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
         b, bu = self.batch_size, self.mu * self.batch_size
-        lab = _stream(len(self.labels), self.steps * b, self.seed, epoch, 2)
-        unl = _stream(len(self.unlabeled), self.steps * bu, self.seed, epoch, 3)
+        lab = epoch_stream(len(self.labels), self.steps * b, self.seed, epoch, 2)
+        unl = epoch_stream(len(self.unlabeled), self.steps * bu, self.seed, epoch, 3)
         take = (lambda xs, idx: xs[idx]) if self.collate is None else self.collate
         for i in range(self.steps):
             li = lab[i * b:(i + 1) * b]

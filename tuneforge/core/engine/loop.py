@@ -1,6 +1,7 @@
 """The one training loop. It knows nothing of images or text: a strategy turns batches into
-losses, callbacks do the bookkeeping, and this file owns epochs, precision, clipping, the
-per-epoch RNG and the checkpoint contents."""
+losses (and may define `after_step(model)`, called right after each optimizer step: where EMA
+teachers and targets follow), callbacks do the bookkeeping, and this file owns epochs,
+precision, clipping, the per-epoch RNG and the checkpoint contents."""
 from __future__ import annotations
 
 import contextlib
@@ -41,6 +42,7 @@ class Engine:
     def train_epoch(self, loader, epoch: int) -> dict:
         self.model.train()
         gen = self._generator(epoch)
+        after_step = getattr(self.strategy, "after_step", None)
         n, loss_sum, correct, seen_cls = 0, 0.0, 0, 0
         t0 = time.perf_counter()
         for i, batch in enumerate(loader.epoch(epoch)):
@@ -51,6 +53,8 @@ class Engine:
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
+            if after_step is not None:  # EMA teachers/targets follow the weights just stepped
+                after_step(self.model)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.state["step"] += 1

@@ -19,6 +19,8 @@ class Strategy(Protocol):
 
     def eval_step(self, model: nn.Module, batch) -> dict[str, torch.Tensor]: ...
 
+    # Optional: `after_step(model)`, called by the engine right after each optimizer step.
+
 
 STRATEGIES: Registry = Registry("strategy", "--strategy")
 STRATEGIES.register("supervised", "cross-entropy on labelled batches, with batch augmentation")(Supervised)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.views import strong_view, weak_view
+from ..data.text_loader import concat_padded
 from .supervised import to_float
 
 
@@ -94,9 +95,7 @@ class TextViews:
     @staticmethod
     def cat(a: dict, b: dict) -> dict:
         """Two padded batches as one, padded to the longer (padding is masked out)."""
-        t = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
-        pad = lambda x: F.pad(x, (0, t - x.shape[1]))
-        return {k: torch.cat([pad(a[k]), pad(b[k])]) for k in ("input_ids", "attention_mask")}
+        return concat_padded(a, b)
 
 
 def _cat(views, a, b):
@@ -133,8 +132,9 @@ class SemiModel(nn.Module):
 
     @torch.no_grad()
     def ema_update(self, decay: float) -> None:
-        """teacher <- decay * teacher + (1 - decay) * student; the decay is min(decay, 1 - 1/(t+1))
-        so the teacher follows closely at the start (Tarvainen & Valpola); buffers copied."""
+        """teacher <- decay * teacher + (1 - decay) * student; the decay is min(decay, 1 - 1/(t+1)),
+        t the optimizer steps taken (this one included), so the teacher follows closely at the
+        start (Tarvainen & Valpola); buffers copied."""
         d = min(decay, 1 - 1 / (int(self.steps) + 1))
         s = [p for p in self.student.parameters()]
         t = [p for p in self.teacher.parameters()]
@@ -230,8 +230,6 @@ class MeanTeacher(_Semi):
     uses_teacher = True
 
     def train_step(self, model: SemiModel, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        if int(model.steps):
-            model.ema_update(self.ema)  # the optimizer has stepped: the teacher follows
         (xl, xu), y = batch
         v, g = self.views, generator
         with torch.no_grad():
@@ -244,6 +242,11 @@ class MeanTeacher(_Semi):
         w = self.weight * self._ramp(model)
         model.steps += 1
         return {"loss": self._supervised(lab, y) + w * consistency, "logits": lab.detach(), "targets": y}
+
+    def after_step(self, model: SemiModel) -> None:
+        """The engine calls this right after the optimizer step: the teacher follows the student
+        it just produced, so the last step reaches the teacher (the returned model) too."""
+        model.ema_update(self.ema)
 
 
 SEMI_METHODS = {"fixmatch": FixMatch, "pseudo-label": PseudoLabel, "mean-teacher": MeanTeacher}

@@ -40,7 +40,7 @@ class SSLModel(nn.Module):
         if target:
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(encoder), "projector": copy.deepcopy(self.projector)})
             self.target.requires_grad_(False)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # EMA updates so far (checkpointed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of [0, 1] images: what a probe or a classifier sees."""
@@ -103,11 +103,6 @@ class BYOL:
         self.momentum, self.view, self.simsiam = momentum, view, simsiam
 
     def train_step(self, model: SSLModel, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        if not self.simsiam and model.training:
-            # The previous optimizer step has been taken: move the target toward it first.
-            if int(model.updates):
-                model.ema_update(self.momentum)
-            model.updates += 1
         x = to_float(batch[0])
         v = torch.cat([self.view(x, generator), self.view(x, generator)])
         z = model.project(v)
@@ -116,6 +111,13 @@ class BYOL:
         n = len(x)
         swapped = torch.cat([target[n:], target[:n]])  # view 1 predicts view 2's target and vice versa
         return {"loss": _regression(p, swapped).mean()}
+
+    def after_step(self, model: SSLModel) -> None:
+        """Right after each optimizer step (the engine calls it): the target follows the online
+        net it just produced, so the last step reaches it too."""
+        if not self.simsiam:
+            model.ema_update(self.momentum)
+            model.updates += 1
 
     @torch.no_grad()
     def eval_step(self, model: SSLModel, batch) -> dict[str, torch.Tensor]:

@@ -17,19 +17,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ...config import AlignConfig, flag
-from ...core.data.cache import feature_cache_dir, memoised
-from ...errors import ConfigError, DataError
+from ...core.data import list_images, scan_class_folders
+from ...core.data.cache import ItemCache, digest, memoised
+from ...core.data.images import decode_files
+from ...core.data.multimodal import read_image_text_table
+from ...core.data.order import epoch_order
+from ...core.data.split import subsample_per_class
+from ...core.data.text_loader import SequenceBatchLoader
+from ...core.metrics import classification_metrics
+from ...core.models.aligned import AlignedPair, TailAndHeads, load_aligned, save_aligned
+from ...core.models.text import hf_model_path, load_tokenizer
+from ...core.report import print_summary, write_report
 from ...core.run import prepare, setup, train_model
+from ...core.strategies.contrastive import Contrastive
+from ...errors import ConfigError, DataError
 
 log = logging.getLogger("tuneforge")
 
@@ -44,21 +55,12 @@ class AlignResult:
 
 # --- cached encoder features -------------------------------------------------------------
 
-_cache_root = feature_cache_dir
-
-
 def _digest(model, which: str) -> str:
     # hashing minilm's 22M weights takes a moment: once per model object
     memo = model.__dict__.setdefault("_digests", {})
     if which not in memo:
         memo[which] = model.encoder_digest(which)
     return memo[which]
-
-
-def _cached(key: str, cache_dir: str | None, compute) -> dict[str, torch.Tensor]:
-    """compute() memoised as the feature-cache file named by `key`."""
-    root = _cache_root(cache_dir)
-    return memoised(root / f"{key}.safetensors" if root else None, compute)
 
 
 @torch.inference_mode()
@@ -71,22 +73,12 @@ def image_features(model, files: list[Path], size: int, resize: str = "crop", mi
     before costs only its new images; those are decoded and encoded in chunks, so a folder of
     any size fits in memory. With `stage`, the output maps of the encoder's first `stage` stages
     (N_ok, V, C, h, w) instead, for training the stages after it."""
-    from ...core.data.images import decode_files
     files = [Path(f) for f in files]
-    root = _cache_root(cache_dir)
-    ns = hashlib.sha256(f"img:v1:{_digest(model, 'image')}:{size}:{resize}{f':stage{stage}' if stage else ''}"
-                        .encode()).hexdigest()[:16]
+    cache = ItemCache(cache_dir, digest(f"img:v1:{_digest(model, 'image')}:{size}:{resize}{f':stage{stage}' if stage else ''}",
+                                        length=16))
     shas = [hashlib.sha1(f.read_bytes()).hexdigest() for f in files]
-    views = (0, 1) if mirrored else (0,)
-    entry = lambda sha, v: root / ns / sha[:2] / f"{sha}{'.mirrored' if v else ''}.npy"
-    feats: list[np.ndarray | None] = [None] * len(files)
-    if root is not None:
-        for i, sha in enumerate(shas):
-            try:
-                if all(entry(sha, v).is_file() for v in views):
-                    feats[i] = np.stack([np.load(entry(sha, v), allow_pickle=False) for v in views])
-            except (OSError, ValueError):
-                pass  # a damaged entry is recomputed, never trusted
+    views = ("", "mirrored") if mirrored else ("",)
+    feats: list[np.ndarray | None] = [cache.load(sha, views) for sha in shas]
     todo = [i for i, f in enumerate(feats) if f is None]
     skipped: list[dict] = []
     if todo:
@@ -107,16 +99,7 @@ def image_features(model, files: list[Path], size: int, resize: str = "crop", mi
             got = torch.cat(out).numpy() if out else []
             for i, f in zip([i for i, g in zip(chunk, ok) if g], got):
                 feats[i] = f
-                for v in views if root is not None else ():
-                    try:
-                        entry(shas[i], v).parent.mkdir(parents=True, exist_ok=True)
-                        tmp = entry(shas[i], v).with_suffix(f".{os.getpid()}.tmp.npy")
-                        np.save(tmp, f[v])
-                        os.replace(tmp, entry(shas[i], v))  # atomic: no half-written entry
-                    except OSError as e:
-                        log.warning("could not write feature cache in %s (%s)", root, e)
-                        root = None
-                        break
+                cache.save(shas[i], views, f)
             done = start + len(chunk)
             log.info("image features: %d/%d new images (%d cached), %.1f img/s", done, len(todo),
                      len(files) - len(todo), done / (time.perf_counter() - t0))
@@ -132,10 +115,7 @@ def text_features(model, tokenizer, texts: list[str], max_length: int, cache_dir
                   batch_size: int = 256) -> torch.Tensor:
     """Pooled text-encoder features (N, D), batched by length; cached by (encoder weights,
     max_length, the texts)."""
-    from ...core.data.text_loader import SequenceBatchLoader
-    h = hashlib.sha256(f"txt:v1:{_digest(model, 'text')}:{max_length}:{len(texts)}".encode())
-    for t in texts:
-        h.update(t.encode("utf-8") + b"\0")
+    name = digest(f"txt:v1:{_digest(model, 'text')}:{max_length}:{len(texts)}", *(t + "\0" for t in texts))
 
     def compute() -> dict[str, torch.Tensor]:
         model.eval()
@@ -149,7 +129,7 @@ def text_features(model, tokenizer, texts: list[str], max_length: int, cache_dir
         out = torch.cat(feats) if feats else torch.zeros(0, model.text_encoder.feature_dim)
         return {"features": loader.unsort(out)}
 
-    return _cached(h.hexdigest()[:32], cache_dir, compute)["features"]
+    return memoised(cache_dir, name, compute)["features"]
 
 
 # --- batches of (image features, text features, image id) ----------------------------------
@@ -174,9 +154,7 @@ class PairLoader:
         return len(self) * self.batch_size if self.shuffle else len(self.image_ids)
 
     def epoch(self, epoch: int = 0):
-        n = len(self.image_ids)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)) \
-            if self.shuffle else torch.arange(n)
+        order = epoch_order(len(self.image_ids), self.seed, epoch, self.shuffle)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             img = self.image_ids[idx]
@@ -262,11 +240,6 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
     """Align an image and a text encoder on image-caption pairs (every keyword is an
     AlignConfig field); writes RUN/model (the aligned pair), split.json, metrics and
     report.json/html with Recall@1/5/10 on val and test."""
-    from ...core.data.multimodal import read_image_text_table
-    from ...core.report import write_report
-    from ...core.models.aligned import AlignedPair, save_aligned
-    from ...core.models.text import hf_model_path, load_tokenizer
-    from ...core.strategies.contrastive import Contrastive
 
     run = prepare(AlignConfig, config, kwargs, name=lambda c: "align", recipes=False)
     cfg, run_dir = run.cfg, run.dir
@@ -304,7 +277,6 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
         rows = torch.nonzero(keep[row_image] & (pos[row_image] >= 0)).flatten()
         return pos[row_image[rows]], rows
 
-    from ...core.models.aligned import TailAndHeads
     heads = model.heads if tail is None else TailAndHeads(model, tail)
     tr_img, tr_txt = pairs("train")
     if len(tr_img) < 2:
@@ -378,7 +350,6 @@ class Aligned:
     """A loaded aligned pair: embeddings of image files (through the feature cache) and texts."""
 
     def __init__(self, run: str | Path, cache_dir: str | None = None, workers: int = 0):
-        from ...core.models.aligned import load_aligned
         self.model, self.config, self.tokenizer = load_aligned(run)
         self.pre = self.config["preprocessing"]
         self.cache_dir, self.workers = cache_dir, workers
@@ -421,7 +392,6 @@ def _image_source(images: str | Path) -> tuple[torch.Tensor | None, list[str]]:
     """A saved embeddings file (from `embed`) -> (embeddings, paths); a folder -> (None, [])."""
     p = Path(images)
     if p.is_file() and p.suffix == ".safetensors":
-        from safetensors import safe_open
         with safe_open(str(p), "pt") as f:
             paths = json.loads((f.metadata() or {}).get("paths", "[]"))
             emb = f.get_tensor("embeddings")
@@ -448,7 +418,6 @@ def retrieve(run: str | Path, query: str | list[str] | None = None, images: str 
     image -> texts (`image` files + `texts`: a file with one text per line, or a list). One
     dict per query: {"query" or "image", "results": [{"rank", "path" or "text", "score"}]},
     score = cosine similarity in the shared space."""
-    from ...core.data import list_images
     setup(threads)
     pair = Aligned(run, cache_dir)
     if query is not None:
@@ -481,7 +450,6 @@ def retrieve(run: str | Path, query: str | list[str] | None = None, images: str 
 def evaluate_retrieval(run: str | Path, data: str | Path, image_column: str = "image", text_column: str = "caption",
                        image_root: str | None = None, cache_dir: str | None = None, threads: int = 0) -> dict:
     """Recall@1/5/10 both ways over every row of an image+text table (e.g. a test split)."""
-    from ...core.data.multimodal import read_image_text_table
     setup(threads)
     pair = Aligned(run, cache_dir)
     table = read_image_text_table(data, image_column, text_column, image_root=image_root)
@@ -498,7 +466,6 @@ def embed(run: str | Path, images: str | Path | list, out: str | Path, cache_dir
     """Embeddings of every image in a folder (or of the given files), saved as safetensors
     ("embeddings" (N, E), L2-normalised; the paths in the file's metadata) for `retrieve
     --images FILE`. Returns {"out", "images", "skipped", "dim"}."""
-    from ...core.data import list_images
     setup(threads)
     pair = Aligned(run, cache_dir)
     emb, files, skipped = pair.embed_images(list_images(images if isinstance(images, list) else [images]))
@@ -524,10 +491,6 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
     (accuracy beside chance and the majority class) into `out`. `class_names` maps a label to
     the words put into the prompts (default: the label itself); "a|b|c" lists kinds of the class,
     and an image scores the class by its best-matching kind."""
-    from ...core.data import list_images, scan_class_folders
-    from ...core.data.split import subsample_per_class
-    from ...core.metrics import classification_metrics
-    from ...core.report import print_summary, write_report
     setup(threads)
     t0 = time.perf_counter()
     prompts = list(prompts or ["a photo of a {}."])
@@ -535,7 +498,6 @@ def zeroshot(run: str | Path, data: str | Path | None = None, table: str | Path 
         classes = [c.strip() for c in classes.split(",") if c.strip()]
     labels: list[str] | None = None
     if table is not None:
-        from ...core.data.multimodal import read_image_text_table
         if not label_column and not classes:
             raise ConfigError("--table needs --label-column (to score) or --classes (to predict)")
         t = read_image_text_table(table, image_column, label_column or image_column, label_column, image_root)
