@@ -18,6 +18,7 @@ import torch
 from ...errors import DataError
 from .images import decode_cached, is_image
 from .order import epoch_stream
+from .text import _decode_lines, read_rows
 
 
 @dataclass
@@ -89,7 +90,6 @@ def load_unlabeled_texts(path: str | Path, text_column: str | None = None, colum
     (a labelled table's `--text-column`/`--columns` do not apply to it); a CSV/TSV/JSONL table (the
     labelled readers' formats, header or `columns`) gives its `text_column` (default 'text'), any
     label column ignored. Errors name the flag, the file and the line or column; empty texts are left out."""
-    from .text import _decode_lines, read_rows
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{flag}: no such file: {p} (a CSV/TSV/JSONL table with a text column, "

@@ -1,11 +1,11 @@
 """`fit` for image + text tables (`--modalities image,text`, or one of them for the baselines):
 the table reader, a stratified seeded split saved in the run folder (rare classes folded into
 "other"), decode + tokenise once, frozen encoders run once and cached on disk, the fusion model
-(models/fusion.py), and the same `api._train` (engine, callbacks) and `api._finish` (report,
-bundle with the tokenizer; task "image-text-classification")."""
+(core/models/fusion.py) trained by `core/strategies/fusion.FusionSupervised` on
+`core/data/loader.MultimodalLoader` batches, through the same `core.run.train_model` (engine,
+callbacks) and `core.run.finish` (report, bundle with the tokenizer; task "image-text-classification")."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -13,21 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ...core.augment import Augment
 from ...config import FitConfig
-from ...core.data.cache import feature_cache_dir, memoised
+from ...core.bundle import _sha256
+from ...core.data.cache import digest, memoised
 from ...core.data.images import _cache_key, decode_cached
+from ...core.data.loader import MultimodalLoader
 from ...core.data.multimodal import ImageTextTable, read_image_text_table
 from ...core.data.split import stratified_split, write_manifest
-from ...errors import ConfigError, DataError
+from ...core.data.text_loader import pad_batch
 from ...core.metrics import classification_metrics
 from ...core.models import create_model
 from ...core.models.fusion import FusionHead
-from ...core.models.text import masked_pool
+from ...core.models.text import hf_model_path, load_tokenizer, masked_pool
 from ...core.run import FitResult, Run, finish, train_model
+from ...core.strategies.fusion import FusionSupervised
 from ...core.tokenizer import TOKENIZER_DIR, TextEncoding
+from ...errors import ConfigError, DataError
 
 log = logging.getLogger("tuneforge")
 TASK = "image-text-classification"
@@ -71,92 +73,10 @@ def _read(cfg: FitConfig, path: str | Path, allow_missing: bool) -> ImageTextTab
                                  strict=cfg.strict, allow_missing=allow_missing, encoding=cfg.encoding)
 
 
-def _cache_path(cfg: FitConfig, kind: str, key: str) -> Path | None:
-    root = feature_cache_dir(cfg.cache_dir)
-    return root / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors" if root else None
-
-
-def _cached(path: Path | None, compute) -> torch.Tensor:
-    return memoised(path, lambda: {"x": compute()})["x"]
-
-
 @torch.inference_mode()
 def _batched(fn, n: int, batch_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     out = [fn(slice(i, i + batch_size)).to(dtype) for i in range(0, n, batch_size)]
     return torch.cat(out)
-
-
-class MultimodalLoader:
-    """(dict batch, labels) from per-row inputs: tensors are gathered, "input_ids" (lists of
-    ids) padded to the batch's longest. Epoch e's order depends only on (seed, e)."""
-
-    def __init__(self, inputs: dict, labels: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 pad_id: int = 0):
-        self.inputs, self.labels = inputs, labels
-        self.batch_size, self.shuffle, self.seed, self.pad_id = batch_size, shuffle, seed, pad_id
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
-    def collate(self, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        batch = {}
-        for k, v in self.inputs.items():
-            if k == "input_ids":
-                seqs = [v[i] for i in idx.tolist()]
-                t = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), t), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(seqs), t), dtype=torch.long)
-                for r, s in enumerate(seqs):
-                    ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-                    mask[r, :len(s)] = 1
-                batch["input_ids"], batch["attention_mask"] = ids, mask
-            else:
-                batch[k] = v[idx]
-        return batch, self.labels[idx]
-
-    def epoch(self, epoch: int = 0):
-        n = len(self.labels)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)) \
-            if self.shuffle else torch.arange(n)
-        for i in range(len(self)):
-            yield self.collate(order[i * self.batch_size:(i + 1) * self.batch_size])
-
-    def __iter__(self):
-        return self.epoch(0)
-
-
-class FusionSupervised:
-    """Cross-entropy on dict batches, with modality dropout: a row that has both inputs loses
-    one of them (chosen evenly) with probability `p`, so the model learns to predict from either.
-    Raw images (a trained image encoder) get the batch augmentations."""
-
-    def __init__(self, modality_dropout: float = 0.0, label_smoothing: float = 0.0, augment: str = "none"):
-        self.p, self.label_smoothing = modality_dropout, label_smoothing
-        self.augment = Augment(augment)
-
-    def train_step(self, model, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        x, y = batch
-        x = dict(x)
-        if "images" in x:
-            x["images"] = self.augment(x["images"].float().div_(255.0), generator)
-        if self.p > 0 and "has_image" in x and "has_text" in x:
-            both = (x["has_image"] > 0) & (x["has_text"] > 0)
-            drop = (torch.rand(len(y), generator=generator) < self.p) & both
-            which = torch.rand(len(y), generator=generator) < 0.5
-            x["has_image"] = x["has_image"] * ~(drop & which)
-            x["has_text"] = x["has_text"] * ~(drop & ~which)
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        return {"loss": loss, "logits": logits, "targets": y}
-
-    def eval_step(self, model, batch) -> dict[str, torch.Tensor]:
-        x, y = batch
-        logits = model(x)
-        return {"loss": F.cross_entropy(logits.float(), y), "logits": logits, "targets": y}
 
 
 def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool) -> tuple[dict[str, ImageTextTable], dict, list[str], dict]:
@@ -194,7 +114,6 @@ def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool) -> tuple[di
 def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
     """Fit a fusion model (or a one-modality baseline) on an image+text table."""
     run_dir = run.dir
-    from ...core.models.text import hf_model_path, load_tokenizer
 
     mods = modalities(cfg)
     both = len(mods) == 2
@@ -274,9 +193,9 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                 which = torch.nonzero(has_image).flatten()
                 big = len(which) * b.image_dim * max(1, (image_size // 32) ** 2) * 4 > (2 << 30)
                 model.eval()
-                feats = _cached(_cache_path(cfg, "image", key), lambda: _batched(
+                feats = memoised(cfg.cache_dir, f"image-{digest(key)}", lambda: {"x": _batched(
                     lambda s: b.image_tokens(images[which[s]]), len(which), cfg.eval_batch_size,
-                    torch.bfloat16 if big else torch.float32))
+                    torch.bfloat16 if big else torch.float32)})["x"]
                 if not tokens:
                     feats = feats.float().mean(1, keepdim=True)  # = the backbone's pool (global average)
                 full = torch.zeros((len(table),) + feats.shape[1:], dtype=feats.dtype)
@@ -288,15 +207,12 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
         if "text" in mods:
             inp["has_text"] = has_text.float()
             if cfg.cache_features and model.encoder_frozen("text"):
-                key = f"{cfg.text_model}:{cfg.pretrained}:{cfg.max_length}:" + hashlib.sha256(json.dumps(ids).encode()).hexdigest()
-                t = max(map(len, ids))
-                pad = torch.full((len(ids), t), enc.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(ids), t), dtype=torch.long)
-                for r, s in enumerate(ids):
-                    pad[r, :len(s)], mask[r, :len(s)] = torch.as_tensor(s), 1
+                key = f"{cfg.text_model}:{cfg.pretrained}:{cfg.max_length}:" + digest(json.dumps(ids), length=64)
+                padded = pad_batch(ids, None, enc.pad_id)
+                pad, mask = padded["input_ids"], padded["attention_mask"]
                 model.eval()
-                feats = _cached(_cache_path(cfg, "text", key), lambda: _batched(
-                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size))
+                feats = memoised(cfg.cache_dir, f"text-{digest(key)}", lambda: {"x": _batched(
+                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size)})["x"]
                 if tokens:
                     inp["text_tokens"], inp["text_mask"] = feats, mask
                 else:  # the encoder's own pooling of the cached token states
@@ -372,7 +288,6 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
             "data": {"train_file": str(cfg.data), "image_column": cfg.image_column, "text_column": cfg.text_column,
                      "label_column": cfg.label_column, "image_root": cfg.image_root, "encoding": cfg.encoding}}
     if enc is not None:
-        from ...core.bundle import _sha256
         bundle = run_dir / "model"
         bundle.mkdir(parents=True, exist_ok=True)
         saved = bundle / enc.save(bundle)

@@ -1,5 +1,5 @@
 """`tuneforge pretrain --method mlm`: continued masked-language-model pretraining of a text
-encoder (minilm or hf:PATH) on unlabeled text, through the same `core.run.train` as everything else.
+encoder (minilm or hf:PATH) on unlabeled text, through the same `core.run.train_model` as everything else.
 
     tuneforge pretrain --method mlm --model minilm --data reviews.csv --text-column text --max-minutes 10
     tuneforge fit --data labelled.csv --model minilm --init runs/pretrain-mlm-...   # starts from it
@@ -25,20 +25,21 @@ import time
 import numpy as np
 import torch
 
+from safetensors.torch import save_file
+
 from ...core.data import stratified_split, subsample_per_class
+from ...core.data.text import read_text_file
 from ...core.data.text_loader import SequenceBatchLoader
 from ...core.data.unlabeled import load_unlabeled_texts
 from ...core.engine.callbacks import EpochMeasure
-from ...errors import DataError
-from ...core.strategies.mlm import MLM, MaskedLM
-from safetensors.torch import save_file
-
 from ...core.models import create_model
-from ...core.models.text import _transformers, hf_model_path, load_tokenizer
+from ...core.models.text import _transformers, hf_model_path, load_tokenizer, masked_pool
 from ...core.models.weights import BACKBONE_FILE, resolve_init
 from ...core.report import write_report
 from ...core.run import Run, train_model
+from ...core.strategies.mlm import MLM, MaskedLM
 from ...core.tokenizer import TextEncoding
+from ...errors import DataError
 from . import PretrainResult
 
 log = logging.getLogger("tuneforge")
@@ -77,7 +78,6 @@ class TextProbe(EpochMeasure):
 
     @torch.inference_mode()
     def _features(self, model: MaskedLM, ids: list) -> np.ndarray:
-        from ...core.models.text import masked_pool
         ld = SequenceBatchLoader(ids, torch.zeros(len(ids), dtype=torch.long), self.batch_size, pad_id=self.pad_id)
         out = [masked_pool(model.base(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).last_hidden_state,
                            x["attention_mask"], "mean") for x, _ in ld.epoch(0)]
@@ -103,7 +103,6 @@ def _premask(ids: list, strategy: MLM, pad_id: int, batch_size: int, seed: int) 
 
 
 def _probe(cfg, encode, pad_id: int) -> TextProbe:
-    from ...core.data.text import read_text_file
     cols = [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
     s = read_text_file(cfg.probe, cfg.text_column or "text", cfg.label_column, cols, cfg.encoding)
     s = s.subset(subsample_per_class(s.labels.numpy(), 2 * cfg.probe_per_class, cfg.seed))

@@ -2,7 +2,7 @@
 
 `setup_semi` turns the pieces `fit` already built (the model, what is trained, the supervised
 strategy for evaluation, the decoded labelled images or their cached features) into a
-`SemiModel`, a semi-supervised strategy and a `SemiLoader`; training is the same `core.run.train`,
+`SemiModel`, a semi-supervised strategy and a `SemiLoader`; training is the same `core.run.train_model`,
 the report gets a "semi" section (pseudo-labels per class)."""
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ from typing import Callable
 
 import torch
 
-from ...core.data.unlabeled import SemiLoader, load_unlabeled, relpaths
+from ...core.data.text_loader import SequenceBatchLoader, pad_batch
+from ...core.data.unlabeled import SemiLoader, load_unlabeled, load_unlabeled_texts, relpaths
 from ...core.engine.callbacks import Callback
-from ...core.strategies.semi import DEFAULT_WEIGHT, SEMI_METHODS, FeatureViews, PixelViews, SemiModel
+from ...core.models.text import extract_text_features
+from ...core.strategies.semi import DEFAULT_WEIGHT, SEMI_METHODS, FeatureViews, PixelViews, SemiModel, TextViews
+from ...errors import DataError
 
 log = logging.getLogger("tuneforge")
+
 
 class PseudoLabelLog(Callback):
     """Adds the epoch's pseudo-label counts to its record (metrics.jsonl) and keeps the totals
@@ -97,8 +101,6 @@ def _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unlabel
 def read_semi_texts(cfg, splits: dict, files: dict):
     """The unlabeled texts of `--unlabeled`, read before any model is loaded (a wrong column or
     file fails at once), without the validation and test texts; `(pool, kept indices)`."""
-    from ...core.data.unlabeled import load_unlabeled_texts
-    from ...errors import DataError
     if files.get("test") and Path(cfg.unlabeled).resolve() == Path(files["test"]).resolve():
         raise DataError(f"--unlabeled: {cfg.unlabeled} is the test file; point it at texts that are not evaluated on")
     cols = [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
@@ -117,9 +119,6 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
     test must not be trained on; the test file itself refused). `cached`: the encoder is frozen and
     its features cached: the unlabeled texts are encoded once the same way (feature views);
     otherwise the views are token views (`TextViews`) of dict batches."""
-    from ...core.data.text_loader import SequenceBatchLoader, pad_batch
-    from ...core.models.text import extract_text_features
-    from ...core.strategies.semi import TextViews
     t0 = time.perf_counter()
     pool, keep = unlabeled
     (run_dir / "unlabeled.json").write_text(json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
@@ -137,7 +136,6 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
         else:
             views = TextViews(enc.tokenizer.all_special_ids, enc.tokenizer.mask_token_id or enc.tokenizer.unk_token_id)
         unl = ids
-
         collate = functools.partial(pad_batch, pad_id=pad_id)
     log.info("unlabeled: %d texts from %s (%d left out: validation/test texts)%s (%.1fs)", len(keep), cfg.unlabeled,
              len(pool) - len(keep), ", encoded once by the frozen encoder" if cached else "", time.perf_counter() - t0)
