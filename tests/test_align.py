@@ -106,6 +106,39 @@ def test_recall_on_train_and_chance(flickr_run, flickr_small, cache):
     assert test["n_images"] == 4 and test["n_texts"] == 20 and test["chance"]["text_to_image"]["R@1"] == 0.25
 
 
+def test_align_resume_is_exact(flickr_small, cache, tmp_path, monkeypatch, capsys):
+    """Interrupted after 2 of 4 epochs, `align --resume RUN` (the CLI flag) ends with the heads,
+    losses and recalls of the uninterrupted run, bit for bit (flip on: the per-epoch view draws too)."""
+    from tuneforge.core.engine import Engine
+    d = flickr_small["dir"]
+    kw = dict(data=str(d / "captions.csv"), image_root=str(d / "images"), train_list=str(d / "train.txt"),
+              val_list=str(d / "val.txt"), test_list=str(d / "test.txt"), image_size=SIZE, epochs=4, batch_size=32,
+              patience=0, lr=3e-3, flip=True, cache_dir=cache, threads=1, progress=False)
+    full = A.align(out=str(tmp_path / "full"), **kw)
+    original = Engine.train_epoch
+
+    def interrupted(self, loader, epoch):  # Ctrl-C in the third epoch
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, loader, epoch)
+    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    cut = A.align(out=str(tmp_path / "cut"), **kw)
+    assert cut.report["stopped_because"] == "interrupted" and cut.report["epochs_run"] == 2
+    monkeypatch.setattr(Engine, "train_epoch", original)
+
+    assert cli_main(["align", "--resume", str(tmp_path / "cut")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["run"] == str(tmp_path / "cut")
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [h["train_loss"] for h in a["engine"]["history"]] == [h["train_loss"] for h in b["engine"]["history"]]
+    resumed = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert resumed["epochs_run"] == 4 and resumed["retrieval"] == full.report["retrieval"]
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
 def test_retrieval_metrics_exact():
     img = torch.eye(3)
     txt = torch.eye(3)[[0, 0, 1, 2, 1]]  # captions 0,1 of image 0; 2,4 of image 1; 3 of image 2
