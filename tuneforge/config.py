@@ -4,7 +4,9 @@ key and one keyword argument of the Python API; help texts and allowed values li
 A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Arch`, `Sequence`,
 `Fusion`, `Semi`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
 reads, with its own checks (`_check`). A verb's settings class inherits the groups it offers:
-`FitConfig`, `PretrainConfig`, `AlignConfig`. A kind of task (tuneforge/tasks/<kind>) says which
+`FitConfig`, `PretrainConfig`, `AlignConfig`; the verbs that use a trained model have one small
+class each (`EvaluateConfig` ... `EmbedConfig`, `COMMANDS`), whose positional arguments and required
+settings are marked in the field's metadata (`opt(..., positional=True)`). A kind of task (tuneforge/tasks/<kind>) says which
 groups it reads; a setting from another group is refused naming the flag and the kind
 (`refuse_unread`). Validation errors name the flag and list what is allowed.
 
@@ -23,8 +25,14 @@ from .errors import ConfigError
 from .recipes import RECIPES
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, short: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, "short": short})
+def opt(default: Any, help: str, choices: tuple | None = None, short: str | None = None, *, positional: bool = False,
+        nargs: str | None = None, append: bool = False, required: bool = False, metavar: str | None = None) -> Any:
+    """A setting. `positional`: given on the command line without a flag (`tuneforge evaluate RUN`),
+    never in a --config file; `nargs`: argparse's, for list settings; `append`: a repeatable flag
+    collecting a list; `required`: no default, checked after a --config file and the flags are merged
+    (so a required flag may come from the file); `metavar`: the placeholder shown in --help."""
+    return field(default=default, metadata={"help": help, "choices": choices, "short": short, "positional": positional,
+                                            "nargs": nargs, "append": append, "required": required, "metavar": metavar})
 
 
 def flag(name: str) -> str:
@@ -490,6 +498,200 @@ class AlignConfig(AlignHeads, Table, Text, Image, Optim, Run):
             raise ConfigError(f"--val-fraction and --test-fraction must sum to < 1, got {self.val_fraction}, {self.test_fraction}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+# --------------------------------------------------------------------------- the verbs that use a trained model
+
+# The same tuples as tuneforge/deploy/export.py's FORMATS and deploy/predictor.py's BACKENDS (tests/test_cli.py
+# checks they agree): config sits below deploy and cannot import them, yet allowed values belong here.
+EXPORT_FORMATS = ("safetensors", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+RUN_HELP = "run folder or bundle"
+ALIGNED_HELP = "run folder of `tuneforge align` (or its model/ bundle)"
+FEATURE_CACHE_HELP = "feature cache ('' disables; default: $TUNEFORGE_CACHE or ~/.cache/tuneforge)"
+
+
+def display_name(f: dataclasses.Field) -> str:
+    """How a user names a setting: RUN for a positional argument, --flag-name otherwise."""
+    if f.metadata.get("positional"):
+        return f.metadata.get("metavar") or f.name.upper()
+    return flag(f.name)
+
+
+@dataclass
+class Command(Settings):
+    """Base of a verb's settings that are not a training run's: required settings are checked
+    once the --config file and the flags are merged."""
+
+    def _check(self) -> None:
+        for f in fields(self):
+            if f.metadata.get("required") and getattr(self, f.name) in (None, "", []):
+                where = f"`tuneforge {self.verb} {display_name(f)} ...`" if f.metadata.get("positional") else \
+                    f"give {flag(f.name)} or `{f.name}:` in --config"
+                raise ConfigError(f"{display_name(f)} is required ({f.metadata['help']}; {where})")
+
+
+@dataclass
+class EvaluateConfig(Command):
+    """`tuneforge evaluate`: a trained model's report on labelled data of its kind."""
+    verb: ClassVar[str] = "evaluate"
+    run: str | None = opt(None, RUN_HELP, positional=True, required=True)
+    data: str | None = opt(None, "labelled data of the kind the model was trained on: class folders (their test/ "
+                                 "if present), a text or sequence table with the training columns, an image+text table",
+                           required=True)
+    out: str | None = opt(None, "report folder (default: RUN/eval-FOLDER)")
+    strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
+    cache_dir: str | None = opt(None, "decoded-image cache ('' disables)")
+    batch_size: int = opt(256, "inputs per forward pass")
+    tta: bool | None = opt(None, "flip test-time augmentation on/off (default: as the model was trained)")
+
+    def _check(self) -> None:
+        _positive(self, "batch_size")
+
+
+@dataclass
+class PredictConfig(Command):
+    """`tuneforge predict`: top-k labels, one JSON object per line (or a CSV/JSONL file)."""
+    verb: ClassVar[str] = "predict"
+    run: str | None = opt(None, RUN_HELP, positional=True, required=True)
+    paths: list[str] | None = opt(None, "image files or folders; for a text model: texts, text files (one text per "
+                                        "line) or - (lines from standard input); for an image+text model: a table, "
+                                        "images and/or texts", positional=True, nargs="+", required=True)
+    top_k: int = opt(5, "labels per input, most probable first")
+    batch_size: int = opt(256, "inputs per forward pass")
+    output: str | None = opt(None, "write to FILE.csv or FILE.jsonl instead of stdout")
+
+    def _check(self) -> None:
+        _positive(self, "top_k", "batch_size")
+
+
+@dataclass
+class ExportConfig(Command):
+    """`tuneforge export`: a portable bundle."""
+    verb: ClassVar[str] = "export"
+    run: str | None = opt(None, RUN_HELP, positional=True, required=True)
+    out: str | None = opt(None, "bundle folder to write", required=True)
+    format: str = opt("safetensors", "onnx adds model.onnx (dynamic batch), checked against PyTorch within 1e-4 on "
+                                     "real inputs", EXPORT_FORMATS)
+    quantize: str | None = opt(None, "also write model.int8.onnx (ONNX Runtime static int8) and report its test "
+                                     "accuracy change (needs --format onnx)", ("int8",))
+    data: str | None = opt(None, "inputs to check/calibrate/measure with when RUN is not a run folder with its split")
+
+
+@dataclass
+class ServeConfig(Command):
+    """`tuneforge serve`: the HTTP prediction server."""
+    verb: ClassVar[str] = "serve"
+    bundle: str | None = opt(None, "bundle or run folder (local only; never a URL)", positional=True, required=True)
+    host: str = opt("127.0.0.1", "interface to bind; 0.0.0.0 exposes the server to the network")
+    port: int = opt(8000, "TCP port")
+    token: str | None = opt(None, "require 'Authorization: Bearer TOKEN' on /v1/predict and /metrics")
+    backend: str = opt("auto", "auto: ONNX Runtime when the bundle has model.onnx", BACKENDS)
+    threads: int = opt(0, "inference threads (0: all cores)")
+    max_batch_size: int = opt(32, "micro-batching: most requests per forward pass")
+    max_wait_ms: float = opt(5.0, "micro-batching: longest wait for a batch to fill")
+    max_queue: int = opt(256, "requests waiting beyond this are refused (503)")
+    timeout_ms: float = opt(5000.0, "per-request timeout (504)")
+    max_body_mb: float = opt(10.0, "request size limit (413)")
+    busy_wait: bool = opt(False, "let ONNX Runtime's threads spin between operators (only when the server has cores "
+                                 "to itself)")
+
+    def _check(self) -> None:
+        _positive(self, "max_batch_size", "max_queue")
+
+
+@dataclass
+class BatchConfig(Command):
+    """`tuneforge batch`: a folder or a table predicted into a CSV/JSONL file."""
+    verb: ClassVar[str] = "batch"
+    run: str | None = opt(None, RUN_HELP, positional=True, required=True)
+    source: str | None = opt(None, "image folder, or a .csv/.tsv/.jsonl table with a path (or text) column",
+                             positional=True, required=True)
+    output: str | None = opt(None, "FILE.csv or FILE.jsonl", required=True)
+    column: str | None = opt(None, "the table's input column (default: path/image/file, or text)")
+    top_k: int = opt(5, "labels per input, most probable first")
+    batch_size: int = opt(64, "inputs per forward pass")
+    backend: str = opt("torch", "what runs the model (onnx, onnx-int8: the bundle's ONNX files)", BACKENDS)
+    progress: bool = opt(True, "show a progress bar")
+
+    def _check(self) -> None:
+        _positive(self, "top_k", "batch_size")
+
+
+@dataclass
+class RetrieveConfig(Command):
+    """`tuneforge retrieve`: text -> images or image -> texts with an aligned pair, or Recall@k of a table."""
+    verb: ClassVar[str] = "retrieve"
+    run: str | None = opt(None, ALIGNED_HELP, positional=True, required=True)
+    query: list[str] | None = opt(None, "text queries (with --images)", nargs="+")
+    images: str | None = opt(None, "image folder, or an embeddings file from `tuneforge embed`")
+    image: list[str] | None = opt(None, "image files or folders to find texts for (with --texts)", nargs="+")
+    texts: str | None = opt(None, "file of candidate texts, one per line")
+    top_k: int = opt(5, "results per query")
+    data: str | None = opt(None, "instead: Recall@1/5/10 over every row of this image+text table")
+    image_column: str = opt("image", "--data: the table's image-path column")
+    text_column: str = opt("caption", "--data: the table's text column")
+    image_root: str | None = opt(None, "folder the table's image paths are relative to")
+    cache_dir: str | None = opt(None, FEATURE_CACHE_HELP)
+
+    def _check(self) -> None:
+        _positive(self, "top_k")
+
+
+@dataclass
+class ZeroshotConfig(Command):
+    """`tuneforge zeroshot`: classify images by class-name prompts with an aligned pair."""
+    verb: ClassVar[str] = "zeroshot"
+    run: str | None = opt(None, ALIGNED_HELP, positional=True, required=True)
+    data: str | None = opt(None, "class folders (their test/ if present), or a plain image folder with --classes")
+    table: str | None = opt(None, "instead: a CSV/TSV/JSONL with --image-column and --label-column")
+    image_column: str = opt("image", "--table: the image-path column")
+    label_column: str | None = opt(None, "--table: the label column")
+    image_root: str | None = opt(None, "folder the table's image paths are relative to")
+    classes: str | None = opt(None, "comma-separated class names (default: the folder names / table labels)")
+    prompts: list[str] | None = opt(None, "templates with {} for the class name, averaged (default: 'a photo of a {}.')",
+                                    nargs="+")
+    class_name: list[str] | None = opt(None, "words to put into the prompts for a label (repeatable; in --config a list "
+                                             "or a mapping LABEL: WORDS); 'Footwear=shoes|sandals|flip flops' lists "
+                                             "kinds of the class, scored by the best-matching one",
+                                       append=True, metavar="LABEL=WORDS")
+    limit_per_class: int | None = opt(None, "score at most N images per class (seeded)")
+    out: str | None = opt(None, "report folder (default: RUN/zeroshot-NAME)")
+    cache_dir: str | None = opt(None, FEATURE_CACHE_HELP)
+    json: bool = opt(False, "print only the JSON summary")
+
+    def _check(self) -> None:
+        _positive(self, "limit_per_class")
+        self.class_names()
+
+    def class_names(self) -> dict[str, str]:
+        """--class-name as {label: words}; an item without words is refused naming it."""
+        items = self.class_name or []
+        if isinstance(items, dict):  # a --config file may write the mapping itself
+            items = [f"{k}={v}" for k, v in items.items()]
+        names: dict[str, str] = {}
+        for item in items:
+            if "=" not in str(item):
+                raise ConfigError(f"--class-name {item!r}: write LABEL=WORDS, e.g. 'Personal Care=cosmetics'")
+            k, v = str(item).split("=", 1)
+            if not any(part.strip() for part in v.split("|")):
+                raise ConfigError(f"--class-name {item!r}: no words after '='; write LABEL=WORDS or LABEL=kind|kind")
+            names[k.strip()] = v.strip()
+        return names
+
+
+@dataclass
+class EmbedConfig(Command):
+    """`tuneforge embed`: embeddings of a folder of images, saved once for `retrieve --images FILE`."""
+    verb: ClassVar[str] = "embed"
+    run: str | None = opt(None, ALIGNED_HELP, positional=True, required=True)
+    images: str | None = opt(None, "image folder (recursive) or file", required=True)
+    out: str | None = opt(None, "FILE.safetensors (use it as `retrieve --images FILE`)", required=True)
+    cache_dir: str | None = opt(None, FEATURE_CACHE_HELP)
+
+
+COMMANDS: tuple[type[Command], ...] = (EvaluateConfig, PredictConfig, ExportConfig, ServeConfig, BatchConfig,
+                                      RetrieveConfig, ZeroshotConfig, EmbedConfig)
 
 
 def read_yaml(path: str | Path) -> dict:

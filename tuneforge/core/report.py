@@ -1,5 +1,9 @@
 """Run report: report.json, PNG plots and one self-contained report.html, plus a rich summary.
 
+report.html is built from registered sections (`register_section`): classification, regression,
+retrieval (align's Recall@k), probe (pretraining), learning curves, skipped files and the config;
+each renders only for the reports it applies to.
+
 Plots use matplotlib's object API with the Agg canvas directly (never pyplot), so writing a
 report neither changes the process-wide backend nor leaks figures in long-running jobs.
 """
@@ -12,8 +16,9 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -300,24 +305,28 @@ def _card(label: str, value: str, sub: str = "") -> str:
             f'<div class="v">{_e(value)}</div>{sub_html}</div>')
 
 
+def _run_cards(report: dict) -> list[str]:
+    """Cards every kind of run has: best epoch, wall time, skipped files."""
+    epochs = report.get("epochs_run")
+    best = report.get("best_epoch")
+    best_txt = "—" if best is None else (f"{best} / {epochs}" if epochs is not None else str(best))
+    skipped = (report.get("data") or {}).get("skipped")
+    return [_card("Best epoch", best_txt, str(report.get("stopped_because") or "")),
+            _card("Wall time", _duration(report.get("wall_s"))),
+            _card("Skipped files", "—" if skipped is None else str(len(skipped)))]
+
+
 def _cards(report: dict) -> str:
     test, val = report.get("test") or {}, report.get("val") or {}
     f1_split = "test" if "macro_f1" in test else "val"
     f1 = test.get("macro_f1", val.get("macro_f1"))
-    epochs = report.get("epochs_run")
-    best = report.get("best_epoch")
-    best_txt = "—" if best is None else (f"{best} / {epochs}" if epochs is not None else str(best))
-    data = report.get("data") or {}
-    skipped = data.get("skipped")
     return '<div class="cards">' + "".join([
         _card("Test accuracy", _pct(test.get("accuracy")),
               f"top-5 {_pct(test['top5_accuracy'])}" if "top5_accuracy" in test else ""),
         _card("Val accuracy", _pct(val.get("accuracy")),
               f"top-5 {_pct(val['top5_accuracy'])}" if "top5_accuracy" in val else ""),
         _card("Macro F1", _num(f1), f1_split if f1 is not None else ""),
-        _card("Best epoch", best_txt, str(report.get("stopped_because") or "")),
-        _card("Wall time", _duration(report.get("wall_s"))),
-        _card("Skipped files", "—" if skipped is None else str(len(skipped))),
+        *_run_cards(report),
     ]) + "</div>"
 
 
@@ -380,51 +389,326 @@ def _img(path: Path, alt: str, css: str = "plot") -> str:
     return f'<img class="{css}" src="{_png_uri(path.read_bytes())}" alt="{_e(alt)}">'
 
 
-def render_html(report: dict, plots: dict[str, Path], errors: list[dict], cm_split: str | None) -> str:
-    """The whole report as one HTML string with every image inlined as a data URI."""
-    model = report.get("model")
-    title = f"tuneforge report — {model}" if model else "tuneforge report"
+# ---------------------------------------------------------------- sections
+#
+# report.html is made of sections. A section says whether it applies to a report dict and
+# renders its HTML (cards, tables, plots); each kind of run writes the keys its sections read:
+# classification (val/test with accuracy), regression (val/test with rmse/mae), retrieval
+# (`report["retrieval"]`, tasks/align/workflow.py) and probe (`report["probe"]` and
+# `report["heldout"]`, tasks/pretrain). A new kind of report registers its own section.
+
+
+@dataclass
+class Page:
+    """What sections render from, and where their plots go (plots/KEY.png, listed in
+    `write_report`'s result under KEY)."""
+    report: dict
+    history: list[dict] | None = None
+    examples: dict | None = None
+    plots_dir: Path = Path("plots")
+    written: dict[str, Path] = field(default_factory=dict)
+
+    def plot(self, key: str, draw: Callable[[Path], Path]) -> Path:
+        """Draw one PNG: `draw` gets the path to save to."""
+        self.written[key] = draw(self.plots_dir / f"{key}.png")
+        return self.written[key]
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    applies: Callable[[dict], bool]
+    render: Callable[[Page], str]
+    order: int
+
+
+SECTIONS: dict[str, Section] = {}
+
+
+def register_section(name: str, applies: Callable[[dict], bool], order: int = 50) -> Callable:
+    """Decorator for a function Page -> HTML (one or more <section>s or card rows):
+    `@register_section("regression", applies=lambda report: ...)`. Sections that apply are
+    rendered by `order` (kinds' metrics 10, learning curves 60, skipped files 80, config 90),
+    then in registration order."""
+    def deco(render: Callable[[Page], str]) -> Callable[[Page], str]:
+        if name in SECTIONS:
+            raise ValueError(f"report section {name!r} registered twice")
+        SECTIONS[name] = Section(name, applies, render, order)
+        return render
+    return deco
+
+
+def _splits(report: dict, *keys: str) -> list[str]:
+    """The splits (val, test) whose metrics hold any of `keys`."""
+    return [s for s in ("val", "test") if isinstance(report.get(s), dict) and any(k in report[s] for k in keys)]
+
+
+def _sig(v: Any) -> str:
+    """A metric in the data's own units: 4 significant digits, large values without an exponent."""
+    if not isinstance(v, (int, float, np.number)) or not math.isfinite(float(v)):
+        return "—"
+    v = float(v)
+    return f"{v:,.1f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+# --- classification
+
+def _classification_applies(report: dict) -> bool:
+    return bool(_splits(report, "accuracy"))
+
+
+@register_section("classification", _classification_applies, order=10)
+def _classification(page: Page) -> str:
+    """Today's cards, the metrics table, the confusion matrix and per-class table (test, else
+    val) and the most confident mistakes."""
+    report = page.report
+    classes = [str(c) for c in report.get("classes") or []]
+    parts = [_cards(report)]
+    splits = _splits_table(report)
+    if splits:
+        parts.append(_section("Metrics", splits))
+    cm_split = next((s for s in ("test", "val") if isinstance(report.get(s), dict) and report[s]), None)
+    if cm_split and report[cm_split].get("confusion_matrix"):
+        cm = report[cm_split]["confusion_matrix"]
+        names = classes if len(classes) == len(cm) else list(report[cm_split].get("per_class", {}))
+        if len(names) != len(cm):
+            names = [str(i) for i in range(len(cm))]
+        path = page.plot("confusion_matrix", lambda p: plot_confusion_matrix(
+            cm, names, p, title=f"Confusion matrix ({cm_split})"))
+        # shrunk to the page width, a big matrix's tick labels become unreadable: let it
+        # keep its natural size and scroll sideways instead
+        parts.append(_section(f"Confusion matrix ({cm_split}, row-normalised)",
+                              _img(path, "confusion matrix", "plot wide" if len(cm) > 30 else "plot")))
+    if cm_split and report[cm_split].get("per_class"):
+        parts.append(_section(f"Per-class metrics ({cm_split})", _per_class_table(report[cm_split]["per_class"])))
+    examples = page.examples
+    errors = worst_errors(examples, classes) if examples and "logits" in examples else []
+    if errors and errors[0].get("image") is not None:
+        page.plot("worst_errors", lambda p: plot_worst_errors(errors, p))
+    if errors:
+        parts.append(_section(f"Most confident mistakes (top {len(errors)})", _tiles(errors)))
+    return "".join(parts)
+
+
+# --- regression
+
+def plot_predicted_vs_true(predictions: Any, targets: Any, path: Path, title: str = "Predicted vs true") -> Path:
+    """Scatter of predictions against targets with the y = x line a perfect model lies on."""
+    pred = to_numpy(predictions).astype(np.float64).reshape(-1)
+    true = to_numpy(targets).astype(np.float64).reshape(-1)
+    fig = _new_figure(5.2, 5.0)
+    ax = fig.add_subplot()
+    ax.scatter(true, pred, s=8, alpha=0.5, edgecolors="none")
+    both = np.concatenate([pred, true])
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+    ax.plot([lo, hi], [lo, hi], color="#cf222e", lw=1, label="y = x")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, parse_math=False)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _regression_applies(report: dict) -> bool:
+    return bool(_splits(report, "rmse", "mae"))
+
+
+@register_section("regression", _regression_applies, order=10)
+def _regression(page: Page) -> str:
+    """RMSE, MAE (and R² when the metrics hold it) per split; predicted vs true when the
+    examples carry predictions and targets."""
+    report = page.report
+    splits = _splits(report, "rmse", "mae")
+    head = "test" if "test" in splits else splits[-1]
+    m = report[head]
+    cards = [_card(f"{head.capitalize()} RMSE", _sig(m.get("rmse")), f"n = {m['n']}" if "n" in m else ""),
+             _card(f"{head.capitalize()} MAE", _sig(m.get("mae")))]
+    if "r2" in m:
+        cards.append(_card(f"{head.capitalize()} R²", _num(m["r2"])))
+    if head == "test" and "val" in splits:
+        cards.append(_card("Val RMSE", _sig(report["val"].get("rmse"))))
+    parts = ['<div class="cards">' + "".join(cards + _run_cards(report)) + "</div>"]
+    r2 = any("r2" in report[s] for s in splits)
+    rows = "".join(f'<tr><td class="l">{s}</td><td>{_e(report[s].get("n", "—"))}</td><td>{_sig(report[s].get("rmse"))}</td>'
+                   f'<td>{_sig(report[s].get("mae"))}</td>' + (f'<td>{_num(report[s].get("r2"))}</td>' if r2 else "")
+                   + f'<td>{_num(report[s].get("loss"), ".4f")}</td></tr>' for s in splits)
+    parts.append(_section("Metrics", '<table><tr><th class="l">split</th><th>n</th><th>RMSE</th><th>MAE</th>'
+                                     + ("<th>R²</th>" if r2 else "") + f"<th>loss</th></tr>{rows}</table>"))
+    ex = page.examples
+    if ex and ex.get("predictions") is not None and ex.get("targets") is not None:
+        which = ex.get("split", head)
+        path = page.plot("predicted_vs_true", lambda p: plot_predicted_vs_true(
+            ex["predictions"], ex["targets"], p, f"Predicted vs true ({which})"))
+        parts.append(_section(f"Predicted vs true ({which})", _img(path, "predicted vs true")))
+    return "".join(parts)
+
+
+# --- retrieval (align)
+
+DIRECTIONS = {"text_to_image": "text → image", "image_to_text": "image → text"}
+
+
+def _retrieval_applies(report: dict) -> bool:
+    return isinstance(report.get("retrieval"), dict) and bool(report["retrieval"])
+
+
+@register_section("retrieval", _retrieval_applies, order=10)
+def _retrieval(page: Page) -> str:
+    """Recall@1/5/10 per split and direction, with the median rank and what a random ranking
+    would get (`report["retrieval"][split][direction]`, as tasks/align/workflow.py writes it)."""
+    report = page.report
+    retrieval = report["retrieval"]
+    head = "test" if "test" in retrieval else next(iter(retrieval))
+    cards = [_card(f"{head.capitalize()} {label} R@{k}", _pct((retrieval[head].get(d) or {}).get(f"R@{k}")),
+                   f"random {_pct(retrieval[head].get('chance', {}).get(d, {}).get(f'R@{k}'))}"
+                   if retrieval[head].get("chance") else "")
+             for d, label in DIRECTIONS.items() for k in (1, 5)]
+    if isinstance(report.get("temperature"), (int, float)):
+        cards.append(_card("Temperature", _num(report["temperature"], ".4f"), "learned"))
+    ks = sorted({int(k[2:]) for m in retrieval.values() for d in DIRECTIONS for k in (m.get(d) or {})
+                 if k.startswith("R@") and k[2:].isdigit()})
+    rows = []
+    for split, m in retrieval.items():
+        for d, label in DIRECTIONS.items():
+            r = m.get(d)
+            if not r:
+                continue
+            chance = m.get("chance", {}).get(d, {})
+            rows.append(f'<tr><td class="l">{_e(split)}</td><td class="l">{label}</td>'
+                        f'<td>{_e(m.get("n_images", "—"))}</td><td>{_e(m.get("n_texts", "—"))}</td>'
+                        + "".join(f'<td>{_pct(r.get(f"R@{k}"))}</td>' for k in ks)
+                        + f'<td>{_num(r.get("median_rank"), ".1f")}</td><td class="muted">{_pct(chance.get("R@5"))}</td></tr>')
+    table = ('<table><tr><th class="l">split</th><th class="l">direction</th><th>images</th><th>texts</th>'
+             + "".join(f"<th>R@{k}</th>" for k in ks) + "<th>median rank</th><th>random R@5</th></tr>"
+             + "".join(rows) + "</table>")
+    return ('<div class="cards">' + "".join(cards + _run_cards(report)) + "</div>"
+            + _section("Retrieval (Recall@k)", table))
+
+
+# --- probe (pretrain)
+
+def plot_probe(epochs: list[float], accuracy: list[float | None], heldout: list[float | None], path: Path,
+               probe_label: str = "probe accuracy") -> Path:
+    """The probe's accuracy and the held-out masked-token loss against epochs (0: before training)."""
+    panels = [(probe_label, accuracy), ("held-out MLM loss", heldout)]
+    panels = [(t, ys) for t, ys in panels if any(y is not None for y in ys)]
+    fig = _new_figure(4.6 * max(1, len(panels)), 3.4)
+    for i, (title, ys) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        pts = [(x, y) for x, y in zip(epochs, ys) if y is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+        ax.set_title(title, parse_math=False)
+        ax.set_xlabel("epoch (0: before training)")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _probe_applies(report: dict) -> bool:
+    return bool(report.get("probe") or report.get("heldout"))
+
+
+@register_section("probe", _probe_applies, order=10)
+def _probe(page: Page) -> str:
+    """Pretraining: the probe's accuracy before, after and per epoch (`report["probe"]`), and the
+    held-out masked-token loss and perplexity before/after (`report["heldout"]`, MLM)."""
+    report = page.report
+    probe, held = report.get("probe") or {}, report.get("heldout") or {}
+    kind = probe.get("kind") or (f"kNN, k = {probe['knn_k']}" if "knn_k" in probe else "kNN")
+    cards = []
+    if probe:
+        cards += [_card("Probe before", _pct(probe.get("before")), kind),
+                  _card("Probe after", _pct(probe.get("after")), kind)]
+    if held:
+        cards += [_card("Held-out MLM loss before", _num(held.get("loss_before"), ".4f"),
+                        f"perplexity {_num(held.get('perplexity_before'), '.2f')}"),
+                  _card("Held-out MLM loss after", _num(held.get("loss_after"), ".4f"),
+                        f"perplexity {_num(held.get('perplexity_after'), '.2f')}")]
+    parts = ['<div class="cards">' + "".join(cards + _run_cards(report)) + "</div>"]
+    # per epoch: epoch 0 is the measure before training; later ones are the history's records
+    hist = page.history or []
+    per_epoch = list(probe.get("per_epoch") or [])
+    losses = [h.get("heldout_mlm_loss") for h in hist]
+    n = max(len(per_epoch), len(losses) if any(v is not None for v in losses) else 0)
+    epochs = [0.0] + [float(hist[i].get("epoch", i + 1)) if i < len(hist) else float(i + 1) for i in range(n)]
+    acc = [probe.get("before")] + [per_epoch[i] if i < len(per_epoch) else None for i in range(n)] if probe else []
+    loss = [held.get("loss_before")] + [losses[i] if i < len(losses) else None for i in range(n)] if held else []
+    if n:
+        label = "probe accuracy" if not probe.get("kind") else "probe accuracy (logistic regression)"
+        path = page.plot("probe", lambda p: plot_probe(epochs, acc or [None] * len(epochs),
+                                                       loss or [None] * len(epochs), p, label))
+        rows = "".join(f'<tr><td>{int(x)}</td>' + (f"<td>{_pct(acc[i])}</td>" if acc else "")
+                       + (f'<td>{_num(loss[i], ".4f")}</td>' if loss else "") + "</tr>"
+                       for i, x in enumerate(epochs))
+        table = ('<table><tr><th>epoch</th>' + ("<th>probe accuracy</th>" if acc else "")
+                 + ("<th>held-out MLM loss</th>" if loss else "") + f"</tr>{rows}</table>")
+        parts.append(_section("Probe per epoch (0: before training)", _img(path, "probe per epoch") + table))
+    facts = [("method", report.get("method")), ("start", report.get("start")),
+             ("probe data", probe.get("folder") or probe.get("table")), ("probe", kind if probe else None),
+             ("held-out texts", held.get("texts")), ("masked tokens", held.get("masked_tokens")),
+             ("backbone", report.get("backbone"))]
+    rows = "".join(f'<tr><td class="l">{_e(k)}</td><td class="l">{_e(v)}</td></tr>' for k, v in facts if v is not None)
+    if rows:
+        parts.append(_section("Pretraining", f"<table>{rows}</table>"))
+    return "".join(parts)
+
+
+# --- every report
+
+@register_section("learning_curves", lambda report: True, order=60)
+def _learning_curves(page: Page) -> str:
+    if not page.history:
+        return ""
+    path = page.plot("learning_curves", lambda p: plot_learning_curves(page.history, p))
+    return _section("Learning curves", _img(path, "learning curves"))
+
+
+@register_section("skipped", lambda report: bool((report.get("data") or {}).get("skipped")), order=80)
+def _skipped(page: Page) -> str:
+    skipped = page.report["data"]["skipped"]
+    rows = "".join(f'<tr><td class="l">{_e(s.get("path", ""))}</td>'
+                   f'<td class="l">{_e(s.get("reason", ""))}</td></tr>'
+                   if isinstance(s, dict) else f'<tr><td class="l" colspan="2">{_e(s)}</td></tr>'
+                   for s in skipped)
+    return _section(f"Skipped files ({len(skipped)})",
+                    f'<table><tr><th class="l">path</th><th class="l">reason</th></tr>{rows}</table>')
+
+
+@register_section("config", lambda report: "config" in report, order=90)
+def _config(page: Page) -> str:
+    cfg = json.dumps(_jsonable(page.report["config"]), indent=2, default=_json_default)
+    return f"<section><details><summary>Resolved config</summary><pre>{_e(cfg)}</pre></details></section>"
+
+
+def _subtitle(report: dict) -> str:
     data = report.get("data") or {}
-    sub = [f"{data[k]} {k}" for k in ("train", "val", "test") if isinstance(data.get(k), int)]
+    sub = [f"{data[k]} {k}" for k in ("train", "val", "test", "unlabeled", "texts", "rows")
+           if isinstance(data.get(k), int) and not isinstance(data.get(k), bool)]
+    if isinstance(data.get("images"), dict):  # align: images per split
+        sub += [f"{n} {s} images" for s, n in data["images"].items() if isinstance(n, int)]
     if report.get("classes"):
         sub.insert(0, f"{len(report['classes'])} classes")
+    if report.get("kind") == "pretrain" and report.get("method"):
+        sub.insert(0, f"{report['method']} pretraining")
     if report.get("epochs_run") is not None:
         sub.append(f"{report['epochs_run']} epochs")
     if report.get("stopped_because"):
         sub.append(f"stopped: {report['stopped_because']}")
+    return " · ".join(sub)
 
-    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">{_e(" · ".join(sub))}</div>',
-             _cards(report)]
-    splits = _splits_table(report)
-    if splits:
-        parts.append(_section("Metrics", splits))
-    if "learning_curves" in plots:
-        parts.append(_section("Learning curves", _img(plots["learning_curves"], "learning curves")))
-    if "confusion_matrix" in plots:
-        # shrunk to the page width, a big matrix's tick labels become unreadable: let it
-        # keep its natural size and scroll sideways instead
-        big = len(report[cm_split]["confusion_matrix"]) > 30
-        parts.append(_section(f"Confusion matrix ({cm_split}, row-normalised)",
-                              _img(plots["confusion_matrix"], "confusion matrix",
-                                   "plot wide" if big else "plot")))
-    if cm_split and report[cm_split].get("per_class"):
-        parts.append(_section(f"Per-class metrics ({cm_split})",
-                              _per_class_table(report[cm_split]["per_class"])))
-    if errors:
-        parts.append(_section(f"Most confident mistakes (top {len(errors)})", _tiles(errors)))
-    skipped = data.get("skipped") or []
-    if skipped:
-        rows = "".join(f'<tr><td class="l">{_e(s.get("path", ""))}</td>'
-                       f'<td class="l">{_e(s.get("reason", ""))}</td></tr>'
-                       if isinstance(s, dict) else f'<tr><td class="l" colspan="2">{_e(s)}</td></tr>'
-                       for s in skipped)
-        parts.append(_section(f"Skipped files ({len(skipped)})",
-                              '<table><tr><th class="l">path</th><th class="l">reason</th></tr>'
-                              f"{rows}</table>"))
-    if "config" in report:
-        cfg = json.dumps(_jsonable(report["config"]), indent=2, default=_json_default)
-        parts.append(f"<section><details><summary>Resolved config</summary>"
-                     f"<pre>{_e(cfg)}</pre></details></section>")
+
+def render_html(page: Page) -> str:
+    """The whole report as one HTML string with every image inlined as a data URI: a title
+    and the sections that apply, in order."""
+    report = page.report
+    model = report.get("model")
+    title = f"tuneforge report — {model}" if model else "tuneforge report"
+    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">{_e(_subtitle(report))}</div>']
+    for section in sorted(SECTIONS.values(), key=lambda s: s.order):  # stable: registration order within an order
+        if section.applies(report):
+            parts.append(section.render(page))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head>"
@@ -438,14 +722,14 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
                  examples: dict | None = None) -> dict[str, Path]:
     """Write report.json, plots/*.png and report.html into `run_dir`; return what was written.
 
-    The confusion matrix and per-class table use the test split when present, else val.
-    `examples` (images, logits, targets, paths) feed the worst-errors grid. `report` is not
-    modified; callers wanting `print_summary` to show the HTML path set `html_path` themselves.
+    The sections that apply to `report` draw its plots (classification: confusion matrix and
+    per-class table of the test split when present, else val). `examples` feed the
+    worst-errors grid (images, logits, targets, paths) or, for regression, the predicted-vs-true
+    plot (predictions, targets, optionally split). `report` is not modified; callers wanting
+    `print_summary` to show the HTML path set `html_path` themselves.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    plots_dir = run_dir / "plots"
-    classes = [str(c) for c in report.get("classes") or []]
     written: dict[str, Path] = {}
 
     json_path = run_dir / "report.json"
@@ -453,25 +737,11 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
                                         allow_nan=False) + "\n")
     written["json"] = json_path
 
-    cm_split = next((s for s in ("test", "val") if isinstance(report.get(s), dict)
-                     and report[s]), None)
-    if cm_split and report[cm_split].get("confusion_matrix"):
-        cm = report[cm_split]["confusion_matrix"]
-        names = classes if len(classes) == len(cm) else list(report[cm_split].get("per_class", {}))
-        if len(names) != len(cm):
-            names = [str(i) for i in range(len(cm))]
-        written["confusion_matrix"] = plot_confusion_matrix(
-            cm, names, plots_dir / "confusion_matrix.png", title=f"Confusion matrix ({cm_split})")
-
-    if history:
-        written["learning_curves"] = plot_learning_curves(history, plots_dir / "learning_curves.png")
-
-    errors = worst_errors(examples, classes) if examples else []
-    if errors and errors[0].get("image") is not None:
-        written["worst_errors"] = plot_worst_errors(errors, plots_dir / "worst_errors.png")
-
+    page = Page(report, history, examples, run_dir / "plots")
+    html_text = render_html(page)
+    written.update(page.written)
     html_path = run_dir / "report.html"
-    _write_atomic(html_path, render_html(report, written, errors, cm_split))
+    _write_atomic(html_path, html_text)
     written["html"] = html_path
     return written
 
