@@ -755,11 +755,15 @@ def print_summary(report: dict, console=None) -> None:
 
     console = console or Console()
     table = Table(title=f"Evaluation{' — ' + str(report['model']) if report.get('model') else ''}")
-    for col in ("split", "n", "accuracy", "top-5", "macro F1", "loss"):
+    regression = _regression_applies(report) and not _classification_applies(report)
+    columns = ("split", "n", "RMSE", "MAE", "loss") if regression else ("split", "n", "accuracy", "top-5", "macro F1", "loss")
+    for col in columns:
         table.add_column(col, justify="left" if col == "split" else "right")
     for split in ("val", "test"):
         m = report.get(split)
-        if m:
+        if m and regression:
+            table.add_row(split, str(m.get("n", "—")), _sig(m.get("rmse")), _sig(m.get("mae")), _num(m.get("loss"), ".4f"))
+        elif m:
             table.add_row(split, str(m.get("n", "—")), _pct(m.get("accuracy")),
                           _pct(m.get("top5_accuracy")), _num(m.get("macro_f1")),
                           _num(m.get("loss"), ".4f"))

@@ -220,7 +220,10 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
             ym, ys = scale["target"]
             pred, target = unsort(out["predictions"]) * ys + ym, splits[name].labels * ys + ym
             report[name] = {"n": len(target), "rmse": float((pred - target).pow(2).mean().sqrt()),
-                            "mae": float((pred - target).abs().mean()), "loss": float(out["loss"])}
+                            "mae": float((pred - target).abs().mean()), "loss": float(out["loss"]),
+                            "r2": float(1 - (pred - target).pow(2).sum() / (target - target.mean()).pow(2).sum().clamp_min(1e-12))}
+            if name == "test" or "test" not in splits:  # report.html's predicted-vs-true plot
+                examples = {"predictions": pred.numpy(), "targets": target.numpy(), "split": name}
             continue
         logits = unsort(out["logits"])
         report[name] = classification_metrics(logits, splits[name].labels, classes)
