@@ -1,6 +1,8 @@
 """The Python API; the CLI verbs call exactly these functions. A thin facade: `fit` finds the
 kind of task (tuneforge/tasks registry), refuses settings that kind never reads, writes the run
-folder and hands over to the kind's own fit; the rest dispatch on a bundle's task.
+folder and hands over to the kind's own fit; evaluate, predict and batch prediction are the
+same code for every kind, through the bundle's `Task` (how it reads inputs and data, and how its
+outputs are scored) and the Predictor.
 
     import tuneforge
     run = tuneforge.fit(data="photos/", model="efficientnet_lite0", epochs=5)
@@ -11,16 +13,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from .config import AlignConfig, FitConfig, PretrainConfig, refuse_unread
 from .core.bundle import load_bundle, read_bundle_config
-from .core.data import list_images, load_image_folder
 from .core.metrics import classification_metrics
-from .core.models import Classifier
 from .core.report import print_summary, write_report
 from .core.run import FitResult, open_run, settings as run_settings, setup
+from .deploy.batch import predict_to_file
+from .deploy.export import export_bundle
 from .deploy.predictor import Predictor
 from .recipes import RECIPES
 from .tasks import PLUGINS, plugin_for
+from .tasks.align.workflow import retrieval_metrics
+from .tasks.registry import Labelled, softmax
+from .tasks.align import workflow
 
 __all__ = ["fit", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
            "embed", "pretrain", "FitResult"]
@@ -57,60 +65,74 @@ def align(config: AlignConfig | None = None, **kwargs):
 
 def retrieve(*args, **kwargs):
     """Text -> images or image -> texts with an aligned pair (tuneforge/tasks/align)."""
-    from .tasks.align.workflow import retrieve as _retrieve
-    return _retrieve(*args, **kwargs)
+    return workflow.retrieve(*args, **kwargs)
 
 
 def zeroshot(*args, **kwargs):
     """Classify images by class-name prompts with an aligned pair (tuneforge/tasks/align)."""
-    from .tasks.align.workflow import zeroshot as _zeroshot
-    return _zeroshot(*args, **kwargs)
+    return workflow.zeroshot(*args, **kwargs)
 
 
 def embed(*args, **kwargs):
     """Embeddings of a folder of images with an aligned pair, saved as safetensors."""
-    from .tasks.align.workflow import embed as _embed
-    return _embed(*args, **kwargs)
+    return workflow.embed(*args, **kwargs)
 
 
-def load(path: str | Path) -> Classifier:
-    """The model of a run folder or bundle, in eval mode."""
+def load(path: str | Path) -> torch.nn.Module:
+    """The model of a run folder or bundle, in eval mode (a Classifier; an aligned pair for
+    an `align` run)."""
     return load_bundle(path)[0]
+
+
+def _classification(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, dict]:
+    # log-probabilities, not raw logits: the loss and the report's confidences are the
+    # model's probabilities whatever the backend
+    logits = torch.from_numpy(softmax(outputs.astype(np.float64)).astype(np.float32)).clamp_min(1e-12).log()
+    return (classification_metrics(logits, torch.from_numpy(targets).long(), task.classes),
+            {**labelled.examples, "logits": logits.numpy(), "targets": targets})
+
+
+def _regression(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, None]:
+    pred = task.values(outputs)
+    err = pred - targets.astype(np.float64)
+    std = task.target[1] or 1.0
+    # "loss" as fit reports it: the MSE on the standardised target
+    t = targets.astype(np.float64)
+    return {"n": int(len(err)), "rmse": float(np.sqrt((err ** 2).mean())), "mae": float(np.abs(err).mean()),
+            "loss": float(((err / std) ** 2).mean()), "r2": float(1 - (err ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12))}, None
+
+
+def _retrieval(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, None]:
+    images = targets < 0
+    return retrieval_metrics(torch.from_numpy(outputs[images]), torch.from_numpy(outputs[~images]),
+                             torch.from_numpy(targets[~images]).long()), None
+
+
+# How `evaluate` scores a task's outputs against its targets, by `Task.score`.
+SCORES = {"classification": _classification, "regression": _regression, "retrieval": _retrieval}
 
 
 def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, strict: bool = False,
              cache_dir: str | None = None, batch_size: int = 256, threads: int = 0, progress: bool = True,
              tta: bool | None = None) -> dict:
-    """Evaluate a trained model on a class-folder tree (its test/ subfolder if it has one);
-    writes report.json/html into `out` (default RUN/eval-FOLDER) and returns the report.
-    `tta` overrides the bundle's own test-time augmentation setting. A text model takes a
-    labelled file with the columns it was trained on."""
+    """Evaluate a trained model on labelled data read as its task reads it: an image model on a
+    class-folder tree (its test/ subfolder if it has one), a text, sequence or image+text model
+    on a table with the columns it was trained on, an aligned pair on a caption table
+    (Recall@k both ways). Writes report.json/html into `out` (default RUN/eval-DATA) and
+    returns the report. `tta` overrides an image model's own test-time augmentation."""
     setup(threads)
-    if read_bundle_config(run).get("task") == "image-text-classification":  # a labelled image+text table
-        from .tasks.multimodal.evaluate import evaluate_table
-        return evaluate_table(run, data, out, batch_size, progress)
-    if read_bundle_config(run).get("task") == "text-classification":
-        from .tasks.text.evaluate import evaluate_text
-        return evaluate_text(run, data, out, batch_size, progress)
     predictor = Predictor(run)
     if tta is not None:
         predictor.pre["tta"] = "flip" if tta else None
-    data = Path(data)
-    folder = data / "test" if (data / "test").is_dir() else data
-    pre = predictor.pre
-    split = load_image_folder(folder, pre["image_size"], pre.get("resize", "crop"), classes=predictor.classes,
-                              cache_dir=cache_dir, strict=strict)
+    task = predictor.task
+    labelled = task.labelled(data, strict=strict, cache_dir=cache_dir)
     t0 = time.perf_counter()
-    probs = predictor.probabilities(split.images, batch_size)  # with the bundle's own TTA setting
-    logits = probs.clamp_min(1e-12).log()
-    report = {"model": predictor.config["model"], "classes": predictor.classes, "tta": predictor.pre.get("tta"),
-              "test": classification_metrics(logits, split.labels, predictor.classes),
-              "data": {"test": len(split), "folder": str(folder), "skipped": split.skipped},
-              "wall_s": round(time.perf_counter() - t0, 2)}
-    out = Path(out) if out else Path(predictor.config["_dir"]).parent / f"eval-{folder.resolve().name}"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = write_report(out, report, None, {"images": split.images.numpy(), "logits": logits.numpy(),
-                                             "targets": split.labels.numpy(), "paths": split.paths})
+    outputs = predictor.outputs(labelled.rows, batch_size)
+    metrics, examples = SCORES[task.score](outputs, labelled.targets, task, labelled)
+    report = {"model": predictor.config["model"], "classes": predictor.classes, **labelled.report, "test": metrics,
+              "data": labelled.info, "wall_s": round(time.perf_counter() - t0, 2)}
+    out = Path(out) if out else Path(predictor.config["_dir"]).parent / f"eval-{labelled.name}"
+    paths = write_report(out, report, None, examples)
     report["html_path"] = str(paths["html"])
     if progress:
         print_summary(report)
@@ -118,17 +140,14 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
 
 
 def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size: int = 256) -> list[dict]:
-    """Top-k labels for image files and folders; unreadable files get {"path", "error"}.
-    For a text model: strings, files (one text per line) or '-' (standard input lines),
-    each giving {"text", "label", "top"}."""
-    if read_bundle_config(run).get("task") == "image-text-classification":  # tables, images and/or texts
-        from .tasks.multimodal.evaluate import predict_rows
-        return predict_rows(run, [str(p) for p in paths], top_k, batch_size)
-    if read_bundle_config(run).get("task") == "text-classification":
-        from .tasks.text.evaluate import TextPredictor, read_inputs
-        return TextPredictor(run).predict_texts(read_inputs([str(p) for p in paths]), top_k, batch_size)
+    """One answer per input, read as the model's task reads `predict`'s arguments: image files
+    and folders ({"path", "label", "top"}, or {"path", "error"} for an unreadable file); texts,
+    files of one text per line or '-' (standard input) ({"text", "label", "top"}); numeric
+    sequences (JSON lists, or tables in the training layout; a regressor answers {"value"});
+    image+text tables, images or texts; an aligned pair's images and texts ({"embedding"})."""
     predictor = Predictor(run)
-    return predictor.predict_files(list_images(paths), top_k, batch_size)
+    rows = predictor.task.rows([str(p) for p in paths])
+    return list(predictor.iter_predict(rows, top_k, batch_size))
 
 
 # --- Deployment: export, serve, batch prediction (thin layers over tuneforge.export / tuneforge.serve) ---
@@ -140,7 +159,6 @@ def export(run: str | Path, out: str | Path, format: str = "safetensors", quanti
     real images (and model.int8.onnx with quantize='int8', its test accuracy change measured).
     `data`: images to check/calibrate/measure with when `run` is not a run folder. Returns the
     bundle's config."""
-    from .deploy.export import export_bundle
     setup(0)
     return export_bundle(run, out, format, quantize, data)
 
@@ -160,6 +178,5 @@ def batch_predict(run: str | Path, source: str | Path, output: str | Path, top_k
                   column: str | None = None, backend: str = "torch", progress: bool = True) -> dict:
     """Predict a folder of images or a table (.csv/.tsv/.jsonl with a path or text column) into
     `output` (.csv or .jsonl), with a progress bar; returns {"rows", "errors", "output"}."""
-    from .deploy.batch import predict_to_file
     setup(0)
     return predict_to_file(Predictor(run, backend=backend), source, output, top_k, batch_size, column, progress)

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..errors import BundleError
-from .models import Classifier, create_model
+from .models import aligned, create_model
 
 FORMAT = "tuneforge-bundle"
 FORMAT_VERSION = 1
@@ -25,22 +26,37 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_bundle(out: str | Path, model: Classifier, meta: dict) -> Path:
-    """meta: {"model", "model_args", "classes", "preprocessing": {...}, "metrics": {...}, ...}."""
+def save_bundle(out: str | Path, model: nn.Module, meta: dict, tokenizer=None) -> Path:
+    """Write a bundle: the weights, config.json and the model card. meta: {"task", "model",
+    "model_args", "classes", "preprocessing": {...}, "metrics": {...}, ...} (task defaults to
+    image-classification). `tokenizer`: a TextEncoding (or anything with `save(folder) -> name`)
+    whose files go beside the weights, listed with their checksums in `files` as every other
+    file is, so `load_bundle` verifies them before use. The one writer of bundles: classifiers
+    and aligned pairs alike."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.safetensors"
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
+    files = dict(meta.get("files") or {})
+    if tokenizer is not None:
+        saved = out / tokenizer.save(out)
+        files.update({f.relative_to(out).as_posix(): _sha256(f)
+                      for f in sorted([saved] if saved.is_file() else saved.rglob("*")) if f.is_file()})
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": "image-classification",
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "weights_sha256": _sha256(weights), **meta}
+    if files:
+        config["files"] = files
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "README.md").write_text(model_card(config))
     return out
 
 
 def model_card(config: dict) -> str:
+    """The bundle's README.md, from its config."""
+    if config.get("task") == aligned.TASK:
+        return aligned.model_card(config)
     m = config.get("metrics", {})
     lines = [f"# {config.get('name', config['model'])}", "",
              f"{config.get('task', 'image-classification')} model ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
@@ -110,8 +126,17 @@ def bundle_file(config: dict, name: str) -> Path:
     return path
 
 
-def load_bundle(path: str | Path) -> tuple[Classifier, dict]:
-    """(model in eval mode, config). Verifies the checksum before reading any weight."""
+def build_model(config: dict) -> nn.Module:
+    """The untrained module a bundle's config describes (its weights are loaded next)."""
+    if config.get("task") == aligned.TASK:  # an aligned pair: two encoders and the heads, no classes
+        return aligned.from_config(config)
+    return create_model(config["model"], len(config["classes"]), config["preprocessing"]["image_size"],
+                        pretrained=False, **config.get("model_args", {}))
+
+
+def load_bundle(path: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, config). Verifies every checksum (weights, tokenizer files, ONNX
+    models) before reading any weight."""
     config = read_bundle_config(path)
     weights = Path(config["_dir"]) / "model.safetensors"
     if not weights.is_file():
@@ -120,13 +145,13 @@ def load_bundle(path: str | Path) -> tuple[Classifier, dict]:
         raise BundleError(f"{weights}: checksum does not match config.json (truncated or modified); "
                           "export the bundle again")
     for name in config.get("files", {}):
-        bundle_file(config, name)  # tokenizer files, ONNX models: all verified before use
-    model = create_model(config["model"], len(config["classes"]), config["preprocessing"]["image_size"],
-                         pretrained=False, **config.get("model_args", {}))
+        bundle_file(config, name)
+    model = build_model(config)
     try:
         state = load_file(str(weights))
         model.load_state_dict(state)
     except Exception as e:
-        raise BundleError(f"{weights}: weights do not fit {config['model']} ({e})") from e
+        what = config["model"] if isinstance(config["model"], str) else "the model described in config.json"
+        raise BundleError(f"{weights}: weights do not fit {what} ({e})") from e
     model.eval()
     return model, config

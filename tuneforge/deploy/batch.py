@@ -9,65 +9,46 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..core.data.images import list_images
 from ..errors import ConfigError, DataError
+from ..tasks.registry import TABLES
 from .predictor import Predictor
 
-TABLES = (".csv", ".tsv", ".jsonl", ".ndjson")
 OUTPUTS = (".csv", ".jsonl")
 
 
-def _table_rows(path: Path, column: str | None, task_inputs: tuple[str, ...]) -> tuple[list[dict], str]:
-    """Rows of a table with an `image` (path, relative to the table's folder) or `text` field,
-    and the column used. The column defaults to 'path'/'image' or 'text', by the model's input."""
-    try:
-        if path.suffix in (".jsonl", ".ndjson"):
-            rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-        else:
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the table ({e})") from None
-    if not rows:
-        raise DataError(f"{path}: the table has no rows")
-    names = list(rows[0])
-    wanted = [column] if column else (["text"] if "text" in task_inputs and "image" not in task_inputs else ["path", "image", "file"])
-    col = next((c for c in wanted if c in names), None)
-    if col is None:
-        raise DataError(f"{path}: no column {' or '.join(repr(w) for w in wanted)} (columns: {', '.join(names)}); "
-                        "choose one with --column")
-    out = []
-    for r in rows:
-        if "image" in task_inputs and col != "text":
-            p = Path(str(r[col]))
-            out.append({**r, "image": p if p.is_absolute() else path.parent / p})
-        else:
-            out.append({**r, "text": str(r[col])})
-    return out, col
-
-
 def input_rows(source: str | Path, predictor: Predictor, column: str | None = None) -> list[dict]:
-    """A folder (images, recursively), an image file, or a table -> rows for Predictor.iter_predict."""
+    """A table (read by the training readers, as the model's task reads it), or a folder or
+    file of inputs -> rows for Predictor.iter_predict."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
     if source.is_file() and source.suffix.lower() in TABLES:
-        return _table_rows(source, column, predictor.task.inputs)[0]
-    if "image" not in predictor.task.inputs:
-        raise DataError(f"{source}: this {predictor.task.name} model needs a table with a text column")
-    return [{"path": str(f), "image": f} for f in list_images([source])]
+        return predictor.task.table_rows(source, column)
+    return predictor.task.folder_rows(source)
 
 
-def _writer(out: Path, stream) -> Iterator[None]:
+# A CSV row's answer columns by how the task scores (Task.score); a JSONL row keeps the answer as it is.
+ANSWERS = {"classification": ("label", "probability", "top"), "regression": ("value",), "retrieval": ("input", "embedding")}
+
+
+def _cell(key: str, r: dict) -> str:
+    if key == "probability":
+        return str(r["top"][0]["probability"]) if "top" in r else ""
+    if key == "top":
+        return ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
+    if key == "embedding":
+        return ";".join(f"{v:.6g}" for v in r.get("embedding", []))
+    return str(r.get(key, ""))
+
+
+def _writer(out: Path, stream, answers: tuple[str, ...] = ANSWERS["classification"]) -> Iterator[None]:
     """A coroutine-like generator: send it result rows, it writes them."""
     if out.suffix == ".csv":
         w = None
         while True:
             r = yield
-            flat = {k: v for k, v in r.items() if k not in ("top", "label", "error")}
-            row = {**{k: ("" if v is None else str(v)) for k, v in flat.items()}, "label": r.get("label", ""),
-                   "probability": r["top"][0]["probability"] if "top" in r else "",
-                   "top": ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", [])),
+            flat = {k: v for k, v in r.items() if k not in ("top", "error", *answers)}
+            row = {**{k: ("" if v is None else str(v)) for k, v in flat.items()}, **{a: _cell(a, r) for a in answers},
                    "error": r.get("error", "")}
             if w is None:
                 w = csv.DictWriter(stream, fieldnames=list(row), extrasaction="ignore")
@@ -94,7 +75,7 @@ def predict_to_file(predictor: Predictor, source: str | Path, output: str | Path
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") as f, bar:
         task = bar.add_task("predict", total=len(rows))
-        sink = _writer(output, f)
+        sink = _writer(output, f, ANSWERS.get(predictor.task.score, ANSWERS["classification"]))
         next(sink)
         for r in predictor.iter_predict(rows, top_k, batch_size, on_progress=lambda n: bar.advance(task, n)):
             sink.send(r)

@@ -68,33 +68,31 @@ def _images(task: Task, files: list[Path]) -> tuple[dict[str, np.ndarray], np.nd
 
 
 def _table_check_batch(task: Task, config: dict, src: Path, data: str | Path | None) -> dict[str, np.ndarray]:
-    """Real inputs for checking a text or image+text ONNX export: the first rows of `--data` or
-    of the table the model was trained on (the bundle's `data.train_file`), read with the
-    training columns. An image+text batch also holds an image-only and a text-only row, so the
-    exported graph is proved on the missing-input path the server uses."""
+    """Real inputs for checking a non-image ONNX export (text, sequences, image+text): the first
+    readable rows of `--data` or of the table the model was trained on (the bundle's
+    `data.train_file`, or an aligned pair's `data.table`), read as the model's task reads a
+    table. A model that takes an image and a text together is also proved on one image-only and
+    one text-only row: the missing-input path the server uses."""
     d = config.get("data") or {}
-    path = Path(data) if data else Path(d.get("train_file") or "")
+    path = Path(data) if data else Path(d.get("train_file") or d.get("table") or "")
     if not path.is_file():
-        raise DataError(f"{src}: no real texts to check the ONNX export against ({path} is not there); "
+        raise DataError(f"{src}: no real inputs to check the ONNX export against ({path} is not there); "
                         "pass --data FILE (a table with the columns the model was trained on)")
-    enc, text_col = d.get("encoding", "utf-8"), d.get("text_column", "text")
-    if "image" in task.inputs:
-        from ..core.data.multimodal import read_image_text_table
-        t = read_image_text_table(path, d.get("image_column", "image"), text_col, image_root=d.get("image_root"),
-                                  allow_missing=True, encoding=enc)
-        pairs = [(im, tx) for im, tx in zip(t.images, t.texts) if im is not None and tx][:CHECK_EXAMPLES - 2]
-        if not pairs:
-            raise DataError(f"--data: {path} has no row with both an image and a text to check the ONNX export on")
-        examples = [task.prepare(image=im, text=tx) for im, tx in pairs]
-        examples += [task.prepare(image=pairs[0][0]), task.prepare(text=pairs[-1][1])]
-    else:
-        from ..core.data.text import read_rows
-        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
-        rows, _, _ = read_rows(path, cols, enc, skip_bad_rows=True, need=(text_col,))
-        texts = [str(r[text_col]) for r in rows if str(r.get(text_col) or "").strip()][:CHECK_EXAMPLES]
-        if not texts:
-            raise DataError(f"--data: {path} has no text in column {text_col!r} to check the ONNX export on")
-        examples = [task.prepare(text=t) for t in texts]
+    examples: list[dict[str, np.ndarray]] = []
+    both = None
+    for r in task.table_rows(path)[:CHECK_EXAMPLES * 4]:  # some rows may be unreadable: a few more are tried
+        if len(examples) == CHECK_EXAMPLES - 2:
+            break
+        try:
+            examples.append(task.prepare(r.get("image"), r.get("text"), r.get("values")))
+        except DataError:
+            continue
+        if both is None and r.get("image") is not None and r.get("text"):
+            both = r
+    if not examples:
+        raise DataError(f"--data: {path} has no row this {task.name} model can read to check the ONNX export on")
+    if both is not None:
+        examples += [task.prepare(image=both["image"]), task.prepare(text=both["text"])]
     return task.collate(examples)
 
 

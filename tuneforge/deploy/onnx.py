@@ -40,7 +40,8 @@ def session(path: str | Path, threads: int = 0, busy_wait: bool = True):
 
 
 def run_session(sess, batch: dict[str, np.ndarray]) -> np.ndarray:
-    return sess.run(["logits"], batch)[0]
+    """The graph's one output (`Task.output_name`: logits, or an aligned pair's embeddings)."""
+    return sess.run(None, batch)[0]
 
 
 @torch.inference_mode()
@@ -64,7 +65,7 @@ def export_onnx(model: nn.Module, task: Task, path: str | Path, check: dict[str,
         # even for a toy model, and its graphs run as fast in ONNX Runtime.
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=OPSET,
-                          input_names=list(task.input_names), output_names=["logits"],
+                          input_names=list(task.input_names), output_names=[task.output_name],
                           dynamic_axes=task.dynamic_axes(), do_constant_folding=True)
     sess = session(path)
     want = eager_logits(graph, task, check)

@@ -8,17 +8,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..errors import BundleError, ConfigError
 from ..core.bundle import bundle_file, load_bundle, read_bundle_config
-from ..tasks.registry import Task, task_for
+from ..errors import BundleError, ConfigError, DataError
+from ..tasks.registry import Task, softmax, task_for
+from .onnx import eager_logits, run_session, session
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+_softmax = softmax  # the name other modules used
 
 
 class Predictor:
@@ -51,11 +47,10 @@ class Predictor:
             if not config.get(key):
                 raise BundleError(f"{config['_dir']}: the bundle has no {backend} model; export it with "
                                   f"`tuneforge export RUN --format onnx{' --quantize int8' if key == 'onnx_int8' else ''}`")
-            from .onnx import session
             self.config = config
             self._session = session(bundle_file(config, config[key]["file"]), threads, busy_wait)
         self.task: Task = task_for(self.config)
-        self.classes: list[str] = self.config["classes"]
+        self.classes: list[str] = self.config.get("classes") or []
         self.pre: dict = self.config["preprocessing"]
 
     @property
@@ -63,13 +58,28 @@ class Predictor:
         return self.config.get("name", self.config["model"])
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """A collated batch (Task.collate) -> (N, C) logits. The torch graph is built per call:
-        `evaluate --tta/--no-tta` changes the preprocessing after loading."""
+        """A collated batch (Task.collate) -> the graph's output: (N, C) logits for a classifier,
+        (N, 1) for a regressor, (N, E) embeddings for an aligned pair. The torch graph is built
+        per call: `evaluate --tta/--no-tta` changes the preprocessing after loading."""
         if self._session is not None:
-            from .onnx import run_session
             return run_session(self._session, batch)
-        from .onnx import eager_logits
         return eager_logits(self.task.graph(self.model), self.task, batch)
+
+    def outputs(self, rows: list[dict], batch_size: int = 256) -> np.ndarray:
+        """Graph outputs of every row (for `evaluate`), in row order; a row that cannot be used
+        is a DataError. Batches are formed in length order (little padding for text) and put
+        back in row order."""
+        items = [self.prepare(r.get("image"), r.get("text"), r.get("values")) for r in rows]
+        order = sorted(range(len(items)), key=lambda i: self.task.length(items[i]))
+        out: list[np.ndarray] = []
+        for start in range(0, len(order), batch_size):
+            out.append(self.logits(self.task.collate([items[i] for i in order[start:start + batch_size]])))
+        if not out:
+            return np.zeros((0, len(self.classes)), np.float32)
+        got = np.concatenate(out)
+        result = np.empty_like(got)
+        result[np.asarray(order)] = got
+        return result
 
     def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """uint8 (N, 3, H, W) at the bundle's size -> (N, C) class probabilities, with the
@@ -78,22 +88,18 @@ class Predictor:
         out = [_softmax(self.logits({"images": images[i:i + batch_size]})) for i in range(0, len(images), batch_size)]
         return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, len(self.classes))
 
-    def prepare(self, image=None, text: str | None = None) -> dict[str, np.ndarray]:
-        """One raw example (image bytes/path/array and/or text) -> model inputs; DataError if unusable."""
-        return self.task.prepare(image=image, text=text)
+    def prepare(self, image=None, text: str | None = None, values=None) -> dict[str, np.ndarray]:
+        """One raw example (image bytes/path/array, text, or a numeric sequence) -> model inputs;
+        DataError if unusable."""
+        return self.task.prepare(image=image, text=text, values=values)
 
     def top_k(self, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
-        """Prepared examples -> [{"label", "top": [{"label", "probability"}...]}] in one batch."""
+        """Prepared examples -> one answer each, in one batch: for a classifier
+        {"label", "top": [{"label", "probability"}...]}; what else a task answers is its own
+        (`Task.results`: a value for a regressor, an embedding for an aligned pair)."""
         if not items:
             return []
-        probs = _softmax(self.logits(self.task.collate(items)).astype(np.float64))
-        k = max(1, min(k, len(self.classes)))
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        out = []
-        for p, ix in zip(probs, idx):
-            top = [{"label": self.classes[c], "probability": round(float(p[c]), 6)} for c in ix]
-            out.append({"label": top[0]["label"], "top": top})
-        return out
+        return self.task.results(self.logits(self.task.collate(items)), items, k)
 
     def predict_files(self, files: list[Path], top_k: int = 5, batch_size: int = 256,
                       on_progress: Callable[[int], None] | None = None) -> list[dict]:
@@ -103,22 +109,22 @@ class Predictor:
 
     def iter_predict(self, rows: Iterable[dict], top_k: int = 5, batch_size: int = 256,
                      on_progress: Callable[[int], None] | None = None) -> Iterable[dict]:
-        """Rows with "image" (path/bytes) and/or "text" plus any id fields -> the same rows, without
-        the raw input, with "label"/"top" or "error", in order."""
-        from ..errors import DataError
+        """Rows with "image" (path/bytes), "text" or "values" plus any id fields -> the same rows,
+        without raw pixels, with the task's answer ("label"/"top", ...) or "error", in order."""
         chunk: list[dict] = []
 
         def flush():
             prepared, good = [], []
             for r in chunk:
                 try:
-                    prepared.append(self.prepare(r.get("image"), r.get("text")))
+                    prepared.append(self.prepare(r.get("image"), r.get("text"), r.get("values")))
                     good.append(r)
                 except DataError as e:
                     r["error"] = str(e)
             results = iter(self.top_k(prepared, top_k))
             for r in chunk:
-                shown = {k: v for k, v in r.items() if k != "image"}  # ids stay, raw pixels do not
+                # ids stay, raw pixels do not; a path is shown as text
+                shown = {k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"}
                 yield {**shown, **(next(results) if "error" not in r else {})}
             if on_progress:
                 on_progress(len(chunk))

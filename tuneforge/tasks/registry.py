@@ -16,16 +16,23 @@ imports this registry imports no training code).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from torch import nn
 
-from ..errors import BundleError, ConfigError
+from ..core.data.images import list_images
+from ..core.data.text import read_rows
+from ..errors import BundleError, ConfigError, DataError
+
+log = logging.getLogger("tuneforge")
 
 TASKS: dict[str, type["Task"]] = {}
+
+ARGUMENTS = "arguments"  # what `Labelled.source` says when rows came from predict's arguments
 
 
 def register_task(name: str):
@@ -46,19 +53,42 @@ def task_for(config: dict) -> "Task":
     return TASKS[name](config)
 
 
+@dataclass
+class Labelled:
+    """What `evaluate` scores: rows for `Predictor.outputs`, their targets (class indices,
+    values, or for retrieval the image row each text row belongs to), the report's "data"
+    section, what the report shows per example beside its outputs (texts, paths, images), and
+    the name of the default output folder (RUN/eval-NAME)."""
+    rows: list[dict]
+    targets: np.ndarray
+    info: dict
+    examples: dict = field(default_factory=dict)
+    name: str = "data"
+    report: dict = field(default_factory=dict)  # extra top-level report fields (e.g. the TTA used)
+
+
 class Task:
     """Base class. `inputs` names the kinds of input the model takes; `input_names` are the
-    graph's tensor inputs, in the order the graph's forward takes them."""
+    graph's tensor inputs, in the order the graph's forward takes them; `output_name` is the
+    graph's one output. `score` names how `evaluate` scores the outputs against targets
+    ("classification", "regression" or "retrieval"; tuneforge/api.py)."""
 
     name = ""
     inputs: tuple[str, ...] = ()
     input_names: tuple[str, ...] = ()
+    output_name = "logits"
+    score = "classification"
 
     def __init__(self, config: dict):
         self.config = config
         self.pre: dict = config.get("preprocessing", {})
+        self.data: dict = config.get("data") or {}
+        self.classes: list[str] = list(config.get("classes") or [])
 
-    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None) -> dict[str, np.ndarray]:
+    # --- one example in, one batch through the graph ---
+
+    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None,
+                values: Any = None) -> dict[str, np.ndarray]:
         """One raw example -> named arrays without a batch axis. Raises DataError with a message
         the server can show when the input cannot be used."""
         raise NotImplementedError
@@ -67,9 +97,14 @@ class Task:
         """Examples from `prepare` -> one batch (default: stack; text tasks pad here)."""
         return {k: np.stack([it[k] for it in items]) for k in self.input_names}
 
+    def length(self, item: dict[str, np.ndarray]) -> int:
+        """How long an example is, so `Predictor.outputs` batches similar lengths together
+        (less padding); 0 for fixed-size inputs."""
+        return 0
+
     def graph(self, model: nn.Module) -> nn.Module:
         """The module run at inference: named batch arrays (as tensors, positional in
-        `input_names` order) -> logits. It holds the preprocessing that is not decoding."""
+        `input_names` order) -> outputs. It holds the preprocessing that is not decoding."""
         raise NotImplementedError
 
     def example_batch(self, n: int = 2) -> dict[str, np.ndarray]:
@@ -78,7 +113,86 @@ class Task:
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """ONNX axes that vary between calls (the batch axis at least)."""
-        return {**{n: {0: "batch"} for n in self.input_names}, "logits": {0: "batch"}}
+        return {**{n: {0: "batch"} for n in self.input_names}, self.output_name: {0: "batch"}}
+
+    def results(self, outputs: np.ndarray, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
+        """Graph outputs of prepared examples -> one answer each (default: classes ranked by
+        probability, {"label", "top": [{"label", "probability"}...]})."""
+        probs = softmax(outputs.astype(np.float64))
+        k = max(1, min(k, len(self.classes)))
+        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = []
+        for p, ix in zip(probs, idx):
+            top = [{"label": self.classes[c], "probability": round(float(p[c]), 6)} for c in ix]
+            out.append({"label": top[0]["label"], "top": top})
+        return out
+
+    # --- the verbs' arguments as rows: {"image" and/or "text" or "values", plus id fields} ---
+
+    def rows(self, items: list[str]) -> list[dict]:
+        """`predict`'s arguments -> rows for `Predictor.iter_predict`."""
+        raise NotImplementedError
+
+    def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
+        """A table (CSV/TSV/JSONL) -> rows for `Predictor.iter_predict`, each keeping the table's
+        own fields as ids (`batch`). The input column is `column`, else for a text model the
+        column it was trained on or 'text', else 'path', 'image' or 'file' (image paths
+        relative to the table's folder)."""
+        rows = read_table(path, self.data.get("encoding", "utf-8"), self.data.get("columns"))
+        names = list(rows[0])
+        text = "image" not in self.inputs
+        trained = [self.data["text_column"]] if self.data.get("text_column") else []
+        wanted = [column] if column else (list(dict.fromkeys(trained + ["text"])) if text else ["path", "image", "file"])
+        col = next((c for c in wanted if c in names), None)
+        if col is None:
+            raise DataError(f"{path}: no column {' or '.join(repr(w) for w in wanted)} (columns: {', '.join(names)}); "
+                            "choose one with --column")
+        if text or col == "text":
+            return [{**r, "text": r[col]} for r in rows]
+        return [{**r, "image": resolve(r[col], path.parent)} for r in rows]
+
+    def folder_rows(self, path: Path) -> list[dict]:
+        """A folder (images, recursively) or an image file given to `batch` -> rows."""
+        if "image" not in self.inputs:
+            raise DataError(f"{path}: this {self.name} model needs a table ({', '.join(TABLES)}) with a text column")
+        return [{"path": str(f), "image": f} for f in list_images([path])]
+
+    def labelled(self, data: str | Path, **options) -> Labelled:
+        """Labelled data for `evaluate` -> rows, targets and what the report says about them.
+        `options`: strict, cache_dir (image folders)."""
+        raise DataError(f"a {self.name} model cannot be evaluated on {data}")
+
+
+def read_table(path: Path, encoding: str = "utf-8", columns: str | None = None) -> list[dict]:
+    """Every readable row of a CSV/TSV/JSONL table, by the training readers (core.data.text):
+    a malformed row is skipped with a warning naming its line, not the whole batch lost.
+    `columns` ("text,label", a model's --columns) names the fields of a headerless table; a
+    table whose header has those names is read by its header."""
+    names = [c.strip() for c in columns.split(",")] if columns else None
+    rows, _, skipped = read_rows(path, None, encoding, skip_bad_rows=True)
+    if names and rows and not set(names) <= set(rows[0]):
+        rows, _, skipped = read_rows(path, names, encoding, skip_bad_rows=True)
+    if skipped:
+        log.warning("%s: skipped %d malformed rows (first: line %d, %s)", path, len(skipped), skipped[0]["line"],
+                    skipped[0]["reason"])
+    if not rows:
+        raise DataError(f"{path}: the table has no rows")
+    return rows
+
+
+def resolve(value: str, base: Path) -> Path:
+    """A path from a table: absolute as it is, else relative to `base` (the table's folder)."""
+    p = Path(str(value))
+    return p if p.is_absolute() else base / p
+
+
+TABLES = (".csv", ".tsv", ".jsonl", ".ndjson")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 def describe(task: Task) -> dict[str, Any]:
@@ -93,9 +207,8 @@ class Plugin:
     groups: the config groups its fit reads (tuneforge/config.py), less `unread` fields;
     detect: whether settings describe this kind (cheap: no model or data is loaded);
     fit: "module:function" taking (cfg, run) -> FitResult; resolve: "module:function" taking
-    cfg, for settings derived before config.yaml is written (optional);
-    evaluate / read: "module:function" for labelled data -> (rows, labels, examples) and raw
-    predict arguments -> rows, used by `evaluate`/`predict` through the Predictor."""
+    cfg, for settings derived before config.yaml is written (optional). What a kind's bundles
+    do at inference (predict, evaluate, batch, serve, export) is its `Task` (above)."""
     name: str
     groups: tuple[str, ...]
     detect: Callable[[Any], bool]

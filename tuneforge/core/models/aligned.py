@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import bundle as bundle_io  # the module, not its names: bundle.py imports this module back
 from ...errors import BundleError, ConfigError
+from ..tokenizer import TOKENIZER_DIR, TextEncoding
+from .text import load_tokenizer
 
 TASK = "image-text-alignment"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps 1/temperature at 100: sharper only overfits
@@ -167,65 +168,50 @@ class TailAndHeads(nn.Module):
         return self.embed_image(maps), self.embed_text(text_features)
 
 
-# --- the bundle: model.safetensors + config.json (+ tokenizer/), every file checksummed ---
+# --- the bundle: written and read by core/bundle.py, as every bundle is ---
 
-def _sha256(path: Path) -> str:
-    from ..bundle import _sha256 as sha
-    return sha(path)
+def from_config(config: dict) -> AlignedPair:
+    """The (untrained) pair a bundle's config.json describes."""
+    m = config["model"]
+    return AlignedPair(m["image_model"], m["text_model"], m["embed_dim"], m["head"], m.get("dropout", 0.0),
+                       image_size=config["preprocessing"]["image_size"], pretrained=False, hf_config=m["hf_config"])
+
+
+def model_card(config: dict) -> str:
+    """README.md of an aligned pair's bundle."""
+    m, metrics = config["model"], (config.get("metrics") or {}).get("test", {})
+    card = [f"# Aligned image-text pair ({m['image_model']} + {m['text_model']})", "",
+            f"{TASK}, made by tuneforge on {config['created']}: both encoders map into one "
+            f"{m['embed_dim']}-d space where a caption and its image have a high cosine.", ""]
+    if metrics:
+        card += ["## Test retrieval", "```json", json.dumps(metrics, indent=1), "```", ""]
+    if config.get("onnx"):
+        o = config["onnx"]
+        card += ["## ONNX", f"`{o['file']}`: opset {o['opset']}, dynamic batch; inputs images (uint8 NCHW), input_ids, "
+                 "attention_mask, has_image, has_text (one of the two per row); output `embeddings` (L2-normalised). "
+                 f"Checked at export: max |difference| to PyTorch {o['max_abs_diff']:.2g} on {o['checked_on']} real inputs.", ""]
+    if config.get("exported"):
+        card += [f"Exported {config['exported']}.", ""]
+    card += ["## Use", "```", 'tuneforge retrieve <this folder> --images DIR --query "a dog runs on grass"',
+             'tuneforge zeroshot <this folder> --data DIR --prompts "a photo of a {}"',
+             "tuneforge embed <this folder> --images DIR --out embeddings.safetensors",
+             "tuneforge predict <this folder> image.jpg \"a caption\"   # embeddings", "```", ""]
+    return "\n".join(card)
 
 
 def save_aligned(out: str | Path, model: AlignedPair, meta: dict, tokenizer=None) -> Path:
     """meta: {"model": {image_model, text_model, embed_dim, head, ...}, "preprocessing": {...},
     "metrics": {...}, ...}. The tokenizer is saved beside the weights, so the folder can be
     moved anywhere and still load without the original packages' files."""
-    from ..bundle import FORMAT, FORMAT_VERSION
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / "model.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
-    files: dict[str, str] = {}
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out / "tokenizer"))
-        files = {str(f.relative_to(out)): _sha256(f) for f in sorted((out / "tokenizer").rglob("*")) if f.is_file()}
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": TASK,
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "weights_sha256": _sha256(weights), "files": files, **meta}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    m = meta.get("metrics", {}).get("test", {})
-    card = [f"# Aligned image-text pair ({meta['model']['image_model']} + {meta['model']['text_model']})", "",
-            f"{TASK}, made by tuneforge on {config['created']}: both encoders map into one "
-            f"{meta['model']['embed_dim']}-d space where a caption and its image have a high cosine.", ""]
-    if m:
-        card += ["## Test retrieval", "```json", json.dumps(m, indent=1), "```", ""]
-    card += ["## Use", "```", 'tuneforge retrieve <this folder> --images DIR --query "a dog runs on grass"',
-             'tuneforge zeroshot <this folder> --data DIR --prompts "a photo of a {}"',
-             "tuneforge embed <this folder> --images DIR --out embeddings.safetensors", "```", ""]
-    (out / "README.md").write_text("\n".join(card))
-    return out
+    enc = TextEncoding(meta["preprocessing"].get("max_length", 0), tokenizer=tokenizer) if tokenizer is not None else None
+    return bundle_io.save_bundle(out, model, {"task": TASK, **meta}, tokenizer=enc)
 
 
 def load_aligned(path: str | Path) -> tuple[AlignedPair, dict, object]:
     """(model in eval mode, config, tokenizer) of an alignment run folder or its bundle.
     Every file's checksum is verified before any weight is read."""
-    from ..bundle import bundle_file, read_bundle_config
-    from .text import load_tokenizer
-    config = read_bundle_config(path)
+    config = bundle_io.read_bundle_config(path)
     if config.get("task") != TASK:
         raise BundleError(f"{config['_dir']}: a {config.get('task')!r} bundle, not an aligned pair from `tuneforge align`")
-    weights = Path(config["_dir"]) / "model.safetensors"
-    if not weights.is_file():
-        raise BundleError(f"{weights}: missing weights file")
-    if _sha256(weights) != config.get("weights_sha256"):
-        raise BundleError(f"{weights}: checksum does not match config.json (truncated or modified); train or copy it again")
-    for name in config.get("files", {}):
-        bundle_file(config, name)
-    m = config["model"]
-    model = AlignedPair(m["image_model"], m["text_model"], m["embed_dim"], m["head"], m.get("dropout", 0.0),
-                        image_size=config["preprocessing"]["image_size"], pretrained=False, hf_config=m["hf_config"])
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as e:
-        raise BundleError(f"{weights}: weights do not fit the pair described in config.json ({e})") from e
-    model.eval()
-    tokenizer = load_tokenizer(Path(config["_dir"]) / "tokenizer")
-    return model, config, tokenizer
+    model, config = bundle_io.load_bundle(path)
+    return model, config, load_tokenizer(Path(config["_dir"]) / TOKENIZER_DIR)

@@ -76,7 +76,9 @@ PREDICT_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "string", "format": "binary", "description": "an image (JPEG, PNG, ...)"},
         "text": {"type": "string", "description": "text, for text and multimodal models"}}}},
-    "application/json": {"schema": {"type": "object", "properties": {"text": {"type": "string"}}}}}}}
+    "application/json": {"schema": {"type": "object", "properties": {
+        "text": {"type": "string"},
+        "values": {"type": "array", "description": "a numeric sequence, for sequence models"}}}}}}}
 
 
 INLINE_DECODE_BYTES = 64 * 1024
@@ -111,9 +113,10 @@ def _err(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-async def _read_inputs(request: Request) -> tuple[bytes | None, str | None] | JSONResponse:
-    """(image bytes, text) from multipart or JSON, or the 4xx response saying what is wrong."""
+async def _read_inputs(request: Request) -> tuple[bytes | None, Any, Any] | JSONResponse:
+    """(image bytes, text, values) from multipart or JSON, or the 4xx response saying what is wrong."""
     ctype = request.headers.get("content-type", "")
+    values = None
     if ctype.startswith("multipart/form-data"):
         try:
             form = await request.form()
@@ -131,14 +134,18 @@ async def _read_inputs(request: Request) -> tuple[bytes | None, str | None] | JS
             body = await request.json()
         except ValueError as e:
             return _err(400, f"malformed JSON ({e})")
-        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"].strip():
-            return _err(400, 'JSON body must be {"text": "..."}; send images as multipart field \'file\'')
-        image, text = None, body["text"]
+        if isinstance(body, dict) and isinstance(body.get("values"), list) and body["values"]:
+            image, text, values = None, None, body["values"]  # a numeric sequence
+        elif not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"].strip():
+            return _err(400, 'JSON body must be {"text": "..."} (or {"values": [...]} for a sequence model); '
+                             "send images as multipart field 'file'")
+        else:
+            image, text = None, body["text"]
     else:
         return _err(415, "send multipart/form-data (field 'file' for an image, 'text' for text) or JSON {\"text\": ...}")
-    if image is None and text is None:
+    if image is None and text is None and values is None:
         return _err(400, "no input: send an image as multipart field 'file' and/or text as field 'text'")
-    return image, text
+    return image, text, values
 
 
 def create_app(bundle: str | Path, settings: ServeSettings | None = None,
@@ -239,8 +246,10 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
         took = time.perf_counter() - t0
         metrics.latency.observe(took)
         # A JSONResponse skips re-validating the answer against `Prediction` (documented only).
-        return JSONResponse({"label": ranked["label"], "top": ranked["top"][:top_k], "latency_ms": round(took * 1000, 2),
-                             "model": predictor.name})
+        # A classifier's answer is its top k; other tasks answer what Task.results gives (a value,
+        # an embedding) beside the same latency and model fields.
+        answer = {**ranked, "top": ranked["top"][:top_k]} if "top" in ranked else ranked
+        return JSONResponse({**answer, "latency_ms": round(took * 1000, 2), "model": predictor.name})
 
     @app.get("/v1/info")
     async def info(request: Request):
@@ -273,7 +282,7 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return HTMLResponse(resources.files("tuneforge.serve").joinpath("static/index.html").read_text())
+        return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text())
 
     _offline_docs(app)
     return app

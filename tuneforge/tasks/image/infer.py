@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from ...core.augment import flip_tta
-from ...core.data.images import _decode_one, decode_image
+from ...core.data.images import _decode_one, decode_image, list_images, load_image_folder
 from ...errors import DataError
-from ..registry import Task, register_task
+from ..registry import Labelled, Task, register_task
 
 
 class ImageGraph(nn.Module):
@@ -38,7 +38,8 @@ class ImageClassification(Task):
     inputs = ("image",)
     input_names = ("images",)
 
-    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None) -> dict[str, np.ndarray]:
+    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None,
+                values=None) -> dict[str, np.ndarray]:
         if image is None:
             raise DataError("this model classifies images: send an image (multipart field 'file')")
         size, resize = self.pre["image_size"], self.pre.get("resize", "crop")
@@ -68,3 +69,20 @@ class ImageClassification(Task):
     def example_batch(self, n: int = 2) -> dict[str, np.ndarray]:
         s = self.pre["image_size"]
         return {"images": np.random.default_rng(0).integers(0, 256, (n, 3, s, s), dtype=np.uint8)}
+
+    def rows(self, items: list[str]) -> list[dict]:
+        """Image files and folders (recursively)."""
+        return [{"path": str(f), "image": f} for f in list_images(items)]
+
+    def labelled(self, data: str | Path, strict: bool = False, cache_dir: str | None = None, **options) -> Labelled:
+        """A class-folder tree (its test/ subfolder if it has one), decoded by the training
+        decoder and its cache; the rows are the decoded pixels."""
+        data = Path(data)
+        folder = data / "test" if (data / "test").is_dir() else data
+        split = load_image_folder(folder, self.pre["image_size"], self.pre.get("resize", "crop"), classes=self.classes,
+                                  cache_dir=cache_dir, strict=strict)
+        images = split.images.numpy()
+        return Labelled([{"image": a} for a in images], split.labels.numpy(),
+                        {"test": len(split), "folder": str(folder), "skipped": split.skipped},
+                        {"images": images, "paths": split.paths}, folder.resolve().name,
+                        {"tta": self.pre.get("tta")})

@@ -1,4 +1,5 @@
-"""Image + text classification at inference: an image and/or a text per example."""
+"""Image + text classification at inference: an image and/or a text per example, from
+arguments, tables with the training columns, or labelled tables."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.data.images import is_image
+from ...core.data.multimodal import read_image_text_table
+from ...core.data.text import TEXT_SUFFIXES
 from ...core.tokenizer import TextEncoding
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..image.infer import ImageClassification
-from ..registry import Task, register_task
+from ..registry import Labelled, Task, read_table, register_task, resolve
+from ..text.infer import pad_ids
+
+OTHER = "other"  # the class rare labels were folded into at fit (tasks/multimodal/fit.py)
 
 
 class ImageTextGraph(nn.Module):
@@ -43,7 +50,8 @@ class ImageTextClassification(Task):
         if "text" in self.inputs:
             self.encoding = TextEncoding.load(Path(config["_dir"]), self.pre)
 
-    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None) -> dict[str, np.ndarray]:
+    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None,
+                values=None) -> dict[str, np.ndarray]:
         text = str(text) if text is not None and str(text).strip() else None
         image = None if "image" not in self.inputs else image
         text = None if "text" not in self.inputs else text
@@ -59,16 +67,13 @@ class ImageTextClassification(Task):
         return out
 
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        longest = max(len(it["input_ids"]) for it in items)
-        pad = self.encoding.pad_id if self.encoding else 0
-        ids = np.full((len(items), longest), pad, dtype=np.int64)
-        mask = np.zeros((len(items), longest), dtype=np.int64)
-        for r, it in enumerate(items):
-            ids[r, :len(it["input_ids"])] = it["input_ids"]
-            mask[r, :len(it["input_ids"])] = 1
-        return {"images": np.stack([it["images"] for it in items]), "input_ids": ids, "attention_mask": mask,
+        return {"images": np.stack([it["images"] for it in items]),
+                **pad_ids(items, self.encoding.pad_id if self.encoding else 0),
                 "has_image": np.array([it["has_image"] for it in items], np.float32),
                 "has_text": np.array([it["has_text"] for it in items], np.float32)}
+
+    def length(self, item: dict[str, np.ndarray]) -> int:
+        return len(item["input_ids"])
 
     def graph(self, model: nn.Module) -> nn.Module:
         return ImageTextGraph(model, self.pre.get("scale", 1 / 255)).eval()
@@ -81,3 +86,57 @@ class ImageTextClassification(Task):
         s = self.pre["image_size"]
         img = np.random.default_rng(0).integers(0, 256, (3, s, s), dtype=np.uint8)
         return self.collate([self.prepare(image=img, text="an example") for _ in range(n)])
+
+    def _table(self, path: str | Path, labels: bool = False):
+        d = self.data
+        return read_image_text_table(path, d["image_column"], d["text_column"], d["label_column"] if labels else None,
+                                     d.get("image_root") or None, allow_missing=True, encoding=d.get("encoding", "utf-8"))
+
+    def rows(self, items: list[str]) -> list[dict]:
+        """Each item is a table (CSV/TSV/JSONL with the columns the model was trained on: one
+        prediction per row, either input may be empty), an image file (image only), or any
+        other string (text only)."""
+        rows: list[dict] = []
+        for it in map(str, items):
+            p = Path(it)
+            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES:
+                t = self._table(p)
+                rows += [{"row": f"{p}:{n}", "image": img, "text": txt} for img, txt, n in zip(t.images, t.texts, t.rows)]
+            elif p.is_file() and is_image(p):
+                rows.append({"path": it, "image": p})
+            else:
+                rows.append({"text": it})
+        return rows
+
+    def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
+        """Every row of a table with the training columns: the image (relative to the training
+        image root, else the table's folder) and the text, either may be empty; the table's
+        fields stay as ids."""
+        if column:
+            raise ConfigError(f"--column: an image+text model reads the columns it was trained on "
+                              f"({self.data['image_column']!r} and {self.data['text_column']!r}); leave out --column")
+        d = self.data
+        rows = read_table(path, d.get("encoding", "utf-8"))
+        missing = [c for c in (d["image_column"], d["text_column"]) if c not in rows[0]]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(rows[0])}); the model was trained "
+                            f"on {d['image_column']!r} and {d['text_column']!r}")
+        base = Path(d["image_root"]) if d.get("image_root") else path.parent
+        return [{**r, "image": resolve(r[d["image_column"]].strip(), base) if r[d["image_column"]].strip() else None,
+                 "text": r[d["text_column"]] if r[d["text_column"]].strip() else None} for r in rows]
+
+    def labelled(self, data: str | Path, **options) -> Labelled:
+        """A labelled table with the columns the model was trained on; rows with one input
+        missing are kept (the model predicts from the other), labels the model lacks are counted
+        and left out (or count as "other" when rare labels were folded into it at fit)."""
+        t = self._table(data, labels=True)
+        classes = self.classes
+        labels = [l if l in classes else (OTHER if OTHER in classes else l) for l in t.labels]
+        keep = [i for i, l in enumerate(labels) if l in classes]
+        if not keep:
+            raise DataError(f"{data}: no rows with a label the model knows ({', '.join(classes[:10])}, ...)")
+        return Labelled([{"image": t.images[i], "text": t.texts[i]} for i in keep],
+                        np.array([classes.index(labels[i]) for i in keep]),
+                        {"test": len(keep), "file": str(data), "skipped": t.skipped, "unknown_labels": len(labels) - len(keep)},
+                        {"texts": [t.texts[i] or "" for i in keep], "paths": [f"{data}:{t.rows[i]}" for i in keep]},
+                        Path(data).stem, {"task": self.name})

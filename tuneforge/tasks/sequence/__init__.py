@@ -2,6 +2,7 @@
 --time-column); classified or regressed (--task regression) by lstm/gru/transformer. The fit
 shares the text fit's readers and loop (tuneforge/tasks/text/fit.py)."""
 from ..registry import Plugin, register_plugin
+from . import infer  # noqa: F401  registers the "sequence-classification" and "sequence-regression" Tasks
 
 
 def detect(cfg) -> bool:

@@ -1,16 +1,21 @@
 """Text classification at inference: the bundle's tokenizer or vocabulary, truncated to the
-training max length, padded per batch."""
+training max length, padded per batch; texts from arguments, files, standard input or a
+labelled table with the training columns."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...core.data.text import read_text_file
+from ...core.data.text_loader import pad_batch
 from ...core.tokenizer import TextEncoding
 from ...errors import DataError
-from ..registry import Task, register_task
+from ..registry import Labelled, Task, register_task
 
 
 class TextGraph(nn.Module):
@@ -25,6 +30,28 @@ class TextGraph(nn.Module):
         return self.model({"input_ids": input_ids, "attention_mask": attention_mask})
 
 
+def pad_ids(items: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:
+    """Token ids of prepared examples padded to the longest, with their mask: the training
+    collate (core.data.text_loader.pad_batch), so inference pads exactly as training did."""
+    batch = pad_batch([it["input_ids"] for it in items], torch.arange(len(items)), pad_id)
+    return {k: v.numpy() for k, v in batch.items()}
+
+
+def read_lines(items: list[str], encoding: str = "utf-8") -> list[str]:
+    """`predict`'s arguments as texts: a string is a text, an existing file gives one text per
+    line, '-' reads lines from standard input."""
+    texts: list[str] = []
+    for it in items:
+        if it == "-":
+            texts += [l.rstrip("\r\n") for l in sys.stdin if l.strip()]
+        elif os.path.isfile(it):
+            with open(it, encoding=encoding) as f:
+                texts += [l.rstrip("\r\n") for l in f if l.strip()]
+        else:
+            texts.append(it)
+    return texts
+
+
 @register_task("text-classification")
 class TextClassification(Task):
     """Texts through the tokenizer or vocabulary saved in the bundle (`tokenizer` files are
@@ -37,20 +64,18 @@ class TextClassification(Task):
         super().__init__(config)
         self.encoding = TextEncoding.load(Path(config["_dir"]), self.pre)
 
-    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None) -> dict[str, np.ndarray]:
+    def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None,
+                values=None) -> dict[str, np.ndarray]:
         if text is None or not str(text).strip():
             raise DataError('this model classifies text: send JSON {"text": "..."}')
         ids = self.encoding([str(text)])[0] or [self.encoding.pad_id]
         return {"input_ids": np.asarray(ids, dtype=np.int64)}
 
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        longest = max(len(it["input_ids"]) for it in items)
-        ids = np.full((len(items), longest), self.encoding.pad_id, dtype=np.int64)
-        mask = np.zeros((len(items), longest), dtype=np.int64)
-        for r, it in enumerate(items):
-            ids[r, :len(it["input_ids"])] = it["input_ids"]
-            mask[r, :len(it["input_ids"])] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return pad_ids(items, self.encoding.pad_id)
+
+    def length(self, item: dict[str, np.ndarray]) -> int:
+        return len(item["input_ids"])
 
     def graph(self, model: nn.Module) -> nn.Module:
         return TextGraph(model).eval()
@@ -60,3 +85,17 @@ class TextClassification(Task):
 
     def example_batch(self, n: int = 2) -> dict[str, np.ndarray]:
         return self.collate([self.prepare(text="an example") for _ in range(n)])
+
+    def rows(self, items: list[str]) -> list[dict]:
+        """Strings, files (one text per line) or '-' (standard input lines)."""
+        return [{"text": t} for t in read_lines(items, self.data.get("encoding", "utf-8"))]
+
+    def labelled(self, data: str | Path, **options) -> Labelled:
+        """A labelled file with the columns the model was trained on."""
+        d = self.data
+        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+        split = read_text_file(data, d.get("text_column", "text"), d.get("label_column", "label"), cols,
+                               d.get("encoding", "utf-8"), classes=self.classes)
+        return Labelled([{"text": t} for t in split.texts], split.labels.numpy(),
+                        {"test": len(split), "file": str(data), "skipped": split.skipped, "unknown_labels": split.unknown},
+                        {"texts": split.texts, "paths": [f"{data}:{l}" for l in split.lines]}, Path(data).name)
