@@ -186,13 +186,15 @@ def cmd_evaluate(settings: dict) -> int:
 
 def _write_predictions(results: list[dict], out: Path) -> None:
     if out.suffix == ".csv":
+        values = any("value" in r for r in results)  # a regressor answers a value, not labels
         with open(out, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "probability", "top", "error"])
+            w.writerow(["path", "label", "probability", "top", "error", *(["value"] if values else [])])
             for r in results:
                 top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
                 w.writerow([r.get("path", r.get("text")), r.get("label", ""),
-                            r["top"][0]["probability"] if "top" in r else "", top, r.get("error", "")])
+                            r["top"][0]["probability"] if r.get("top") else "", top, r.get("error", ""),
+                            *([r.get("value", "")] if values else [])])
     else:
         out.write_text("".join(json.dumps(r) + "\n" for r in results))
 

@@ -554,9 +554,10 @@ class PredictConfig(Command):
     """`tuneforge predict`: top-k labels, one JSON object per line (or a CSV/JSONL file)."""
     verb: ClassVar[str] = "predict"
     run: str | None = opt(None, RUN_HELP, positional=True, required=True)
-    paths: list[str] | None = opt(None, "image files or folders; for a text model: texts, text files (one text per "
-                                        "line) or - (lines from standard input); for an image+text model: a table, "
-                                        "images and/or texts", positional=True, nargs="+", required=True)
+    paths: list[str] | None = opt(None, "what the model reads: image files or folders; texts, text files (one text "
+                                        "per line) or - (lines from standard input); numeric sequences (JSON lists, or "
+                                        "a table in the training layout); for an image+text model: a table, images "
+                                        "and/or texts", positional=True, nargs="+", required=True)
     top_k: int = opt(5, "labels per input, most probable first")
     batch_size: int = opt(256, "inputs per forward pass")
     output: str | None = opt(None, "write to FILE.csv or FILE.jsonl instead of stdout")
