@@ -6,6 +6,7 @@ Matching texts against images is `tuneforge retrieve`; classifying images by cla
 `tuneforge zeroshot`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ class ImageTextAlignment(Task):
         out: list[dict] = []
         for it in map(str, items):
             p = Path(it)
-            if p.is_dir() or (p.is_file() and is_image(p)):
+            if os.path.isdir(it) or (os.path.isfile(it) and is_image(p)):  # os.path: a long text is no path
                 out += [{"path": str(f), "image": f} for f in list_images([p])]
             else:
                 out += [{"text": t} for t in read_lines([it], self.layout.get("encoding", "utf-8"))]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...config import FitConfig
-from ...core.bundle import _sha256
+from ...core.bundle import save_bundle
 from ...core.data.cache import digest, memoised
 from ...core.data.images import _cache_key, decode_cached
 from ...core.data.loader import MultimodalLoader
@@ -287,12 +287,8 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
             "data": {"train_file": str(cfg.data), "image_column": cfg.image_column, "text_column": cfg.text_column,
                      "label_column": cfg.label_column, "image_root": cfg.image_root, "encoding": cfg.encoding}}
-    if enc is not None:
-        bundle = run_dir / "model"
-        bundle.mkdir(parents=True, exist_ok=True)
-        saved = bundle / enc.save(bundle)
-        meta["files"] = {str(f.relative_to(bundle)): _sha256(f) for f in sorted(saved.rglob("*")) if f.is_file()}
-    return finish(run, model, report, state, meta, examples)
+    # tokenizer files go beside the weights, listed with their checksums
+    return finish(run, model, report, state, meta, examples, save=lambda d: save_bundle(d, model, meta, tokenizer=enc))
 
 
 # ---------------------------------------------------------------- prediction

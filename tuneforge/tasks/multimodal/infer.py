@@ -2,6 +2,7 @@
 arguments, tables with the training columns, or labelled tables."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +100,10 @@ class ImageTextClassification(Task):
         rows: list[dict] = []
         for it in map(str, items):
             p = Path(it)
-            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES:
+            if os.path.isfile(it) and p.suffix.lower() in TEXT_SUFFIXES:  # isfile: a long text is no path
                 t = self._table(p)
                 rows += [{"row": f"{p}:{n}", "image": img, "text": txt} for img, txt, n in zip(t.images, t.texts, t.rows)]
-            elif p.is_file() and is_image(p):
+            elif os.path.isfile(it) and is_image(p):
                 rows.append({"path": it, "image": p})
             else:
                 rows.append({"text": it})

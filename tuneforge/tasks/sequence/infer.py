@@ -7,6 +7,7 @@ regressor answers a value in the target's own units (scaled back), not classes."
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class SequenceTask(Task):
             p = Path(it)
             if it == "-":
                 out += [{"values": l.strip()} for l in sys.stdin if l.strip()]
-            elif p.is_file() and p.suffix.lower() in TEXT_SUFFIXES:
+            elif os.path.isfile(it) and p.suffix.lower() in TEXT_SUFFIXES:  # isfile: a long sequence is no path
                 out += self._sequences(p, fields=False)
             else:
                 out.append({"values": it})

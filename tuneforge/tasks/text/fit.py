@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ...config import FitConfig
-from ...core.bundle import _sha256
+from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.sequences import read_sequences, standardize
 from ...core.data.text import TextSet, Vocab, find_text_splits, read_text_file
@@ -247,10 +247,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
                         for k in ("val", "test") if k in report},
             "data": {"train_file": str(files["train"]), "train_rows": len(splits["train"]), "text_column": cfg.text_column or "text",
                      "label_column": cfg.label_column, "columns": cfg.columns, "encoding": cfg.encoding}}
-    if enc is not None:  # tokenizer / vocabulary files, listed with their checksums
-        bundle = run_dir / "model"
-        bundle.mkdir(parents=True, exist_ok=True)
-        saved = bundle / enc.save(bundle)
-        meta["files"] = {str(f.relative_to(bundle)): _sha256(f) for f in sorted([saved] if saved.is_file() else saved.rglob("*"))
-                         if f.is_file()}
-    return finish(run, model, report, state, meta, examples)
+    if seq:  # the table layout, so predict/evaluate/batch read a table as training did
+        meta["data"].update({k: getattr(cfg, k) for k in ("sequence_column", "id_column", "time_column", "feature_columns")})
+    # tokenizer / vocabulary files go beside the weights, listed with their checksums
+    return finish(run, model, report, state, meta, examples, save=lambda d: save_bundle(d, model, meta, tokenizer=enc))
