@@ -292,7 +292,6 @@ class Verb:
     run: Callable[[dict], int]
     settings: type[Settings] | None
     help: str
-    description: str = ""
 
 
 def _fit_description() -> str:
