@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .split import stratified_split
+
 
 def write_digits(out: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
     """Write train/<digit>/*.png and test/<digit>/*.png (stratified, seeded); returns `out`."""
     from sklearn.datasets import load_digits
-
-    from .split import stratified_split
 
     out = Path(out)
     d = load_digits()

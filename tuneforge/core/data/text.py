@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
+from .split import stratified_split
 
 log = logging.getLogger("tuneforge")
 
@@ -67,7 +68,6 @@ def _decode_lines(path: Path, encoding: str, skip: bool, skipped: list[dict]) ->
     try:
         codecs.lookup(encoding)
     except LookupError:
-        from ...errors import ConfigError
         raise ConfigError(f"--encoding: unknown encoding {encoding!r}") from None
     out = []
     for no, line in enumerate(raw.splitlines(keepends=True), 1):
@@ -302,5 +302,4 @@ class Vocab:
 
 
 def stratified_text_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from .split import stratified_split
     return stratified_split(labels.numpy(), fraction, seed)
