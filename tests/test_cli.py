@@ -63,7 +63,10 @@ def test_percent_in_any_generated_help_is_literal():
 
 
 def test_every_setting_is_a_flag_or_positional_and_nothing_else():
-    verbs = _subparsers(build_parser())
+    """Each setting is one argument; the parser `main` uses to find the given flags leaves the
+    others out, the one for --help shows (and an API caller of parse_args gets) the defaults."""
+    verbs = _subparsers(build_parser(defaults=False))
+    shown = _subparsers(build_parser())
     for name, verb in VERBS.items():
         if verb.settings is None:
             continue
@@ -75,6 +78,7 @@ def test_every_setting_is_a_flag_or_positional_and_nothing_else():
                 assert not a.option_strings, (name, f.name)
             else:
                 assert flag(f.name) in a.option_strings and a.default is argparse.SUPPRESS, (name, f.name)
+                assert {x.dest: x for x in shown[name]._actions}[f.name].default == f.default, (name, f.name)
         extra = set(actions) - {f.name for f in verb.settings.offered()} - {"help", "config"}
         assert not extra, (name, extra)
 

@@ -64,11 +64,12 @@ def _kinds_reading(cls: type) -> dict[str, set[str]]:
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type[Settings],
-                        kinds: dict[str, set[str]] | None = None) -> None:
+                        kinds: dict[str, set[str]] | None = None, defaults: bool = True) -> None:
     """One argument per offered field of `cls`: positional ones in order, flags otherwise.
     A class made of config groups gets one argument group per config group; with `kinds`
     (kind of data -> fields it reads) each group's description says which kinds read it, and a
-    flag that only some of them read says which."""
+    flag that only some of them read says which. `defaults=False` leaves a flag that is not given
+    out of the namespace (how `main` tells given flags from defaults)."""
     hints = typing.get_type_hints(cls)
     groups = cls.groups()
     aliases: dict[str, list[str]] = {}
@@ -103,7 +104,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type[Settings],
         if meta.get("positional"):
             target.add_argument(f.name, metavar=display_name(f), type=tp, nargs=meta.get("nargs"), help=_help(f, extra))
             continue
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help(f, extra)}
+        kw: dict = {"dest": f.name, "default": f.default if defaults else argparse.SUPPRESS, "help": _help(f, extra)}
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
@@ -323,7 +324,9 @@ VERBS: dict[str, Verb] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The `tuneforge` parser; its namespace holds every setting's default unless `defaults` is
+    False, when it holds only what the command line gave."""
     p = argparse.ArgumentParser(prog="tuneforge", description="Fine-tune pretrained models on your data, on a CPU.")
     p.add_argument("--version", action="version", version=f"tuneforge {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -336,12 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sp.add_argument("--config", metavar="FILE.yaml",
                         help="YAML file of settings, keys as the flags' names (flags given here override it)")
-        add_dataclass_flags(sp, verb.settings, _kinds_reading(verb.settings) if name == "fit" else None)
+        add_dataclass_flags(sp, verb.settings, _kinds_reading(verb.settings) if name == "fit" else None, defaults)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    build_parser().parse_args(argv)  # --help, --version and usage errors, with the defaults shown
+    # Only the flags given: they override a --config file, the file overrides the defaults.
+    args = build_parser(defaults=False).parse_args(argv)
     try:
         return args.func(settings_from(args) if args.settings is not None else {})
     except TuneforgeError as e:
