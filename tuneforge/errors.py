@@ -16,3 +16,8 @@ class DataError(TuneforgeError):
 
 class BundleError(TuneforgeError):
     """A saved model bundle or run folder is missing, truncated, tampered with or too new."""
+
+
+class StorageError(TuneforgeError):
+    """A file could not be written: disk full, read-only file system or no permission (the
+    message names the path); the previous version of the file, if any, is left as it was."""
