@@ -26,13 +26,18 @@ from .recipes import RECIPES
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, short: str | None = None, *, positional: bool = False,
-        nargs: str | None = None, append: bool = False, required: bool = False, metavar: str | None = None) -> Any:
+        nargs: str | None = None, append: bool = False, required: bool = False, metavar: str | None = None,
+        resume_safe: bool = False) -> Any:
     """A setting. `positional`: given on the command line without a flag (`tuneforge evaluate RUN`),
     never in a --config file; `nargs`: argparse's, for list settings; `append`: a repeatable flag
     collecting a list; `required`: no default, checked after a --config file and the flags are merged
-    (so a required flag may come from the file); `metavar`: the placeholder shown in --help."""
+    (so a required flag may come from the file); `metavar`: the placeholder shown in --help;
+    `resume_safe`: `--resume RUN` may change it (it does not shape what the epochs already trained
+    compute: how many more, when to stop, how to show progress, where to cache); every other
+    setting of a resumed run is its identity and a changed value is refused (core/run.py)."""
     return field(default=default, metadata={"help": help, "choices": choices, "short": short, "positional": positional,
-                                            "nargs": nargs, "append": append, "required": required, "metavar": metavar})
+                                            "nargs": nargs, "append": append, "required": required, "metavar": metavar,
+                                            "resume_safe": resume_safe})
 
 
 def flag(name: str) -> str:
@@ -125,14 +130,14 @@ class Run(Settings):
     val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")
     limit_per_class: int | None = opt(None, "use at most N training images (or texts) per class (seeded; for quick experiments)")
     seed: int = opt(0, "seed for split, order, initialisation and augmentation")
-    threads: int = opt(0, "torch compute threads (0: one per core)")
-    eval_batch_size: int = opt(256, "batch size for validation, test and prediction")
+    threads: int = opt(0, "torch compute threads (0: one per core)", resume_safe=True)
+    eval_batch_size: int = opt(256, "batch size for validation, test and prediction", resume_safe=True)
     precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
     grad_clip: float | None = opt(None, "clip the gradient norm to this value")
-    max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes")
-    tensorboard: bool = opt(True, "write TensorBoard event files")
-    progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)")
-    resume: str | None = opt(None, "continue the run in this folder from its last complete epoch")
+    max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes", resume_safe=True)
+    tensorboard: bool = opt(True, "write TensorBoard event files", resume_safe=True)
+    progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)", resume_safe=True)
+    resume: str | None = opt(None, "continue the run in this folder from its last complete epoch", resume_safe=True)
 
     def _check(self) -> None:
         if self.data is None and self.resume is None:
@@ -150,12 +155,12 @@ class Optim(Settings):
     weight_decay: float | None = opt(None, "weight decay, not applied to biases and norm layers (default: 0.05 for adamw, 5e-4 for sgd, 0 for adam)")
     momentum: float = opt(0.9, "SGD momentum (Nesterov)")
     batch_size: int = opt(64, "training batch size")
-    epochs: int = opt(10, "maximum number of epochs")
+    epochs: int = opt(10, "maximum number of epochs", resume_safe=True)
     schedule: str = opt("cosine", "learning-rate schedule (per step)", SCHEDULES)
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (may be fractional)")
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
     monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
-    patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)")
+    patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)", resume_safe=True)
 
     def _check(self) -> None:
         _positive(self, "batch_size", "epochs")
@@ -193,8 +198,8 @@ class Image(Settings):
     tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
     channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
     strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
-    cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
-    workers: int = opt(0, "processes for decoding images (0: one per core)")
+    cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)", resume_safe=True)
+    workers: int = opt(0, "processes for decoding images (0: one per core)", resume_safe=True)
 
     def _check(self) -> None:
         if self.image_size is not None and self.image_size < 8:
@@ -402,7 +407,7 @@ class PretrainConfig(MLM, SSL, Table, Text, Image, Model, Optim, Run):
     pretrained: bool = opt(True, "start from the model's packaged weights when it has them (continued pretraining); "
                                  "--no-pretrained starts from random init")
     init: str | None = opt(None, "start from a pretrain run folder or a backbone weight file instead")
-    epochs: int = opt(20, "passes over the unlabeled images")
+    epochs: int = opt(20, "passes over the unlabeled images", resume_safe=True)
     batch_size: int | None = opt(None, "images per step (each seen as two views) (default: 256; mlm: 32 texts)")
     optimizer: str | None = opt(None, "optimizer (default: sgd; mlm: adamw)", OPTIMIZERS)
     lr: float | None = opt(None, "peak learning rate (default: 0.1 for sgd, 1e-3 for adam/adamw; mlm: 1e-4)")
@@ -412,9 +417,9 @@ class PretrainConfig(MLM, SSL, Table, Text, Image, Model, Optim, Run):
                                   "accuracy after every epoch; mlm: a labelled text table (--text-column, --label-column) "
                                   "for a logistic-regression accuracy of the mean-pooled features")
     probe_per_class: int = opt(200, "probe: images (texts) per class in the kNN memory bank (probe fit) and in the queries")
-    eval_batch_size: int = opt(512, "batch size of the probe's feature extraction")
+    eval_batch_size: int = opt(512, "batch size of the probe's feature extraction", resume_safe=True)
     # There is no validation split to select on: the last epoch is the model.
-    patience: int = opt(0, "pretraining has no validation split: the last epoch is the model (0: never stop early)")
+    patience: int = opt(0, "pretraining has no validation split: the last epoch is the model (0: never stop early)", resume_safe=True)
     # Settings of the groups above that pretraining does not offer (refused by name if given).
     UNOFFERED: ClassVar[tuple[str, ...]] = (
         "val", "test", "recipe", "val_fraction", "limit_per_class", "label_smoothing", "monitor", "weights", "freeze",
@@ -477,16 +482,16 @@ class AlignConfig(AlignHeads, Table, Text, Image, Optim, Run):
     max_length: int = opt(64, "tokens kept per text")
     dropout: float = opt(0.1, "dropout on the encoder features before the projection heads")
     batch_size: int = opt(256, "pairs per training batch (each batch is one InfoNCE problem: bigger is harder)")
-    epochs: int = opt(40, "maximum number of epochs")
+    epochs: int = opt(40, "maximum number of epochs", resume_safe=True)
     lr: float | None = opt(None, "peak learning rate (default 1e-3)")
     weight_decay: float | None = opt(None, "weight decay of the heads' matrices (default: 0.05 for adamw)")
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
     monitor: str = opt("val_loss", "validation metric for early stopping and best-epoch selection", ("val_loss",))
-    patience: int = opt(5, "stop after this many epochs without improvement (0: never stop early)")
+    patience: int = opt(5, "stop after this many epochs without improvement (0: never stop early)", resume_safe=True)
     strict: bool = opt(False, "a missing image or empty caption is an error naming the row, not a skipped row")
-    cache_dir: str | None = opt(None, "feature cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)")
-    eval_batch_size: int = opt(1024, "pairs per validation batch (val loss is InfoNCE within a batch)")
-    tensorboard: bool = opt(False, "write TensorBoard event files")
+    cache_dir: str | None = opt(None, "feature cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)", resume_safe=True)
+    eval_batch_size: int = opt(1024, "pairs per validation batch (val loss is InfoNCE within a batch)", resume_safe=True)
+    tensorboard: bool = opt(False, "write TensorBoard event files", resume_safe=True)
     UNOFFERED: ClassVar[tuple[str, ...]] = (
         "val", "test", "recipe", "limit_per_class", "label_smoothing", "augment", "tta", "channels_last",
         "pooling", "label_column", "columns", "skip_bad_rows")

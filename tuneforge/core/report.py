@@ -15,7 +15,6 @@ import html
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
+from .fs import atomic_write, atomic_write_text, storage_errors
 from .metrics import to_numpy, softmax
 
 MAX_ERRORS = 24
@@ -60,10 +60,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file so a crash never leaves a half-written report behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write via a temp file (core/fs.py) so a crash never leaves a half-written report behind."""
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- plots
@@ -76,9 +74,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # bbox_inches="tight" grows the canvas to fit long rotated class names instead of clipping
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    # bbox_inches="tight" grows the canvas to fit long rotated class names instead of clipping;
+    # written atomically like every file of a run (the format named, as a file object has no suffix)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format=path.suffix[1:] or "png"))
     return path
 
 
@@ -729,7 +727,8 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
     `print_summary` to show the HTML path set `html_path` themselves.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with storage_errors(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
     json_path = run_dir / "report.json"

@@ -8,6 +8,7 @@ behind (the bundle of the best weights, report.json/html, the console summary).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 
 from .. import config as cfgmod
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import BundleError, ConfigError
 from .bundle import save_bundle
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, TimeLimit, build_optimizer, build_schedule
 from .engine.checkpoint import load_checkpoint
+from .fs import atomic_write_text, remove_stale_temps, storage_errors
 from .report import print_summary, write_report
 
 log = logging.getLogger("tuneforge")
@@ -38,11 +41,22 @@ def setup(threads: int) -> None:
 
 @dataclass
 class Run:
-    """Resolved settings, the run folder, the checkpoint to resume from and the start time."""
+    """Resolved settings, the run folder, the checkpoint to resume from and the start time.
+    `resuming`: continuing an existing run folder; nothing in it is written until the run's
+    identity (settings, data, checkpoint) is checked, then `commit()` writes config.yaml."""
     cfg: Any
     dir: Path
     resume_ckpt: dict | None = None
     t_start: float = field(default_factory=time.perf_counter)
+    resuming: bool = False
+    committed: bool = False
+
+    def commit(self) -> None:
+        """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
+        train_model, after its data and checkpoint are known to be this run's."""
+        if not self.committed:
+            write_config(self.cfg, self.dir / "config.yaml")
+            self.committed = True
 
 
 @dataclass
@@ -53,9 +67,55 @@ class FitResult:
     config: Any
 
 
+def write_config(cfg: Settings, path: Path) -> None:
+    """config.yaml, atomically (cfgmod.write_yaml's content)."""
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def resume_safe(cls: type[Settings]) -> list[str]:
+    """The settings `--resume` may change (field metadata `resume_safe`, config.py)."""
+    return [f.name for f in cls.offered() if f.metadata.get("resume_safe")]
+
+
+# Settings naming a path: the same file spelled another way (relative, absolute) is no change.
+_PATHS = ("data", "val", "test", "unlabeled", "weights", "init", "image_root", "probe")
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if name in _PATHS and isinstance(a, str) and isinstance(b, str):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return False
+
+
+def _resumed_settings(cls: type[Settings], run_dir: Path, given: dict) -> Settings:
+    """The run's own settings (its config.yaml) with the given ones laid over them, refusing
+    any change to a setting that shapes training: a resumed run must compute what the
+    uninterrupted run would have (same model, data, split, seed, optimizer...). Only the
+    `resume_safe` settings may change. Reads only; raises before anything is written."""
+    recorded = cfgmod.read_yaml(run_dir / "config.yaml")
+    forced = {"resume": str(run_dir), "out": str(run_dir)}
+    old = cfgmod.build(cls, recorded, forced)
+    new = cfgmod.build(cls, recorded, given, forced)
+    safe = set(resume_safe(cls))
+    changed = [f.name for f in cls.offered()
+               if f.name not in safe and not _same(f.name, getattr(old, f.name), getattr(new, f.name))]
+    if changed:
+        what = "; ".join(f"{cfgmod.flag(n)} {getattr(new, n)!r} (the run has {getattr(old, n)!r})" for n in changed)
+        raise ConfigError(
+            f"--resume {run_dir}: {what}: a resumed run keeps the settings it started with, so that it ends "
+            f"where the uninterrupted run would. Drop {'this flag' if len(changed) == 1 else 'these flags'}, or "
+            f"start a new run (another --out). Settings that may change on resume: "
+            f"{', '.join(cfgmod.flag(n) for n in sorted(safe - {'resume'}))}")
+    # a path given another way stays as recorded, so config.yaml does not churn
+    return cfgmod.build(cls, recorded, {k: v for k, v in given.items() if k.replace("-", "_") in safe}, forced)
+
+
 def settings(cls: type[Settings], config: Settings | None, kwargs: dict, recipes: bool = True) -> tuple[Settings, Path | None]:
     """The validated settings of a new or resumed run (a recipe laid under the given settings;
-    on --resume the run's own config.yaml under them) and the folder to resume, if any."""
+    on --resume the run's own config.yaml, of which only the resume-safe settings may change)
+    and the folder to resume, if any."""
     explicit = {**(config.explicit() if config else {}), **kwargs}
     cfg = cfgmod.build(cls, cfgmod.with_recipe(explicit) if recipes else explicit)
     resume = getattr(cfg, "resume", None)
@@ -63,23 +123,30 @@ def settings(cls: type[Settings], config: Settings | None, kwargs: dict, recipes
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").exists():
             raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
-        given = {k: v for k, v in kwargs.items() if k != "resume"}
-        cfg = cfgmod.build(cls, cfgmod.read_yaml(run_dir / "config.yaml"), given, {"resume": str(run_dir), "out": str(run_dir)})
-        return cfg.validate(), run_dir
+        given = {k: v for k, v in explicit.items() if k != "resume"}
+        return _resumed_settings(cls, run_dir, given).validate(), run_dir
     return cfg.validate(), None
 
 
 def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
-    """Create (or reopen) the run folder and write config.yaml: once, after every setting is
-    resolved, so config.yaml and report.json always agree."""
+    """Create a new run folder and write config.yaml (once, after every setting is resolved, so
+    config.yaml and report.json always agree), or reopen a run to resume: its last checkpoint
+    is read, nothing is written (see Run.commit)."""
     setup(cfg.threads)
-    run_dir = resume_dir or (Path(cfg.out) if cfg.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}")
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume_dir else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume_dir is None:
+    if resume_dir is not None:
+        last = resume_dir / "checkpoints" / "last.pt"
+        # killed before its first epoch ended: nothing to continue, the run starts at epoch 1
+        ckpt = load_checkpoint(last) if last.exists() else None
+        if ckpt is None:
+            log.info("%s has no complete epoch yet: starting it from epoch 1", resume_dir)
+        return Run(cfg, resume_dir, ckpt, resuming=True)
+    run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    with storage_errors(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    cfgmod.write_yaml(cfg, run_dir / "config.yaml")
-    return Run(cfg, run_dir, ckpt)
+    run = Run(cfg, run_dir)
+    run.commit()
+    return run
 
 
 def prepare(cls: type[Settings], config: Settings | None, kwargs: dict, name: Callable[[Any], str],
@@ -106,8 +173,18 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
     if run.resume_ckpt is not None:
-        engine.load_checkpoint(run.resume_ckpt)
+        try:
+            engine.load_checkpoint(run.resume_ckpt)
+        except (RuntimeError, KeyError, ValueError) as e:
+            # settings and data were checked; a checkpoint that still does not fit was written
+            # by another version of tuneforge or by another run
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"{run.dir / 'checkpoints' / 'last.pt'}: does not fit the model of this run's "
+                              f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
+    if run.resuming:
+        remove_stale_temps(run.dir / "checkpoints")  # left by a writer killed mid-write
+    run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
     return engine, engine.fit(train_loader, val_loader)
 
 
@@ -117,10 +194,12 @@ def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: di
     report.json/html and the console summary."""
     report["fit_s"] = round(state.get("fit_s", 0.0), 2)
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
-    if save is not None:
-        save(run.dir / "model")
-    elif meta is not None:
-        save_bundle(run.dir / "model", model, meta)
+    run.commit()
+    with storage_errors(run.dir / "model"):
+        if save is not None:
+            save(run.dir / "model")
+        elif meta is not None:
+            save_bundle(run.dir / "model", model, meta)
     paths = write_report(run.dir, report, state["history"], examples)
     report["html_path"] = str(paths["html"])
     if run.cfg.progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 
+from ..fs import atomic_write_text
 from .checkpoint import atomic_save, load_checkpoint
 
 if TYPE_CHECKING:
@@ -58,6 +60,9 @@ class EpochMeasure(Callback):
         record[self.record_key] = self.measure(engine.model)
 
 
+BEST_EPOCH = "__best_epoch__"  # the key of best.pt that says which epoch its weights are
+
+
 class EarlyStopping(Callback):
     """Stops after `patience` epochs without improvement of `monitor` (0: never stops early)
     and, however training ends (patience, last epoch, Ctrl-C), puts back the best weights."""
@@ -84,12 +89,24 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, record["epoch"], 0
             self.best_weights = copy.deepcopy(engine.model.state_dict())
-            if self.path:
-                atomic_save(self.best_weights, self.path)
+            self._unsaved = True  # best.pt is written after last.pt (after_checkpoint)
         else:
             self.bad_epochs += 1
             if self.patience and self.bad_epochs >= self.patience:
                 engine.request_stop("patience")
+
+    def after_checkpoint(self, engine: "Engine") -> None:
+        """best.pt, tagged with its epoch, written after last.pt: a kill between the two leaves
+        last.pt naming epoch E as best while best.pt still holds an older best, and then the
+        best weights are last.pt's own model (load_state_dict tells the two apart)."""
+        if self.path and getattr(self, "_unsaved", False):
+            atomic_save({**self.best_weights, BEST_EPOCH: self.best_epoch}, self.path)
+            self._unsaved = False
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        if getattr(self, "_best_is_model", False):
+            self.best_weights = copy.deepcopy(engine.model.state_dict())
+            self._best_is_model, self._unsaved = False, True
 
     def on_fit_end(self, engine: "Engine") -> None:
         if self.best_weights is not None:
@@ -103,7 +120,14 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         if self.path and self.path.exists():
-            self.best_weights = load_checkpoint(self.path)
+            weights = load_checkpoint(self.path)
+            saved_epoch = weights.pop(BEST_EPOCH, self.best_epoch)  # untagged: a run of an older tuneforge
+            if saved_epoch == self.best_epoch:
+                self.best_weights = weights
+            else:
+                # killed between last.pt and best.pt: the best epoch is last.pt's, whose model
+                # the engine has just loaded (taken in on_fit_start)
+                self._best_is_model = True
 
 
 class Checkpointer(Callback):
@@ -114,6 +138,10 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, engine: "Engine", record: dict) -> None:
         atomic_save(engine.checkpoint(), self.path)
+        for cb in engine.callbacks:  # files that must not be newer than last.pt (best.pt)
+            after = getattr(cb, "after_checkpoint", None)
+            if after is not None:
+                after(engine)
 
 
 class MetricsLogger(Callback):
@@ -133,21 +161,23 @@ class MetricsLogger(Callback):
                 log.warning("tensorboard is not installed; writing metrics.jsonl/csv only")
 
     def on_epoch_end(self, engine: "Engine", record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self._write_csv(engine.state["history"])
+        self._write(engine.state["history"])
         if self.writer:
             for k, v in record.items():
                 if k != "epoch" and isinstance(v, (int, float)):
                     self.writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
             self.writer.flush()
 
-    def _write_csv(self, history: list[dict]) -> None:
+    def _write(self, history: list[dict]) -> None:
+        # Both files rewritten whole from the engine's history, atomically: they always hold
+        # the epochs of a checkpoint (a resumed run drops an epoch its kill left half-logged)
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         keys = list(dict.fromkeys(k for r in history for k in r))
-        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, keys)
-            w.writeheader()
-            w.writerows(history)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, keys)
+        w.writeheader()
+        w.writerows(history)
+        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
 
     def on_fit_end(self, engine: "Engine") -> None:
         if self.writer:

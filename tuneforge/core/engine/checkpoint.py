@@ -1,21 +1,22 @@
-"""Checkpoint files: written atomically (temp file + rename) so a crash or Ctrl-C mid-write
-never leaves a corrupt last.pt; read back with weights_only=True (no arbitrary unpickling)."""
+"""Checkpoint files: written atomically (temp file + fsync + rename, core/fs.py) so a crash,
+SIGKILL or full disk mid-write never leaves a corrupt last.pt, only the previous one; read back
+with weights_only=True (no arbitrary unpickling)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...errors import BundleError
+from ..fs import atomic_write
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save, atomically; a full or read-only disk is a StorageError naming `path`."""
+    # a Python file object, not a path: torch's own C++ writer reports a full disk as
+    # "basic_ios::clear: iostream error", while through a file the OSError (errno and all) surfaces
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -14,6 +14,7 @@ import torch
 from ...config import FitConfig
 from ...core.augment import parse_spec
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
+from ...core.data.split import fingerprint
 from ...core.metrics import classification_metrics
 from ...core.models import create_model, model_spec
 from ...core.models.base import HeadOnly, StageTail, extract_features
@@ -44,10 +45,15 @@ def resolve_splits(cfg: FitConfig) -> tuple[Path, Path | None, Path | None]:
 
 
 def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path, val_dir: Path | None,
-                test_dir: Path | None) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
+                test_dir: Path | None, resume: bool = False) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
     """Decode train/val/test once (disk-cached), carve a stratified val split when there is
-    none, and write split.json so the run can be audited and repeated."""
+    none, and write split.json so the run can be audited and repeated (`resume`: check that the
+    run's split.json describes these very files and contents instead)."""
     classes, items = scan_class_folders(train_dir)
+    if len(classes) < 2:
+        # one class trains a "classifier" that is always right: refuse it rather than report 1.0
+        raise DataError(f"{train_dir}: found only one class folder ({classes[0]!r}); a classifier needs at least 2 "
+                        f"classes, one subfolder of images per class")
     if cfg.labels_per_class or cfg.limit_per_class:
         keep = subsample_per_class(np.array([l for _, l in items]), cfg.labels_per_class or cfg.limit_per_class, cfg.seed)
         items = [items[i] for i in keep]
@@ -65,8 +71,9 @@ def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path,
         raise DataError(f"{train_dir}: classes {empty} have no readable training images")
     rel = lambda s, base: [os.path.relpath(p, base) for p in s.paths] if s else []
     write_manifest(run_dir / "split.json", classes, {"train": rel(train, train_dir), "val": rel(val, val_dir or train_dir),
-                   "test": rel(test, test_dir) if test_dir else []}, cfg.seed,
-                   roots={"train": str(train_dir), "val": str(val_dir or train_dir), "test": str(test_dir) if test_dir else None})
+                   "test": rel(test, test_dir) if test_dir else []}, cfg.seed, resume=resume,
+                   roots={"train": str(train_dir), "val": str(val_dir or train_dir), "test": str(test_dir) if test_dir else None},
+                   fingerprint=fingerprint(*(x for s in (train, val, test) if s is not None for x in (s.images, s.labels))))
     return train, val, test
 
 
@@ -81,7 +88,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     image_size = cfg.image_size or spec.default_image_size
     t_data = time.perf_counter()
     dirs = resolve_splits(cfg)
-    train, val, test = load_splits(cfg, image_size, run.dir, *dirs)
+    train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
     data_s = time.perf_counter() - t_data
     log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
              len(test) if test else 0, len(train.classes), image_size, data_s)

@@ -79,7 +79,7 @@ def _batched(fn, n: int, batch_size: int, dtype: torch.dtype = torch.float32) ->
     return torch.cat(out)
 
 
-def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool) -> tuple[dict[str, ImageTextTable], dict, list[str], dict]:
+def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool, resume: bool = False) -> tuple[dict[str, ImageTextTable], dict, list[str], dict]:
     """Per split: its table rows; plus the per-split row indices, classes and the fold record."""
     if not cfg.image_column or not cfg.text_column:
         raise ConfigError("--modalities needs --image-column and --text-column (the baselines read the same rows)")
@@ -105,7 +105,7 @@ def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool) -> tuple[di
             log.warning("%s: %d rows have labels the training data lacks; left out", getattr(cfg, n), unknown)
         rows[n] = (t, keep, np.array([index[ls[i]] for i in keep], dtype=np.int64))
     write_manifest(run_dir / "split.json", classes, {n: [int(r[0].rows[i]) for i in r[1]] for n, r in rows.items()},
-                   cfg.seed, unit="line", roots={n: str(getattr(cfg, n, None) or cfg.data) for n in rows},
+                   cfg.seed, resume=resume, unit="line", roots={n: str(getattr(cfg, n, None) or cfg.data) for n in rows},
                    folded_into_other=folded, min_class_count=cfg.min_class_count,
                    skipped={n: r[0].skipped for n, r in rows.items()})
     return rows, tables, classes, {"folded": folded}
@@ -121,7 +121,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
     t_data = time.perf_counter()
     # Rows lacking one input are kept (and dropped below for a model without that input) when
     # the fusion model learns to do without: every modality choice then sees the same split.
-    rows, _, classes, fold = _load_tables(cfg, run_dir, allow_missing=cfg.modality_dropout > 0)
+    rows, _, classes, fold = _load_tables(cfg, run_dir, allow_missing=cfg.modality_dropout > 0, resume=run.resuming)
 
     # Decode every image once (disk-cached by content), tokenise every text once.
     sources = {}  # table id -> (table, images uint8 (N,3,S,S), has_image, ids, has_text)

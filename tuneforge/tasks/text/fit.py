@@ -15,6 +15,7 @@ import torch
 from ...config import FitConfig
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
+from ...core.data.split import fingerprint
 from ...core.data.sequences import read_sequences, standardize
 from ...core.data.text import TextSet, Vocab, find_text_splits, read_text_file
 from ...core.data.text_loader import SequenceBatchLoader
@@ -54,7 +55,7 @@ def _files(cfg: FitConfig) -> dict[str, Path | None]:
     return {k: found.get(k) for k in ("train", "val", "test")}
 
 
-def load_splits(cfg: FitConfig, run_dir: Path) -> tuple[dict, dict[str, Path | None]]:
+def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[dict, dict[str, Path | None]]:
     """train/val/test TextSets (or SequenceSets); val carved from train (stratified, seeded)
     when there is no val file; split.json records files and line numbers."""
     files = _files(cfg)
@@ -75,6 +76,11 @@ def load_splits(cfg: FitConfig, run_dir: Path) -> tuple[dict, dict[str, Path | N
             return read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding, cfg.skip_bad_rows,
                                   classes)
     full = read(files["train"])
+    if full.classes is not None and len(full.classes) < 2:
+        # one label trains a "classifier" that is always right: refuse it rather than report 1.0
+        found = repr(full.classes[0]) if full.classes else "none"
+        raise DataError(f"{files['train']}: the {cfg.label_column!r} column holds one class ({found}); a classifier "
+                        f"needs at least 2 classes")
     per_class = cfg.labels_per_class or cfg.limit_per_class
     if per_class and full.classes is not None:  # seeded; the rows kept are the train/val lines of split.json
         full = full.subset(subsample_per_class(full.labels.numpy(), per_class, cfg.seed))
@@ -99,8 +105,10 @@ def load_splits(cfg: FitConfig, run_dir: Path) -> tuple[dict, dict[str, Path | N
         if empty:
             raise DataError(f"{files['train']}: classes {empty} have no training rows")
     where = {n: (s.lines if isinstance(s, TextSet) else s.ids) for n, s in splits.items()}
-    write_manifest(run_dir / "split.json", full.classes or [], where, cfg.seed,
-                   roots={k: str(v) if v else None for k, v in files.items()}, unit="line" if isinstance(full, TextSet) else "id")
+    content = [x for s in splits.values() for x in (s.texts if isinstance(s, TextSet) else s.seqs, s.labels)]
+    write_manifest(run_dir / "split.json", full.classes or [], where, cfg.seed, resume=resume,
+                   roots={k: str(v) if v else None for k, v in files.items()}, unit="line" if isinstance(full, TextSet) else "id",
+                   fingerprint=fingerprint(*content))
     return splits, files
 
 
@@ -136,7 +144,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     if regression and cfg.monitor != "val_loss":
         cfg.monitor = "val_loss"
     t_data = time.perf_counter()
-    splits, files = load_splits(cfg, run_dir)
+    splits, files = load_splits(cfg, run_dir, resume=run.resuming)
     unlabeled = None
     if cfg.semi:  # read (and check) the unlabeled texts before any model is loaded
         if seq or regression:
