@@ -14,6 +14,7 @@ import pytest
 
 import tuneforge
 from tuneforge.cli import main
+from tuneforge.core.bundle import manifest_doc
 from tuneforge.core.data.images import list_images
 from tuneforge.errors import BundleError
 from tuneforge.deploy.predictor import Predictor
@@ -30,7 +31,7 @@ def test_export_cli_writes_a_portable_bundle_that_loads_from_any_path(seed_run, 
     out = tmp_path / "b"
     assert main(["export", str(seed_run), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == ["model.safetensors"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # nothing pickled
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "manifest.json", "model.safetensors"]  # nothing pickled
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["task"] == "image-classification" and cfg["classes"] == ["airplane", "frog", "truck"]
     assert cfg["preprocessing"]["image_size"] == 32 and cfg["preprocessing"]["scale"] == pytest.approx(1 / 255)
@@ -102,6 +103,7 @@ def test_damaged_or_unknown_bundles_are_refused_by_name(seed_bundle, tmp_path, c
     with pytest.raises(BundleError, match="newer"):
         Predictor(b)
     (b / "config.json").write_text(json.dumps({**cfg, "task": "video-captioning"}))
+    (b / "manifest.json").write_text(json.dumps(manifest_doc(b)))  # as a newer tuneforge would write it
     with pytest.raises(BundleError, match="video-captioning"):
         Predictor(b, backend="onnx")
     assert main(["serve", "https://example.com/model.onnx"]) == 2  # a URL is a path that does not exist

@@ -674,6 +674,25 @@ def _skipped(page: Page) -> str:
                     f'<table><tr><th class="l">path</th><th class="l">reason</th></tr>{rows}</table>')
 
 
+def _duplicates_apply(report: dict) -> bool:
+    d = (report.get("data") or {}).get("duplicates") or {}
+    return any(isinstance(v, dict) and v.get("count") for v in d.values())
+
+
+@register_section("duplicates", _duplicates_apply, order=81)
+def _duplicates(page: Page) -> str:
+    """Identical files (or texts) across splits or classes (core/data/duplicates.py)."""
+    d = page.report["data"]["duplicates"]
+    titles = {"across_splits": "in more than one split (leaks into validation/test scores)",
+              "across_classes": "under more than one class (contradictory labels)"}
+    rows = "".join(f'<tr><td class="l">{_e(titles.get(k, k))}</td><td>{int(v.get("count", 0))}</td>'
+                   f'<td class="l">{_e(", ".join(f"{p}: {n}" for p, n in (v.get("pairs") or {}).items()))}</td>'
+                   f'<td class="l">{"<br>".join(_e(" = ".join(map(str, e))) for e in v.get("examples") or [])}</td></tr>'
+                   for k, v in d.items() if isinstance(v, dict) and v.get("count"))
+    return _section("Duplicates", '<table><tr><th class="l">identical contents</th><th>groups</th>'
+                    f'<th class="l">by pair</th><th class="l">examples (up to 10)</th></tr>{rows}</table>')
+
+
 @register_section("config", lambda report: "config" in report, order=90)
 def _config(page: Page) -> str:
     cfg = json.dumps(_jsonable(page.report["config"]), indent=2, default=_json_default)

@@ -1,6 +1,8 @@
 """`tuneforge export`: a run folder (or bundle) -> a self-contained folder to hand to
 production: safetensors weights, config.json, model card, optionally model.onnx and an int8
-model.int8.onnx, every file checksummed in config.json. Nothing pickled.
+model.int8.onnx, every file checksummed in manifest.json. Nothing pickled. The new bundle is
+written whole (core/bundle.py `staged_bundle`): exporting over an existing bundle replaces it
+only once every file is on disk, and a failure leaves it as it was.
 
 The ONNX file is only written when it reproduces PyTorch on real inputs (the run's own test,
 val or train images, or `--data`), and the int8 model's accuracy change is measured on the
@@ -18,7 +20,7 @@ import numpy as np
 
 from ..core.data.images import decode_cached, list_images, scan_class_folders
 from ..errors import ConfigError, DataError
-from ..core.bundle import _sha256, load_bundle, model_card
+from ..core.bundle import MANIFEST, _sha256, load_bundle, staged_bundle, write_config
 from ..tasks.registry import Task, task_for
 
 log = logging.getLogger("tuneforge")
@@ -27,7 +29,7 @@ FORMATS = ("safetensors", "onnx")
 QUANTIZE = ("int8",)
 CHECK_EXAMPLES = 32
 CALIBRATION_EXAMPLES = 512
-GENERATED = {"config.json", "README.md", "model.onnx", "model.int8.onnx"}
+GENERATED = {"config.json", "README.md", "model.onnx", "model.int8.onnx", MANIFEST}
 
 
 def _run_split(bundle_dir: Path, split: str) -> tuple[list[Path], np.ndarray] | None:
@@ -107,15 +109,23 @@ def export_bundle(source: str | Path, out: str | Path, format: str = "safetensor
         raise ConfigError("--quantize int8 quantizes the ONNX model: add --format onnx")
     if data is not None and not Path(data).exists():
         raise DataError(f"--data: no such folder: {data}")
-    model, config = load_bundle(source)  # verifies every checksum before anything is copied
+    # Verifies every checksum before anything is copied; a bundle from before manifests is
+    # accepted here only (checked by its config.json), so that re-exporting it adds one.
+    model, config = load_bundle(source, legacy=True)
     task = task_for(config)  # text tasks read their tokenizer from the source bundle (config["_dir"])
     src, out = Path(config.pop("_dir")), Path(out)
     if out.resolve() == src.resolve():
         raise ConfigError(f"--out: {out} is the source bundle itself; choose another folder")
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise ConfigError(f"--out: {out} exists and is not a bundle; choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_bundle(out) as tmp:
+        _write_export(model, task, config, src, tmp, format, quantize, data)
+    return {**config, "_dir": str(out)}
 
+
+def _write_export(model, task: Task, config: dict, src: Path, out: Path, format: str, quantize: str | None,
+                  data: str | Path | None) -> None:
+    """The exported bundle's files, written into `out` (the staging folder); updates `config`."""
     # Everything of the source bundle except what is generated here: weights and, for text
     # models, tokenizer files travel as they are.
     files = {}
@@ -125,12 +135,11 @@ def export_bundle(source: str | Path, out: str | Path, format: str = "safetensor
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, out / rel)
             files[rel] = _sha256(out / rel)
-    for stale in ("model.onnx", "model.int8.onnx"):
-        (out / stale).unlink(missing_ok=True)
     config.pop("onnx", None), config.pop("onnx_int8", None)
 
     if format == "onnx":
         from .onnx import export_onnx
+        labelled = extra = None
         if task.inputs == ("image",):
             labelled = {s: _run_split(src, s) for s in ("test", "val", "train")}
             extra = _folder(Path(data), config["classes"]) if data else None
@@ -155,9 +164,7 @@ def export_bundle(source: str | Path, out: str | Path, format: str = "safetensor
 
     config["files"] = files
     config["exported"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "README.md").write_text(model_card(config))
-    return {**config, "_dir": str(out)}
+    write_config(out, config)
 
 
 def _quantize(task: Task, out: Path, labelled: dict, extra: tuple | None) -> dict:

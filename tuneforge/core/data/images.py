@@ -215,10 +215,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
 
 
+# (path, size, mtime_ns) -> sha1 of the contents: the decode cache's key hashes every file, and
+# the duplicate check (core/data/duplicates.py) reuses those hashes instead of reading again
+_HASHES: dict[tuple[str, int, int], str] = {}
+_MAX_HASHES = 1_000_000  # ~150 MB at most; forgotten all at once beyond that
+
+
+def content_hashes(files: list[Path]) -> list[str]:
+    """sha1 (hex) of each file's contents, as the decode cache's key uses them; a file is read
+    once per process unless it changes."""
+    out = []
+    for f in files:
+        st = os.stat(f)
+        key = (str(f), st.st_size, st.st_mtime_ns)
+        digest = _HASHES.get(key)
+        if digest is None:
+            if len(_HASHES) >= _MAX_HASHES:
+                _HASHES.clear()
+            digest = _HASHES[key] = hashlib.sha1(Path(f).read_bytes()).hexdigest()
+        out.append(digest)
+    return out
+
+
 def _cache_key(files: list[Path], size: int, resize: str) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}:{size}:{resize}:{len(files)}".encode())
-    for f in files:
-        h.update(hashlib.sha1(f.read_bytes()).digest())
+    for digest in content_hashes(files):
+        h.update(bytes.fromhex(digest))  # the same bytes as sha1(...).digest(): cache keys unchanged
     return h.hexdigest()[:32]
 
 

@@ -14,6 +14,7 @@ import torch
 from ...config import FitConfig
 from ...core.augment import parse_spec
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
+from ...core.data.duplicates import image_duplicates
 from ...core.data.split import fingerprint
 from ...core.metrics import classification_metrics
 from ...core.models import create_model, model_spec
@@ -92,6 +93,8 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     data_s = time.perf_counter() - t_data
     log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
              len(test) if test else 0, len(train.classes), image_size, data_s)
+    # test images copied into train, or one image under two classes: warned about, and in the report
+    duplicates = image_duplicates({"train": train, "val": val if val is not train else None, "test": test}, train.classes)
 
     torch.manual_seed(cfg.seed)
     model_args: dict = {}
@@ -150,7 +153,8 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
                        "image_size": image_size, "decode_s": round(data_s, 2),
-                       "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else [])},
+                       "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else []),
+                       "duplicates": duplicates},
               "config": cfg.to_dict()}
     if semi:
         report["semi"] = semi.finish(state, train.classes)
