@@ -167,7 +167,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, token: 
           **settings) -> None:
     """Serve a bundle over HTTP until Ctrl-C: POST /v1/predict, /healthz, /readyz, /metrics, the
     try-it page at /. Other keywords: ServeSettings fields (backend, max_batch_size,
-    max_wait_ms, max_queue, timeout_ms, max_body_mb, threads, busy_wait)."""
+    max_wait_ms, max_queue, timeout_ms, max_body_mb, max_pixels, decode_threads, threads, busy_wait,
+    token_file; the token may also come from $TUNEFORGE_TOKEN)."""
     from .deploy.serve import ServeSettings, run
     read_bundle_config(bundle)  # a wrong path fails here, by name, before a socket is opened
     setup(settings.get("threads", 0))

@@ -224,7 +224,8 @@ def cmd_serve(settings: dict) -> int:
     cfg: ServeConfig = _command(ServeConfig, settings)
     api.serve(cfg.bundle, cfg.host, cfg.port, cfg.token, backend=cfg.backend, threads=cfg.threads,
               max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
-              timeout_ms=cfg.timeout_ms, max_body_mb=cfg.max_body_mb, busy_wait=cfg.busy_wait)
+              timeout_ms=cfg.timeout_ms, max_body_mb=cfg.max_body_mb, busy_wait=cfg.busy_wait,
+              token_file=cfg.token_file, max_pixels=cfg.max_pixels, decode_threads=cfg.decode_threads)
     return 0
 
 

@@ -591,7 +591,9 @@ class ServeConfig(Command):
     bundle: str | None = opt(None, "bundle or run folder (local only; never a URL)", positional=True, required=True)
     host: str = opt("127.0.0.1", "interface to bind; 0.0.0.0 exposes the server to the network")
     port: int = opt(8000, "TCP port")
-    token: str | None = opt(None, "require 'Authorization: Bearer TOKEN' on /v1/predict and /metrics")
+    token: str | None = opt(None, "require 'Authorization: Bearer TOKEN' on /v1/predict, /v1/info and /metrics "
+                                  "(visible in `ps`: prefer --token-file or $TUNEFORGE_TOKEN)")
+    token_file: str | None = opt(None, "read the bearer token from this file (first line)", metavar="PATH")
     backend: str = opt("auto", "auto: ONNX Runtime when the bundle has model.onnx", BACKENDS)
     threads: int = opt(0, "inference threads (0: all cores)")
     max_batch_size: int = opt(32, "micro-batching: most requests per forward pass")
@@ -599,11 +601,14 @@ class ServeConfig(Command):
     max_queue: int = opt(256, "requests waiting beyond this are refused (503)")
     timeout_ms: float = opt(5000.0, "per-request timeout (504)")
     max_body_mb: float = opt(10.0, "request size limit (413)")
+    max_pixels: int = opt(40_000_000, "images whose header announces more pixels (width x height) are refused "
+                                      "undecoded (413)")
+    decode_threads: int = opt(0, "threads that decode images and tokenise texts, off the event loop (0: up to 4)")
     busy_wait: bool = opt(False, "let ONNX Runtime's threads spin between operators (only when the server has cores "
                                  "to itself)")
 
     def _check(self) -> None:
-        _positive(self, "max_batch_size", "max_queue")
+        _positive(self, "max_batch_size", "max_queue", "max_pixels")
 
 
 @dataclass

@@ -21,9 +21,12 @@ class Predictor:
     """backend: 'torch' (safetensors weights), 'onnx' (model.onnx), 'onnx-int8' (model.int8.onnx)
     or 'auto' (ONNX when the bundle has it, else torch). ONNX backends never build the PyTorch
     model, so they start fast and need only onnxruntime to run. busy_wait: let ONNX Runtime's
-    threads spin between operators (best when nothing else needs the cores)."""
+    threads spin between operators (best when nothing else needs the cores). max_pixels:
+    uploaded images announcing more pixels are refused before decoding (default: the image
+    Task's)."""
 
-    def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch", busy_wait: bool = True):
+    def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch", busy_wait: bool = True,
+                 max_pixels: int | None = None):
         if backend not in BACKENDS:
             raise ConfigError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         config = read_bundle_config(bundle)
@@ -50,6 +53,11 @@ class Predictor:
             self.config = config
             self._session = session(bundle_file(config, config[key]["file"]), threads, busy_wait)
         self.task: Task = task_for(self.config)
+        if max_pixels is not None:
+            # the image Task itself, or the one a multimodal/aligned Task decodes its images with
+            for t in (self.task, getattr(self.task, "_image", None)):
+                if t is not None and hasattr(t, "max_pixels"):
+                    t.max_pixels = max_pixels
         self.classes: list[str] = self.config.get("classes") or []
         self.pre: dict = self.config["preprocessing"]
 

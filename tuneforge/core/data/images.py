@@ -107,10 +107,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(path: str | Path, size: int, resize: str = "crop") -> np.ndarray:
+class TooManyPixels(DataError):
+    """An image whose header announces more pixels than the caller accepts (not decoded)."""
+
+
+def decode_image(path: str | Path, size: int, resize: str = "crop", max_pixels: int | None = None) -> np.ndarray:
     """One file -> uint8 (3, size, size). resize: 'crop' (shorter side to size, centre crop)
-    or 'squash' (both sides to size, as Keras' flow_from_directory does)."""
+    or 'squash' (both sides to size, as Keras' flow_from_directory does). max_pixels: refuse
+    (TooManyPixels) an image whose header announces more, before a byte of it is decoded: a
+    17 kB PNG can announce 12000x12000 pixels, 430 MB once decoded."""
     with Image.open(path) as im:
+        if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+            w, h = im.size
+            raise TooManyPixels(f"the image is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                                f"{max_pixels / 1e6:g} megapixels")
         if im.format == "JPEG" and min(im.size) >= 2 * size:
             im.draft("RGB", (size, size))  # let libjpeg decode at 1/2..1/8 scale: much faster
         im = ImageOps.exif_transpose(im)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...core.augment import flip_tta
-from ...core.data.images import _decode_one, decode_image, list_images, load_image_folder
+from ...core.data.images import TooManyPixels, _decode_one, decode_image, list_images, load_image_folder
 from ...errors import DataError
 from ..registry import Labelled, Task, register_task
 
@@ -38,6 +38,10 @@ class ImageGraph(nn.Module):
 class ImageClassification(Task):
     inputs = ("image",)
     input_names = ("images",)
+    # Uploaded bytes announcing more pixels than this are refused from their header, undecoded
+    # (TooManyPixels): PIL only warns below 179 megapixels, and the warning is silenced here.
+    # The server sets its --max-pixels (Predictor(max_pixels=...)).
+    max_pixels: int | None = 40_000_000
 
     def prepare(self, image: bytes | str | Path | np.ndarray | None = None, text: str | None = None,
                 values=None) -> dict[str, np.ndarray]:
@@ -57,7 +61,9 @@ class ImageClassification(Task):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # PIL path: the same pixels as training's libjpeg-turbo path (tested there).
-                return {"images": decode_image(io.BytesIO(image), size, resize)}
+                return {"images": decode_image(io.BytesIO(image), size, resize, self.max_pixels)}
+        except TooManyPixels as e:
+            raise TooManyPixels(f"cannot use the upload: {e}") from None
         except Exception as e:  # truncated, not an image, decompression bomb...
             why = "not an image format PIL reads (JPEG, PNG, WebP, ...)" if isinstance(e, UnidentifiedImageError) \
                 else f"{e.__class__.__name__}: {e}"
