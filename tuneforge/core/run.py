@@ -55,6 +55,8 @@ class Run:
         """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
         train_model, after its data and checkpoint are known to be this run's."""
         if not self.committed:
+            for folder in (self.dir, self.dir / "checkpoints", self.dir / "plots"):
+                remove_stale_temps(folder)  # left by a writer killed mid-write (SIGKILL, power cut)
             write_config(self.cfg, self.dir / "config.yaml")
             self.committed = True
 
@@ -182,8 +184,6 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
             raise BundleError(f"{run.dir / 'checkpoints' / 'last.pt'}: does not fit the model of this run's "
                               f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
-    if run.resuming:
-        remove_stale_temps(run.dir / "checkpoints")  # left by a writer killed mid-write
     run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
     return engine, engine.fit(train_loader, val_loader)
 

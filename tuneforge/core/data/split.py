@@ -70,7 +70,8 @@ def write_manifest(path: Path, classes: list[str], splits: dict[str, list[str]],
             raise DataError(f"{path}: unreadable ({e}); cannot check that --resume continues on the same data") from e
         new = json.loads(text)  # tuples -> lists, as read back
         # a key the old file lacks (a run of an older tuneforge) cannot be compared
-        differ = [k for k in new if k in old and old[k] != new[k]]
+        # the fingerprint last: a file gone or new is named, not only "other contents"
+        differ = sorted((k for k in new if k in old and old[k] != new[k]), key=lambda k: k == "fingerprint")
         if differ:
             k = differ[0]
             detail = ""
