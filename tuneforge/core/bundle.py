@@ -314,8 +314,9 @@ def _read(path: str | Path, legacy: bool = False) -> tuple[dict, dict[str, str] 
         manifest = read_manifest(path)
         _verify(path, "config.json", manifest["config.json"])
         # config.json is now known to be what the manifest recorded; its own checksums must agree
-        named = {**(config.get("files") or {}), "model.safetensors": config.get("weights_sha256")}
-        if not isinstance(config.get("files", {}), dict) or any(manifest.get(k) != v for k, v in named.items()):
+        listed = config.get("files", {})
+        named = {**(listed if isinstance(listed, dict) else {}), "model.safetensors": config.get("weights_sha256")}
+        if not isinstance(listed, dict) or any(manifest.get(k) != v for k, v in named.items()):
             raise BundleError(f"{path / MANIFEST}: disagrees with config.json's checksums (edited); {REEXPORT}")
     elif not isinstance(config.get("weights_sha256"), str) or not isinstance(config.get("files", {}), dict):
         raise BundleError(f"{cfg_path}: no manifest.json and no weights checksum; the bundle cannot be verified")

@@ -147,15 +147,16 @@ def _fit(im: Image.Image, size: int, resize: str) -> np.ndarray:
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg_components(data: bytes) -> int:
-    """Colour components from a JPEG's frame header (0 if not found), without decoding it."""
+def _jpeg_frame(data: bytes) -> tuple[int, int, int]:
+    """(colour components, height, width) from a JPEG's frame header ((0, 0, 0) if not found),
+    without decoding it."""
     i = 2
     while i + 9 < len(data) and data[i] == 0xFF:
         marker = data[i + 1]
         if marker in _SOF_MARKERS:
-            return data[i + 9]
+            return data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return 0
+    return 0, 0, 0
 
 
 def _decode_jpeg_fast(path: str, size: int, resize: str = "crop") -> np.ndarray | None:
@@ -167,8 +168,14 @@ def _decode_jpeg_fast(path: str, size: int, resize: str = "crop") -> np.ndarray 
         data = f.read()
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
         return None  # not a JPEG, or truncated: libjpeg would pad it silently
-    if _jpeg_components(data) not in (1, 3):
+    components, height, width = _jpeg_frame(data)
+    if components not in (1, 3):
         return None  # CMYK/YCCK: PIL knows Adobe's inverted CMYK
+    if not 0 < min(height, width) < 2 * size:
+        # PIL's draft mode decodes this at 1/2..1/8 scale: keep its exact pixels. Decided from the
+        # header, before decoding: a 600-byte file announcing 60000x60000 pixels would have
+        # torchvision allocate 10.8 GB for it (PIL refuses it as a decompression bomb instead)
+        return None
     from torchvision.io import ImageReadMode, decode_jpeg
     try:
         with warnings.catch_warnings():
@@ -182,7 +189,7 @@ def _decode_jpeg_fast(path: str, size: int, resize: str = "crop") -> np.ndarray 
     if tuple(img.shape[1:]) == (size, size):
         return img.numpy()
     if min(img.shape[1:]) >= 2 * size:
-        return None  # PIL's draft mode decodes this at 1/2..1/8 scale: keep its exact pixels
+        return None  # EXIF rotation aside, the header said otherwise: PIL's draft path, as above
     return _fit(Image.fromarray(img.permute(1, 2, 0).numpy()), size, resize)
 
 

@@ -38,7 +38,19 @@ class ImageTextTable:
 
 def _resolve(value: str, base: Path) -> Path:
     p = Path(value)
-    return (p if p.is_absolute() else base / p).resolve()
+    p = p if p.is_absolute() else base / p
+    try:
+        return p.resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, a symlink loop: no such file
+        return p
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also for a path no file can have (a NUL byte, a name too long)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def read_image_text_table(path: str | Path, image_column: str, text_column: str,
@@ -82,7 +94,7 @@ def read_image_text_table(path: str | Path, image_column: str, text_column: str,
         image_problem = None
         if image is None:
             image_problem = f"empty image path in column {image_column!r}"
-        elif not image.is_file():
+        elif not _is_file(image):
             image_problem = f"image file not found: {image}"
         text = row[text_column]
         text = text if text.strip() else None

@@ -83,7 +83,7 @@ def read_sequences(path, label_column: str, regression: bool = False, sequence_c
                 continue
             try:
                 steps = parse_values(row[sequence_column])
-            except (ValueError, TypeError, json.JSONDecodeError):
+            except (ValueError, TypeError, json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[..."
                 bad(no, f"column {sequence_column!r} is not a list of numbers")
                 continue
             if not steps or len({len(s) for s in steps}) != 1:
@@ -100,6 +100,10 @@ def read_sequences(path, label_column: str, regression: bool = False, sequence_c
         groups: dict[str, list] = {}
         for row, no in zip(rows, nos):
             where = f"{path} line {no}"
+            lacking = [c for c in feats if c not in row]  # JSONL records need not share the first one's fields
+            if lacking:
+                bad(no, f"no field {lacking[0]!r}")
+                continue
             t = _float(row[time_column], where) if time_column else len(groups.get(row[id_column], []))
             groups.setdefault(row[id_column], []).append((t, [_float(row[c], where) for c in feats], row[label_column].strip(), no))
         for sid, steps in groups.items():

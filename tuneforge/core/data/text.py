@@ -129,6 +129,9 @@ def read_rows(path: str | Path, columns: list[str] | None = None, encoding: str 
             except json.JSONDecodeError as e:
                 bad(no, f"not valid JSON ({e.msg})")
                 continue
+            except RecursionError:  # "[[[[..." 1000 deep: json recurses per level
+                bad(no, "not valid JSON (nested too deeply)")
+                continue
             if not isinstance(obj, dict):
                 bad(no, f"expected a JSON object, got {type(obj).__name__}")
                 continue
