@@ -163,7 +163,8 @@ def test_flags_users_type_keep_their_meaning(calls, tmp_path):
     args, kw = calls["serve"]
     assert args == ("b", "127.0.0.1", 9000, "t")
     assert kw == {"backend": "onnx", "threads": 0, "max_batch_size": 32, "max_wait_ms": 5.0, "max_queue": 256,
-                  "timeout_ms": 5000.0, "max_body_mb": 10.0, "busy_wait": True}
+                  "timeout_ms": 5000.0, "max_body_mb": 10.0, "busy_wait": True, "decode_threads": 0,
+                  "max_pixels": 40_000_000, "token_file": None}
 
     assert main(["batch", "b", "photos/", "--output", "o.csv", "--no-progress", "--column", "path"]) == 0
     assert calls["batch_predict"] == (("b", "photos/", "o.csv", 5, 64, "path", "torch"), {"progress": False})
