@@ -266,3 +266,22 @@ def test_content_hashes_equal_the_decode_cache_key_hashes(tmp_path):
     assert content_hashes([f]) == [hashlib.sha1(b"abc").hexdigest()]
     f.write_bytes(b"abcd")  # changed: hashed again, not remembered
     assert content_hashes([f]) == [hashlib.sha1(b"abcd").hexdigest()]
+
+
+def test_a_killed_bundle_writers_temp_folder_is_removed_by_the_next_write(seed_run, tmp_path):
+    """A writer killed mid-write leaves `.NAME.PID.XXXX.tmp`; the next write into the same place
+    removes it when that process is gone, and leaves a live writer's folder alone."""
+    import subprocess
+    import sys
+
+    import tuneforge
+    out = tmp_path / "bundle"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".bundle.{int(dead.stdout)}.abcd1234.tmp"
+    live = tmp_path / f".bundle.{os.getpid()}.efgh5678.tmp"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half")
+    tuneforge.export(seed_run, out)
+    assert not stale.exists() and live.exists()
+    assert (out / "manifest.json").is_file()

@@ -163,6 +163,21 @@ def _is_replaceable(out: Path) -> bool:
     return not any(out.iterdir()) or any((out / n).is_file() for n in ("config.json", MANIFEST, "model.safetensors"))
 
 
+def _remove_dead_writers_temps(out: Path) -> None:
+    """Delete the temp folders of bundle writes into `out` whose process is gone (SIGKILL, power
+    cut): `.NAME.PID.XXXX.tmp`. A live writer's folder is left alone."""
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        pid = tmp.name[len(out.name) + 2:].split(".", 1)[0]
+        if not tmp.is_dir() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # alive but not ours to signal
+            pass
+
+
 @contextlib.contextmanager
 def staged_bundle(out: str | Path) -> Iterator[Path]:
     """A temp folder beside `out` to write a bundle into; when the block ends, its manifest is
@@ -176,7 +191,9 @@ def staged_bundle(out: str | Path) -> Iterator[Path]:
     existed = out.exists()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        _remove_dead_writers_temps(out)
+        # the writer's pid in the name: a later writer can tell a killed writer's leftovers
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
         yield tmp
         doc = manifest_doc(tmp)
         write_file(tmp / MANIFEST, json.dumps(doc, indent=1).encode())

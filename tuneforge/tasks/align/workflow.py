@@ -40,6 +40,7 @@ from ...core.models.text import hf_model_path, load_tokenizer
 from ...core.report import print_summary, write_report
 from ...core.run import prepare, setup, train_model
 from ...core.strategies.contrastive import Contrastive
+from ...core.fs import atomic_write_text
 from ...errors import ConfigError, DataError
 
 log = logging.getLogger("tuneforge")
@@ -313,7 +314,7 @@ def align(config: AlignConfig | None = None, **kwargs) -> AlignResult:
                                                            heads.embed_text(txt_feats[s_txt]), inverse)
     rel = lambda idx: [images[i].relative_to(root).as_posix() if images[i].is_relative_to(root) else str(images[i])
                        for i in idx]
-    (run_dir / "split.json").write_text(json.dumps({"seed": cfg.seed, "image_root": str(root), "table": str(cfg.data),
+    atomic_write_text(run_dir / "split.json", json.dumps({"seed": cfg.seed, "image_root": str(root), "table": str(cfg.data),
                                                     **{s: rel(splits[s]) for s in ("train", "val", "test")}}, indent=1))
     report["data"] = {"table": str(cfg.data), "rows": len(table), "skipped_rows": table.skipped,
                       "images": {s: len(v) for s, v in splits.items()}, "train_pairs": len(tr_img),

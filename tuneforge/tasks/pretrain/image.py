@@ -31,6 +31,7 @@ from ...core.strategies.ssl import build_ssl
 from ...core.models.weights import BACKBONE_FILE, resolve_init
 from ...core.run import prepare, train_model
 from ...core.report import write_report
+from ...core.fs import atomic_write_text
 from . import PretrainResult, resolve
 from .text import pretrain_text
 
@@ -123,7 +124,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
                         "after": probes[-1] if probes else None, "per_epoch": probes} if probe else None,
               "backbone": str(backbone_path), "config": cfg.to_dict(),
               "fit_s": round(state.get("fit_s", 0.0), 2), "wall_s": round(time.perf_counter() - t_start, 2)}
-    (run_dir / "pretrain.json").write_text(json.dumps({"model": cfg.model, "method": cfg.method, "image_size": size,
+    atomic_write_text(run_dir / "pretrain.json", json.dumps({"model": cfg.model, "method": cfg.method, "image_size": size,
                                                        "epochs": state["epoch"], "probe": report["probe"]}, indent=1))
     paths = write_report(run_dir, report, state["history"])
     report["html_path"] = str(paths["html"])

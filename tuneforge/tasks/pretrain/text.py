@@ -39,6 +39,7 @@ from ...core.report import write_report
 from ...core.run import Run, train_model
 from ...core.strategies.mlm import MLM, MaskedLM
 from ...core.tokenizer import TextEncoding
+from ...core.fs import atomic_write_text
 from ...errors import DataError
 from . import PretrainResult
 
@@ -182,7 +183,7 @@ def pretrain_text(run: Run) -> PretrainResult:
                         "per_epoch": probes} if cfg.probe else None,
               "backbone": str(backbone_path), "config": cfg.to_dict(),
               "fit_s": round(state.get("fit_s", 0.0), 2), "wall_s": round(time.perf_counter() - t_start, 2)}
-    (run_dir / "pretrain.json").write_text(json.dumps({"model": cfg.model, "method": "mlm", "max_length": cfg.max_length,
+    atomic_write_text(run_dir / "pretrain.json", json.dumps({"model": cfg.model, "method": "mlm", "max_length": cfg.max_length,
                                                        "epochs": state["epoch"], "heldout": heldout,
                                                        "probe": report["probe"]}, indent=1))
     paths = write_report(run_dir, report, hist)

@@ -21,6 +21,7 @@ from ...core.data.unlabeled import SemiLoader, load_unlabeled, load_unlabeled_te
 from ...core.engine.callbacks import Callback
 from ...core.models.text import extract_text_features
 from ...core.strategies.semi import DEFAULT_WEIGHT, SEMI_METHODS, FeatureViews, PixelViews, SemiModel, TextViews
+from ...core.fs import atomic_write_text
 from ...errors import DataError
 
 log = logging.getLogger("tuneforge")
@@ -71,7 +72,7 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     resolved = lambda paths: {str(Path(p).resolve()) for p in paths}
     pool = load_unlabeled(cfg.unlabeled, image_size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict,
                           exclude=resolved(val_paths), forbid=resolved(test_paths))
-    (run_dir / "unlabeled.json").write_text(json.dumps({"root": str(cfg.unlabeled), "images": len(pool),
+    atomic_write_text(run_dir / "unlabeled.json", json.dumps({"root": str(cfg.unlabeled), "images": len(pool),
                                                         "files": relpaths(pool.paths, cfg.unlabeled)}, indent=0))
     unl = encode(pool.images) if encode is not None else pool.images
     log.info("unlabeled: %d images from %s%s (%.1fs)", len(pool), cfg.unlabeled,
@@ -121,7 +122,7 @@ def setup_semi_text(cfg, model, trainable, base_strategy, splits: dict, unlabele
     otherwise the views are token views (`TextViews`) of dict batches."""
     t0 = time.perf_counter()
     pool, keep = unlabeled
-    (run_dir / "unlabeled.json").write_text(json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
+    atomic_write_text(run_dir / "unlabeled.json", json.dumps({"file": str(cfg.unlabeled), "texts": len(keep),
                                                         "lines": [pool.lines[i] for i in keep]}, indent=0))
     ids = enc([pool.texts[i] for i in keep])
     pad_id = enc.pad_id
