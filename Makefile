@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Fine-tunes ImageNet EfficientNet-Lite0 on scikit-learn's digits (ships in the wheel), offline.
+# --overwrite: a second `make demo` replaces runs/demo (fit refuses an existing run folder otherwise).
 demo: $(VENV)/.installed
 	test -d demo_data/digits || $(PY) -m tuneforge.core.data.samples digits demo_data/digits
 	$(VENV)/bin/tuneforge fit --data demo_data/digits --model efficientnet_lite0 --image-size 64 \
-		--epochs 5 --lr 2e-3 --warmup-epochs 0.3 --augment crop=0.125 --out runs/demo
+		--epochs 5 --lr 2e-3 --warmup-epochs 0.3 --augment crop=0.125 --out runs/demo --overwrite
 	@echo "Report: runs/demo/report.html   Model bundle: runs/demo/model"
 	$(VENV)/bin/tuneforge predict runs/demo demo_data/digits/test/7 --top-k 1 | head -3
 

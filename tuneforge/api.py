@@ -49,7 +49,8 @@ def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
     if plugin.resolve:
         plugin.function("resolve")(cfg)
     name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
-    return plugin.function("fit")(cfg, open_run(cfg, resume_dir, name))
+    with open_run(cfg, resume_dir, name) as run:  # a run refused before its first epoch leaves no folder
+        return plugin.function("fit")(cfg, run)
 
 
 def pretrain(config: PretrainConfig | None = None, **kwargs):

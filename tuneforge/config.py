@@ -125,6 +125,9 @@ class Run(Settings):
     val: str | None = opt(None, "validation data of the same kind (default: data/val, else a stratified split of train)")
     test: str | None = opt(None, "test data of the same kind, reported apart and never used for selection (default: data/test)")
     out: str | None = opt(None, "run folder (default: runs/MODEL-TIMESTAMP)")
+    # resume_safe: a run started with --overwrite is resumed without it (its folder is its own)
+    overwrite: bool = opt(False, "empty an existing --out folder first (without it a folder that holds anything "
+                                 "is refused; --resume continues it instead)", resume_safe=True)
     recipe: str | None = opt(None, "named, measured defaults for every setting not given (`tuneforge recipes` lists them)",
                              tuple(RECIPES))
     val_fraction: float = opt(0.1, "fraction of train held out for validation when there is no val split")

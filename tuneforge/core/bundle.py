@@ -120,6 +120,31 @@ def write_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc says it (os.umask can only set
+    it, and setting it back leaves a window for other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _open_modes(folder: Path) -> None:
+    """Give a staged bundle the modes of any other written file (0644/0755 under the usual
+    umask): its temp folder comes from mkdtemp (0700), and writers such as tokenizers may use
+    private temp files (0600), so a bundle copied to a server would be unreadable by its user."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _fsync_tree(folder: Path) -> None:
     for f in sorted(folder.rglob("*")):
         if f.is_file():
@@ -197,6 +222,7 @@ def staged_bundle(out: str | Path) -> Iterator[Path]:
         yield tmp
         doc = manifest_doc(tmp)
         write_file(tmp / MANIFEST, json.dumps(doc, indent=1).encode())
+        _open_modes(tmp)
         _fsync_tree(tmp)
         _swap(tmp, out)
         tmp = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +51,7 @@ class Run:
     t_start: float = field(default_factory=time.perf_counter)
     resuming: bool = False
     committed: bool = False
+    created: Path | None = None  # the outermost folder open_run made (removed again if the run is refused)
 
     def commit(self) -> None:
         """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
@@ -59,6 +61,20 @@ class Run:
                 remove_stale_temps(folder)  # left by a writer killed mid-write (SIGKILL, power cut)
             write_config(self.cfg, self.dir / "config.yaml")
             self.committed = True
+
+    def discard(self) -> None:
+        """Remove the folder open_run made for this run, if no epoch was saved in it: a command
+        refused after open_run (unreadable data, say) leaves nothing behind."""
+        if self.created is not None and not (self.dir / "checkpoints" / "last.pt").exists():
+            shutil.rmtree(self.created, ignore_errors=True)
+            self.created = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
 
 
 @dataclass
@@ -97,7 +113,7 @@ def _resumed_settings(cls: type[Settings], run_dir: Path, given: dict) -> Settin
     uninterrupted run would have (same model, data, split, seed, optimizer...). Only the
     `resume_safe` settings may change. Reads only; raises before anything is written."""
     recorded = cfgmod.read_yaml(run_dir / "config.yaml")
-    forced = {"resume": str(run_dir), "out": str(run_dir)}
+    forced = {"resume": str(run_dir), "out": str(run_dir), "overwrite": False}
     old = cfgmod.build(cls, recorded, forced)
     new = cfgmod.build(cls, recorded, given, forced)
     safe = set(resume_safe(cls))
@@ -121,6 +137,8 @@ def settings(cls: type[Settings], config: Settings | None, kwargs: dict, recipes
     explicit = {**(config.explicit() if config else {}), **kwargs}
     cfg = cfgmod.build(cls, cfgmod.with_recipe(explicit) if recipes else explicit)
     resume = getattr(cfg, "resume", None)
+    if resume and explicit.get("overwrite"):
+        raise ConfigError(f"--resume {resume} continues the run in that folder and --overwrite empties it: give one of them")
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").exists():
@@ -143,13 +161,46 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
             log.info("%s has no complete epoch yet: starting it from epoch 1", resume_dir)
         return Run(cfg, resume_dir, ckpt, resuming=True)
     run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    _claim(run_dir, bool(getattr(cfg, "overwrite", False)))
+    created = next((p for p in [run_dir, *run_dir.parents] if p.parent.exists()), run_dir) if not run_dir.exists() else None
     with storage_errors(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    run = Run(cfg, run_dir)
-    run.commit()
+    run = Run(cfg, run_dir, created=created)
+    try:
+        run.commit()
+    except BaseException:
+        run.discard()
+        raise
     return run
 
+
+
+def _claim(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an --out folder that holds anything, before anything is written: writing a new
+    run over an old one would mix the two (the old TensorBoard events, plots, checkpoints stay).
+    `overwrite` empties a run folder first; a folder that is not a run (no config.yaml) is
+    never emptied, so a mistyped --out cannot wipe a folder of the user's."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: exists and is not a folder; choose another --out")
+    entries = list(run_dir.iterdir())
+    if not entries:
+        return
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--out {run_dir}: holds {len(entries)} file(s) and is not a run folder (no config.yaml); "
+                          f"refusing to write a run into it: choose a new or empty --out")
+    if not overwrite:
+        raise ConfigError(f"--out {run_dir}: holds a run already. Continue it with `tuneforge fit --resume {run_dir}`, "
+                          f"replace it with --overwrite, or choose another --out")
+    log.info("--overwrite: emptying %s", run_dir)
+    with storage_errors(run_dir):
+        for p in entries:
+            # the folder itself stays (it may be a mount point or a link the user made)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 def prepare(cls: type[Settings], config: Settings | None, kwargs: dict, name: Callable[[Any], str],
             resolve: Callable[[Any], None] | None = None, recipes: bool = True) -> Run:
@@ -158,6 +209,30 @@ def prepare(cls: type[Settings], config: Settings | None, kwargs: dict, name: Ca
     if resolve is not None:
         resolve(cfg)
     return open_run(cfg, resume_dir, name(cfg))
+
+
+_TABLES = (".csv", ".tsv", ".jsonl", ".json", ".txt")
+
+
+def rate_unit(cfg: Any, loader: Any) -> str:
+    """What the progress rate counts ("images/s", "texts/s"...): the engine counts rows of any
+    kind, so the unit is told by the data and loader. A guess, never an error: "samples"."""
+    if getattr(cfg, "sequence_column", None) or getattr(cfg, "id_column", None):
+        return "sequences"
+    kind = type(loader).__name__
+    if kind in ("MultimodalLoader", "PairLoader"):
+        return "samples" if kind == "MultimodalLoader" else "pairs"
+    if kind == "SequenceBatchLoader":
+        return "texts"
+    data = Path(cfg.data) if getattr(cfg, "data", None) else None
+    if data is None:
+        return "samples"
+    # text tables also train through BatchLoader when the frozen encoder's features are cached
+    if data.is_file():
+        return "texts" if data.suffix.lower() in _TABLES else "samples"
+    if data.is_dir() and any(p.suffix.lower() in _TABLES for p in data.iterdir()):
+        return "texts"
+    return "images"
 
 
 def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, val_loader, default_lr: float | None = None,
@@ -170,7 +245,8 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     early = EarlyStopping(cfg.monitor, cfg.patience if val_loader is not None else 0, run.dir)
-    callbacks = [*extra_callbacks, early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard), Progress(cfg.progress)]
+    callbacks = [*extra_callbacks, early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
+                 Progress(cfg.progress, unit=rate_unit(cfg, train_loader))]
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)

@@ -206,7 +206,8 @@ class Plugin:
 
     groups: the config groups its fit reads (tuneforge/config.py), less `unread` fields;
     detect: whether settings describe this kind (cheap: no model or data is loaded);
-    fit: "module:function" taking (cfg, run) -> FitResult; resolve: "module:function" taking
+    fit: "module:function" taking (cfg, run) -> FitResult (for the align and pretrain verbs: the
+    verb's own entry point, taking (config, **settings)); resolve: "module:function" taking
     cfg, for settings derived before config.yaml is written (optional). What a kind's bundles
     do at inference (predict, evaluate, batch, serve, export) is its `Task` (above)."""
     name: str

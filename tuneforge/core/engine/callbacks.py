@@ -113,6 +113,21 @@ class EarlyStopping(Callback):
             engine.model.load_state_dict(self.best_weights)
         engine.state["best_epoch"] = self.best_epoch or engine.state["epoch"]
         engine.state["best_" + self.monitor] = self.best
+        self._say(engine)
+
+    def _say(self, engine: "Engine") -> None:
+        """The console line saying which weights the model now holds: without it the last epoch
+        line (its own metric) and the summary (the restored epoch's) disagree, unexplained."""
+        if self.best is None or self.best_weights is None:
+            return
+        last, why = engine.state["epoch"], engine.state.get("stopped_because")
+        best = f"epoch {self.best_epoch} ({self.monitor} {self.best:.4f})"
+        if why == "patience":
+            log.info("early stopping after epoch %d: %s did not improve for %d epochs; restored the best weights, %s",
+                     last, self.monitor, self.bad_epochs, best)
+        elif self.best_epoch < last:
+            ended = {"interrupted": "interrupted", "time_limit": "stopped at --max-minutes"}.get(why, "ended")
+            log.info("training %s after epoch %d; restored the best weights, %s", ended, last, best)
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
@@ -186,10 +201,12 @@ class MetricsLogger(Callback):
 
 class Progress(Callback):
     """A live bar (loss, accuracy, images/s, ETA) on a terminal; one plain line per epoch
-    otherwise, so logs of CI and batch jobs stay readable."""
+    otherwise, so logs of CI and batch jobs stay readable. `unit`: what the rate counts
+    ("images", "texts", "samples"; the record key stays `images_per_s` for every kind)."""
 
-    def __init__(self, enabled: bool = True, live: bool | None = None):
+    def __init__(self, enabled: bool = True, live: bool | None = None, unit: str = "images"):
         self.enabled = enabled
+        self.unit = {"images": "img"}.get(unit, unit)
         self.live = sys.stderr.isatty() if live is None else live
         self.bar = None
 
@@ -212,7 +229,7 @@ class Progress(Callback):
             s = f"loss {stats['loss']:.3f}"
             if "accuracy" in stats:
                 s += f" acc {stats['accuracy']:.3f}"
-            s += f" {stats['images_per_s']:.0f} img/s"
+            s += f" {stats['images_per_s']:.0f} {self.unit}/s"
             self.bar.update(self.task, advance=1, stats=s)
 
     def on_epoch_end(self, engine: "Engine", record: dict) -> None:
@@ -220,7 +237,7 @@ class Progress(Callback):
             return
         parts = [f"epoch {record['epoch']}/{engine.epochs}"]
         parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))]
-        parts += [f"{record.get('images_per_s', 0):.0f} img/s", f"{record.get('epoch_s', 0):.1f}s"]
+        parts += [f"{record.get('images_per_s', 0):.0f} {self.unit}/s", f"{record.get('epoch_s', 0):.1f}s"]
         line = "  ".join(parts)
         if self.bar:
             self.bar.console.print(line)

@@ -5,13 +5,16 @@ precision, clipping, the per-epoch RNG and the checkpoint contents."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from .callbacks import Callback
+from .callbacks import Callback, Checkpointer
+
+log = logging.getLogger("tuneforge")
 
 
 class Engine:
@@ -120,11 +123,24 @@ class Engine:
             self.state["stopped_because"] = self._stop or "max_epochs"
         except KeyboardInterrupt:
             self.state["stopped_because"] = "interrupted"
+            self._say_interrupted()
         finally:
             self.state["fit_s"] = self.state.get("fit_s", 0.0) + time.perf_counter() - t_fit
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         return self.state
+
+    def _say_interrupted(self) -> None:
+        """Ctrl-C: where training stopped and how to go on (the run folder is Checkpointer's)."""
+        done = self.state["epoch"]
+        where = f"interrupted (Ctrl-C) during epoch {done + 1}/{self.epochs}"
+        ckpt = next((cb.path for cb in self.callbacks if isinstance(cb, Checkpointer)), None)
+        if ckpt is None:
+            log.warning("%s, after %d complete epoch(s)", where, done)
+            return
+        run = ckpt.parent.parent
+        saved = f"epochs 1-{done} are saved in {run}" if done else "no epoch was complete (--resume starts it from epoch 1)"
+        log.warning("%s; %s. Continue with: tuneforge fit --resume %s", where, saved, run)
 
     def checkpoint(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -37,9 +37,21 @@ def pad_ids(items: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, np.nda
     return {k: v.numpy() for k, v in batch.items()}
 
 
+_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".json", ".text", ".lst")
+
+
+def looks_like_path(item: str) -> bool:
+    """A single word with a path separator or a file suffix: most likely a file name, not a text
+    (a sentence has spaces; a mistyped `reviews/tset.txt` must not be classified as text)."""
+    if not item or any(c.isspace() for c in item):
+        return False
+    return "/" in item or os.sep in item or item.lower().endswith(_FILE_SUFFIXES)
+
+
 def read_lines(items: list[str], encoding: str = "utf-8") -> list[str]:
     """`predict`'s arguments as texts: a string is a text, an existing file gives one text per
-    line, '-' reads lines from standard input."""
+    line, '-' reads lines from standard input (texts taken as they are, however they look).
+    A word that looks like a file name but names no file is refused, naming it."""
     texts: list[str] = []
     for it in items:
         if it == "-":
@@ -47,6 +59,9 @@ def read_lines(items: list[str], encoding: str = "utf-8") -> list[str]:
         elif os.path.isfile(it):
             with open(it, encoding=encoding) as f:
                 texts += [l.rstrip("\r\n") for l in f if l.strip()]
+        elif looks_like_path(it):
+            raise DataError(f"{it}: no such file (it looks like a file name, so it is not classified as a text). "
+                            f"To classify it as a text, give it on standard input: echo {it!r} | tuneforge predict RUN -")
         else:
             texts.append(it)
     return texts
