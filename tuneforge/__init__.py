@@ -1,12 +1,12 @@
 """tuneforge: from a pretrained model to a deployed task model, on the hardware you have."""
 __version__ = "0.1.0"
 
-from .config import AlignConfig, FitConfig, PretrainConfig  # noqa: E402
+from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig  # noqa: E402
 
-__all__ = ["fit", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
+__all__ = ["fit", "lr_find", "Callback", "LrFindConfig", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
            "embed", "AlignConfig", "pretrain", "PretrainConfig", "FitConfig", "FitResult", "__version__"]
 
-_API = {"fit", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
+_API = {"fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
         "embed", "pretrain", "FitResult"}
 
 

@@ -10,47 +10,133 @@ outputs are scored) and the Predictor.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from .config import AlignConfig, FitConfig, PretrainConfig, refuse_unread
+from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, build, refuse_unread
 from .core.bundle import load_bundle, read_bundle_config
 from .core.metrics import classification_metrics
 from .core.report import print_summary, write_report
-from .core.run import FitResult, open_run, settings as run_settings, setup
+from .core import run as core_run
+from .core.data import frames
+from .core.engine import Callback
+from .core.fs import storage_errors
+from .core.run import RangeTestDone, open_run, settings as run_settings, setup
 from .deploy.batch import predict_to_file
 from .deploy.export import export_bundle
 from .deploy.predictor import Predictor
+from .errors import ConfigError
 from .recipes import RECIPES
 from .tasks import PLUGINS, plugin_for
 from .tasks.align.workflow import retrieval_metrics
 from .tasks.registry import Labelled, softmax
 from .tasks.align import workflow
 
-__all__ = ["fit", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
+__all__ = ["fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
            "embed", "pretrain", "FitResult"]
 
 
-def fit(config: FitConfig | None = None, **kwargs) -> FitResult:
+@dataclass
+class FitResult(core_run.FitResult):
+    """What `fit` returns: `run_dir`, `model` (best weights), `report` (report.json's content),
+    `config` (the resolved settings), `history` (one dict of metrics per epoch, as metrics.jsonl),
+    and `predict`/`evaluate` on the run's bundle."""
+
+    def predict(self, inputs: Any, top_k: int = 5, batch_size: int = 256) -> list[dict]:
+        """Predictions for one input or a list (image paths, texts, ...), as `tuneforge.predict(run_dir, ...)`."""
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        return predict(self.run_dir, list(inputs), top_k, batch_size)
+
+    def evaluate(self, data: str | Path, **options) -> dict:
+        """This model's report on labelled `data`, as `tuneforge.evaluate(run_dir, data, ...)` (same keywords)."""
+        return evaluate(self.run_dir, data, **options)
+
+
+def fit(config: FitConfig | None = None, *, callbacks: Iterable[Callback] = (), **kwargs) -> FitResult:
     """Fine-tune (or train) a model; every keyword is a FitConfig field. The data says the kind
     of task (image folders, text or sequence tables, image+text tables): the same engine,
-    reports and bundle for each."""
-    cfg, resume_dir = run_settings(FitConfig, config, kwargs)
-    plugin = plugin_for(cfg)
+    reports and bundle for each. `data` (and `val`, `test`) may also be a pandas DataFrame (text
+    and label columns; image path and label; image path, text and label) or a list of (image
+    path, label) pairs: it is written into the run folder's data/ as the files the readers take.
+    `callbacks`: your own `tuneforge.Callback`s, run by the training engine after its own.
+    `lr="auto"` picks the learning rate by a range test first (see `lr_find`)."""
+    result = _fit(config, kwargs, tuple(callbacks))
+    return FitResult(**{f.name: getattr(result, f.name) for f in fields(core_run.FitResult)})
+
+
+def lr_find(config: LrFindConfig | None = None, **kwargs) -> dict:
+    """The learning-rate range test on the data, model and optimizer `fit` with the same settings
+    would train: the rate grows exponentially from `start_lr` to `end_lr` over `num_steps` steps
+    (stopping once the smoothed loss explodes), on a copy of the model. Writes plots/lr_find.png
+    and lr_find.json into `out` (default runs/lr-find-MODEL-TIMESTAMP) and returns {"lrs",
+    "losses" (smoothed), "raw_losses", "suggested" (steepest descent), "min_lr" (the minimum's
+    rate / 10), "plot"}. `fit(lr="auto")` runs the same test and trains with "suggested"."""
     given = {**(config.explicit() if config else {}), **kwargs}
-    defaults = {f.name: f.default for f in FitConfig.offered()}
-    # a setting given at its default value (a config.yaml of another kind, say) is not refused
-    named = {k.replace("-", "_") for k, v in given.items() if v != defaults.get(k.replace("-", "_"))} - {"resume", "out"}
-    recipe = set(RECIPES[cfg.recipe].settings) - named if cfg.recipe and not resume_dir else set()
-    refuse_unread(cfg, named, plugin.reads(FitConfig), plugin.name, recipe)
-    if plugin.resolve:
-        plugin.function("resolve")(cfg)
-    name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
-    with open_run(cfg, resume_dir, name) as run:  # a run refused before its first epoch leaves no folder
-        return plugin.function("fit")(cfg, run)
+    checked = build(LrFindConfig, given).validate()  # unknown or fit-only settings are refused naming the flag
+    options = {k: getattr(checked, k) for k in ("start_lr", "end_lr", "num_steps")}
+    settings = {k: v for k, v in given.items() if k.replace("-", "_") not in options}
+    return _fit(None, settings, range_test=options)
+
+
+def _fit(config: FitConfig | None, kwargs: dict, callbacks: tuple = (), range_test: dict | None = None):
+    """fit and lr_find: settings, the kind of task, the run folder, the kind's fit (which, with
+    `range_test`, stops after the range test: its result is returned)."""
+    staged = None
+    if any(frames.in_memory(kwargs.get(k)) for k in frames.SPLITS):
+        if kwargs.get("resume") or (config is not None and config.resume):
+            raise ConfigError("--resume: the run keeps the data it started with (its data/ folder); give resume= "
+                              "without data=")
+        # written here first (the kind of task is told from the files), moved into the run folder below
+        staged = Path(tempfile.mkdtemp(prefix="tuneforge-data-"))
+    try:
+        if staged is not None:
+            kwargs = frames.materialise(kwargs, staged)
+        cfg, resume_dir = run_settings(FitConfig, config, kwargs)
+        plugin = plugin_for(cfg)
+        given = {**(config.explicit() if config else {}), **kwargs}
+        defaults = {f.name: f.default for f in FitConfig.offered()}
+        # a setting given at its default value (a config.yaml of another kind, say) is not refused
+        named = {k.replace("-", "_") for k, v in given.items() if v != defaults.get(k.replace("-", "_"))} - {"resume", "out"}
+        recipe = set(RECIPES[cfg.recipe].settings) - named if cfg.recipe and not resume_dir else set()
+        refuse_unread(cfg, named, plugin.reads(FitConfig), plugin.name, recipe)
+        if plugin.resolve:
+            plugin.function("resolve")(cfg)
+        name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
+        if range_test is not None:
+            name = "lr-find-" + name
+        with open_run(cfg, resume_dir, name) as run:  # a run refused before its first epoch leaves no folder
+            if staged is not None:
+                _adopt(run, staged)
+            run.callbacks, run.range_test = callbacks, range_test
+            try:
+                return plugin.function("fit")(cfg, run)
+            except RangeTestDone as done:  # lr_find: the range test ran on the model and data the fit built
+                return done.result
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def _adopt(run: core_run.Run, staged: Path) -> None:
+    """Move in-memory data written to `staged` into RUN/data and record the new paths in config.yaml
+    (rewritten, atomically), so the run folder holds what it was trained on and --resume finds it."""
+    target = run.dir / "data"
+    with storage_errors(target):
+        shutil.move(str(staged), str(target))
+        staged.mkdir()  # for the caller's cleanup
+    for key in frames.SPLITS:
+        setattr(run.cfg, key, frames.relocate(getattr(run.cfg, key), staged, target))
+    run.committed = False
+    run.commit()
 
 
 def pretrain(config: PretrainConfig | None = None, **kwargs):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__, api
-from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, PredictConfig,
+from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig, PredictConfig,
                      PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, build, display_name, flag,
                      read_yaml)
 from .core.models import MODELS, ModelSpec, model_spec
@@ -35,9 +35,20 @@ _PARSER_KEYS = ("verb", "func", "config", "settings")
 
 # --------------------------------------------------------------------------- parsers from dataclasses
 
-def _base_type(tp) -> type:
-    """The type argparse converts one word to: X for `X | None`, and for `list[X]`."""
+def _number_or_word(word: str) -> float | str:
+    """`--lr 3e-4` or `--lr auto`: a number when the word is one (the settings check the word)."""
+    try:
+        return float(word)
+    except ValueError:
+        return word
+
+
+def _base_type(tp) -> type | Callable[[str], float | str]:
+    """The type argparse converts one word to: X for `X | None`, and for `list[X]`; a number or
+    a word for `float | str` (`--lr auto`)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if set(args) == {float, str}:
+        return _number_or_word
     if args and typing.get_origin(tp) is not list:
         tp = args[0]
     if typing.get_origin(tp) is list:
@@ -149,6 +160,13 @@ def cmd_fit(settings: dict) -> int:
     print(json.dumps({"run": str(result.run_dir), "report": report.get("html_path"),
                       "test_accuracy": test.get("accuracy"), "val_accuracy": val.get("accuracy"),
                       **({"test_rmse": test["rmse"]} if "rmse" in test else {})}))
+    return 0
+
+
+def cmd_lr_find(settings: dict) -> int:
+    result = api.lr_find(**settings)
+    print(json.dumps({"suggested": result["suggested"], "min_lr": result["min_lr"], "plot": result["plot"],
+                      "steps": len(result["lrs"]), "lr_range": [result["lrs"][0], result["lrs"][-1]]}))
     return 0
 
 
@@ -336,6 +354,8 @@ def _fit_description() -> str:
 VERBS: dict[str, Verb] = {
     "fit": Verb(cmd_fit, FitConfig, "train a model on labelled data: class folders, a text or sequence table, "
                                     "an image+text table"),
+    "lr-find": Verb(cmd_lr_find, LrFindConfig, "learning-rate range test on the data and model of a fit: a plot and a "
+                                               "suggested --lr (fit --lr auto runs it first)"),
     "pretrain": Verb(cmd_pretrain, PretrainConfig, "self-supervised pretraining of a backbone on unlabeled images, or "
                                                    "MLM of a text encoder on unlabeled texts (--method mlm); fit --init RUN"),
     "evaluate": Verb(cmd_evaluate, EvaluateConfig, "evaluate a run or bundle on labelled data of its kind "
@@ -369,7 +389,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
             continue
         sp.add_argument("--config", metavar="FILE.yaml",
                         help="YAML file of settings, keys as the flags' names (flags given here override it)")
-        add_dataclass_flags(sp, verb.settings, _kinds_reading(verb.settings) if name == "fit" else None, defaults)
+        add_dataclass_flags(sp, verb.settings, _kinds_reading(verb.settings) if name in ("fit", "lr-find") else None,
+                              defaults)
     return p
 
 

@@ -15,6 +15,7 @@ This module imports nothing of tuneforge but errors and recipes (layering: error
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -154,7 +155,9 @@ class Optim(Settings):
     """Optimizer, schedule, loss smoothing, epochs and early stopping."""
     group: ClassVar[str] = "optim"
     optimizer: str = opt("adamw", "optimizer", OPTIMIZERS)
-    lr: float | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)")
+    # "auto": the learning-rate range test (tuneforge/core/engine/lr_find.py) picks it
+    lr: float | str | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd); 'auto': "
+                                       "chosen by a learning-rate range test before training (see `tuneforge lr-find`)")
     weight_decay: float | None = opt(None, "weight decay, not applied to biases and norm layers (default: 0.05 for adamw, 5e-4 for sgd, 0 for adam)")
     momentum: float = opt(0.9, "SGD momentum (Nesterov)")
     batch_size: int = opt(64, "training batch size")
@@ -167,7 +170,12 @@ class Optim(Settings):
 
     def _check(self) -> None:
         _positive(self, "batch_size", "epochs")
-        if self.lr is not None and self.lr <= 0:
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:  # YAML reads 1e-3 (no dot) as a string
+                self.lr = float(self.lr)
+            except ValueError:
+                raise ConfigError(f"--lr must be a number > 0 or 'auto', got {self.lr!r}") from None
+        if self.lr is not None and self.lr != "auto" and self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.patience < 0:
             raise ConfigError(f"--patience must be >= 0, got {self.patience}")
@@ -704,6 +712,25 @@ class EmbedConfig(Command):
     cache_dir: str | None = opt(None, FEATURE_CACHE_HELP)
 
 
+@dataclass
+class LrFindConfig(FitConfig):
+    """`tuneforge lr-find`: the learning-rate range test on the data, model and optimizer a fit with
+    the same settings would use; writes plots/lr_find.png and lr_find.json and prints the suggestion."""
+    verb: ClassVar[str] = "lr-find"
+    out: str | None = opt(None, "folder of the range test's plot and lr_find.json (default: runs/lr-find-MODEL-TIMESTAMP)")
+    start_lr: float = opt(1e-7, "range test: the first learning rate")
+    end_lr: float = opt(10.0, "range test: the last learning rate (the test stops earlier when the loss explodes)")
+    num_steps: int = opt(100, "range test: optimizer steps, the learning rate growing exponentially between the two")
+    # what only a real fit reads (how long, when to stop, where to continue)
+    UNOFFERED: ClassVar[tuple[str, ...]] = ("lr", "epochs", "patience", "max_minutes", "resume")
+
+    def _check(self) -> None:
+        if not 0 < self.start_lr < self.end_lr:
+            raise ConfigError(f"--start-lr and --end-lr must satisfy 0 < start < end, got {self.start_lr}, {self.end_lr}")
+        if self.num_steps < 5:
+            raise ConfigError(f"--num-steps must be >= 5, got {self.num_steps}")
+
+
 COMMANDS: tuple[type[Command], ...] = (EvaluateConfig, PredictConfig, ExportConfig, ServeConfig, BatchConfig,
                                       RetrieveConfig, ZeroshotConfig, EmbedConfig)
 
@@ -725,6 +752,7 @@ def build(cls: type, *layers: dict) -> Any:
     """cls(**merged layers), later layers winning; an unknown key is an error naming it."""
     names = {f.name for f in cls.offered()}
     aliases = getattr(cls, "ALIASES", {})
+    layers = tuple({k: _plain(v) for k, v in layer.items()} for layer in layers)
     merged: dict = {}
     for layer in layers:
         for k, v in layer.items():
@@ -739,6 +767,16 @@ def build(cls: type, *layers: dict) -> Any:
         return cls(**merged)
     except TypeError as e:
         raise ConfigError(str(e)) from None
+
+
+def _plain(value: Any) -> Any:
+    """A setting as config.yaml holds it: a path object (pathlib.Path, any os.PathLike) becomes its
+    string, in lists too, so every path argument takes str or Path alike."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, os.PathLike) for v in value):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    return value
 
 
 def with_recipe(explicit: dict) -> dict:

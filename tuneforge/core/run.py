@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import BundleError, ConfigError
 from .bundle import save_bundle
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, TimeLimit, build_optimizer, build_schedule
+from .engine import lr_find
 from .engine.checkpoint import load_checkpoint
 from .fs import atomic_write_text, remove_stale_temps, storage_errors
 from .report import print_summary, write_report
@@ -52,6 +53,9 @@ class Run:
     resuming: bool = False
     committed: bool = False
     created: Path | None = None  # the outermost folder open_run made (removed again if the run is refused)
+    callbacks: tuple = ()  # the caller's own Callbacks (api.fit's `callbacks=`), run by train_model's engine
+    range_test: dict | None = None  # api.lr_find: train_model runs only the range test, with these settings
+    lr_found: dict | None = None  # `--lr auto`: the range test's result, for report.json
 
     def commit(self) -> None:
         """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
@@ -77,12 +81,25 @@ class Run:
             self.discard()
 
 
+class RangeTestDone(Exception):
+    """Raised by train_model for api.lr_find once the range test ran: the kind's fit has built the
+    model, strategy and loaders the real fit would use, and must stop there (no training, no bundle)."""
+
+    def __init__(self, result: dict):
+        super().__init__("learning-rate range test done")
+        self.result = result
+
+
 @dataclass
 class FitResult:
+    """What a fit leaves: the run folder, the model with its best weights, the report (report.json's
+    content), the resolved settings and the per-epoch `history` (metrics.jsonl's rows). The API
+    returns its subclass with `predict` and `evaluate` (tuneforge/api.py)."""
     run_dir: Path
     model: torch.nn.Module
     report: dict
     config: Any
+    history: list[dict] = field(default_factory=list)
 
 
 def write_config(cfg: Settings, path: Path) -> None:
@@ -202,6 +219,7 @@ def _claim(run_dir: Path, overwrite: bool) -> None:
             else:
                 p.unlink()
 
+
 def prepare(cls: type[Settings], config: Settings | None, kwargs: dict, name: Callable[[Any], str],
             resolve: Callable[[Any], None] | None = None, recipes: bool = True) -> Run:
     """settings() + the caller's resolution of derived settings + open_run()."""
@@ -239,17 +257,22 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
           extra_callbacks: tuple = ()) -> tuple[Engine, dict]:
     """Optimizer, schedule, callbacks and the one Engine, for every kind of task."""
     cfg = run.cfg
-    lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
-    steps = len(train_loader) * cfg.epochs
     wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
+    lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
+    if run.range_test is not None or lr == "auto":
+        lr = _range_test(run, trainable, strategy, train_loader, wd)
+    steps = len(train_loader) * cfg.epochs
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     early = EarlyStopping(cfg.monitor, cfg.patience if val_loader is not None else 0, run.dir)
     callbacks = [*extra_callbacks, early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
-                 Progress(cfg.progress, unit=rate_unit(cfg, train_loader))]
+                 Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
+                 *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
+    if run.lr_found is not None:
+        engine.state["lr_auto"] = lr  # in every checkpoint: a resumed run keeps the rate it started with
     if run.resume_ckpt is not None:
         try:
             engine.load_checkpoint(run.resume_ckpt)
@@ -264,12 +287,37 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     return engine, engine.fit(train_loader, val_loader)
 
 
+def _range_test(run: Run, trainable: torch.nn.Module, strategy, train_loader, weight_decay: float) -> float:
+    """`--lr auto` (or api.lr_find, which stops here): the learning-rate range test on copies of
+    the model and strategy the fit is about to train; returns the suggested rate."""
+    cfg = run.cfg
+    if run.range_test is None and run.resume_ckpt is not None and "lr_auto" in run.resume_ckpt.get("engine", {}):
+        lr = run.resume_ckpt["engine"]["lr_auto"]
+        run.lr_found = {"suggested": lr, "from": "the run's checkpoint"}
+        log.info("--lr auto: %.3g (chosen when the run started)", lr)
+        return lr
+    options = run.range_test or {}
+    result = lr_find.range_test(
+        trainable, strategy, train_loader, lambda m, lr: build_optimizer(m, cfg.optimizer, lr, weight_decay, cfg.momentum),
+        options.get("start_lr", 1e-7), options.get("end_lr", 10.0), options.get("num_steps", 100), cfg.seed, cfg.grad_clip)
+    result["plot"] = str(lr_find.plot(result, run.dir / "plots" / "lr_find.png"))
+    lr_find.save(result, run.dir / "lr_find.json")
+    if run.range_test is not None:
+        raise RangeTestDone(result)
+    run.lr_found = {k: result[k] for k in ("suggested", "steepest", "min_lr", "plot")}
+    log.info("--lr auto: %.3g (learning-rate range test over %d steps, %.2g to %.2g; plot %s)", result["suggested"],
+             len(result["lrs"]), result["lrs"][0], result["lrs"][-1], result["plot"])
+    return result["suggested"]
+
+
 def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: dict | None, examples: dict | None,
            save: Callable[[Path], None] | None = None, summary: Callable[[dict], None] | None = None) -> FitResult:
     """Timings, the bundle of the best weights (`save` writes a bundle of another layout),
     report.json/html and the console summary."""
     report["fit_s"] = round(state.get("fit_s", 0.0), 2)
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
+    if run.lr_found is not None:
+        report["lr_auto"] = run.lr_found
     run.commit()
     with storage_errors(run.dir / "model"):
         if save is not None:
@@ -280,4 +328,4 @@ def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: di
     report["html_path"] = str(paths["html"])
     if run.cfg.progress:
         (summary or print_summary)(report)
-    return FitResult(run.dir, model, report, run.cfg)
+    return FitResult(run.dir, model, report, run.cfg, list(state["history"]))

@@ -23,14 +23,47 @@ log = logging.getLogger("tuneforge")
 
 
 class Callback:
-    def on_fit_start(self, engine: "Engine") -> None: ...
-    def on_epoch_start(self, engine: "Engine", epoch: int, num_batches: int) -> None: ...
-    def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None: ...
-    def on_epoch_end(self, engine: "Engine", record: dict) -> None: ...
-    def on_fit_end(self, engine: "Engine") -> None: ...
+    """The public way to watch or steer training (`tuneforge.Callback`; `tuneforge.fit(...,
+    callbacks=[...])`). Override any of the hooks; each gets the `engine`, whose useful parts are
+    `engine.model` (the module being trained), `engine.optimizer`, `engine.epochs` (the maximum),
+    `engine.state` ("epoch": epochs done, "step": optimizer steps, "history": the epoch records so
+    far) and `engine.request_stop(reason)`, which ends training after the current epoch (the best
+    weights are still restored, and `reason` becomes the report's "stopped_because").
+
+        class StopAt(tuneforge.Callback):
+            def on_epoch_end(self, engine, record):
+                if record["val_accuracy"] > 0.9:
+                    engine.request_stop("good enough")
+
+    Your callbacks run after tuneforge's own (early stopping, checkpoints, logs, progress), so an
+    epoch's record is complete when you see it. A callback with state that must survive `--resume`
+    returns it from `state_dict()` and takes it back in `load_state_dict()` (saved in every
+    checkpoint under the class's name)."""
+
+    def on_fit_start(self, engine: "Engine") -> None:
+        """Before the first epoch (of this call: a resumed run starts at its next epoch)."""
+
+    def on_epoch_start(self, engine: "Engine", epoch: int, num_batches: int) -> None:
+        """Before epoch `epoch` (counted from 0) of `num_batches` training batches."""
+
+    def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None:
+        """After each training step: `stats` holds the epoch's running "loss", "images_per_s" and,
+        for classifiers, "accuracy"."""
+
+    def on_epoch_end(self, engine: "Engine", record: dict) -> None:
+        """After each epoch: `record` is its row of metrics.jsonl ("epoch" from 1, "train_loss",
+        "val_loss", "val_accuracy", "lr", ...). Call `engine.request_stop(reason)` to stop."""
+
+    def on_fit_end(self, engine: "Engine") -> None:
+        """After the last epoch, however training ended (also Ctrl-C); the best weights are in
+        `engine.model` by now."""
+
     def state_dict(self) -> dict:
+        """What `--resume` must restore of this callback (default: nothing)."""
         return {}
-    def load_state_dict(self, state: dict) -> None: ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what `state_dict` returned, when a run is resumed."""
 
 
 class EpochMeasure(Callback):
