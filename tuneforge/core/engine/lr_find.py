@@ -107,6 +107,9 @@ def plot(result: dict, path: Path) -> Path:
     ax.plot(result["lrs"], result["losses"], lw=2, label="smoothed loss")
     ax.axvline(result["suggested"], color="C3", ls="--", label=f"suggested {result['suggested']:.2g}")
     ax.set_xscale("log")
+    # the smoothed curve decides: the raw losses' spikes near divergence would flatten it
+    low, first = min(result["losses"]), result["losses"][0]
+    ax.set_ylim(low - 0.1 * abs(low), max(result["losses"]) + 0.25 * abs(first - low) + 1e-3)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     ax.set_title("learning-rate range test")
