@@ -94,9 +94,9 @@ def test_image_text_dataframe(cifar3, tmp_path):
     pd = pytest.importorskip("pandas")
     rows = [(p, f"a photo of something {i % 7}", label) for i, (p, label) in enumerate(_pairs(cifar3, "train"))]
     frame = pd.DataFrame(rows, columns=["path", "text", "label"])
-    run = tuneforge.fit(data=frame, image_model="seed-cnn", modalities="image", image_size=32, epochs=1,
+    run = tuneforge.fit(data=frame, image_model="seed-cnn", modalities="image", image_size=32, epochs=1, lr="auto",
                         batch_size=32, out=tmp_path / "run", cache_dir=str(tmp_path / "cache"), **QUICK)
-    assert run.report["classes"] == ["airplane", "frog", "truck"]
+    assert run.report["classes"] == ["airplane", "frog", "truck"] and math.isfinite(run.report["lr_auto"]["suggested"])
     assert run.config.image_column == "path" and run.config.text_column == "text"
 
 
@@ -177,6 +177,13 @@ def test_fit_lr_auto_trains_above_chance_and_records_the_rate(cifar3, tmp_path, 
     assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == "auto"
     history = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["lr"] <= lr  # the cosine schedule's peak is the chosen rate
+
+
+def test_lr_auto_is_kept_on_resume(cifar3, tmp_path):
+    first = tuneforge.fit(data=cifar3, lr="auto", epochs=1, out=tmp_path / "run", **IMAGES)
+    lr = first.report["lr_auto"]["suggested"]
+    more = tuneforge.fit(resume=tmp_path / "run", epochs=2, **QUICK)
+    assert more.report["lr_auto"]["suggested"] == lr and len(more.history) == 2
 
 
 def test_cli_lr_find_and_bad_lr_word(cifar3, tmp_path, capsys):

@@ -169,7 +169,8 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
     default_freeze = cfg.freeze if cfg.freeze != "none" else "backbone"
     freeze = {"image": cfg.image_freeze or default_freeze, "text": cfg.text_freeze or default_freeze}
     model.freeze_encoders(freeze["image"], freeze["text"])
-    lr = cfg.lr or 1e-3
+    # --lr auto: the range test scales every group alike, so the encoders keep these ratios to the head's rate
+    lr = cfg.lr if cfg.lr not in (None, "auto") else 1e-3
     for name, enc_lr in (("image", cfg.image_lr or lr * 0.1), ("text", cfg.text_lr or lr * 0.05)):
         m = model.backbone.encoders().get(name)
         if m is not None:
