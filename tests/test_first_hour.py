@@ -90,6 +90,13 @@ def test_a_refused_fit_leaves_no_new_folder(tmp_path, capsys):
     assert main(["fit", "--data", str(data), "--model", "gru", "--out", str(out), "--no-progress"]) == 2
     assert "text" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs" / "other").mkdir(parents=True)  # another run's, started meanwhile: kept
+    assert main(["fit", "--data", str(data), "--model", "gru", "--out", str(out), "--no-progress"]) == 2
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
+    # made runs/ itself, and another run started in it meanwhile: only this run's folder goes
+    (out / "plots").mkdir(parents=True)
+    run_module.Run(cfg=None, dir=out, created=tmp_path / "runs").discard()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
 
 
 def test_make_demo_twice_in_a_row(tmp_path, monkeypatch):

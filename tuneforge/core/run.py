@@ -70,7 +70,15 @@ class Run:
         """Remove the folder open_run made for this run, if no epoch was saved in it: a command
         refused after open_run (unreadable data, say) leaves nothing behind."""
         if self.created is not None and not (self.dir / "checkpoints" / "last.pt").exists():
-            shutil.rmtree(self.created, ignore_errors=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            # parents it made go only if empty: another run may have started in runs/ meanwhile
+            for parent in self.dir.parents:
+                if self.created not in (parent, *parent.parents):
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
             self.created = None
 
     def __enter__(self) -> "Run":
