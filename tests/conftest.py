@@ -21,6 +21,41 @@ def cifar_subset(dst: Path, classes: list[str], per_class: dict[str, int]) -> Pa
     return dst
 
 
+def flickr_subset(dst: Path, n_images: int) -> tuple[list[str], list[dict]]:
+    """The first `n_images` Flickr8k images (by name, symlinked) and all their captions, as
+    dst/images/ and dst/captions.csv; returns (image names, caption rows)."""
+    import csv
+    src = DATASETS / "flickr8k"
+    if not src.is_dir():
+        pytest.fail(f"real test data missing: {src}")
+    rows = list(csv.DictReader(open(src / "captions.csv", newline="", encoding="utf-8")))
+    names = sorted({r["image"] for r in rows})[:n_images]
+    keep = [r for r in rows if r["image"] in set(names)]
+    (dst / "images").mkdir()
+    for n in names:
+        os.symlink(src / "images" / n, dst / "images" / n)
+    with open(dst / "captions.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "caption"])
+        w.writeheader()
+        w.writerows(keep)
+    return names, keep
+
+
+def ctrl_c_in_epoch(monkeypatch, epoch: int):
+    """Make the engine raise KeyboardInterrupt (Ctrl-C) when epoch `epoch` (0-based) starts;
+    returns the function that undoes it (only this patch: other monkeypatches stay)."""
+    from tuneforge.core.engine import Engine
+    original = Engine.train_epoch
+
+    def interrupted(self, loader, e):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return original(self, loader, e)
+
+    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    return lambda: monkeypatch.setattr(Engine, "train_epoch", original)
+
+
 @pytest.fixture(scope="session")
 def cifar3(tmp_path_factory) -> Path:
     """3 CIFAR-10 classes: 60 train and 30 test images each (real JPEGs)."""

@@ -16,7 +16,7 @@ from tuneforge.tasks.align import workflow as A
 from tuneforge.cli import main as cli_main
 from tuneforge.errors import BundleError, ConfigError, DataError
 
-from conftest import DATASETS
+from conftest import ctrl_c_in_epoch, flickr_subset
 
 SIZE = 96  # lite0 at 96 px: a fraction of the 224 px cost, features still tell scenes apart
 
@@ -24,20 +24,8 @@ SIZE = 96  # lite0 at 96 px: a fraction of the 224 px cost, features still tell 
 @pytest.fixture(scope="module")
 def flickr_small(tmp_path_factory) -> dict:
     """The first 48 Flickr8k images (by name) with their 5 captions each: 240 real pairs."""
-    src = DATASETS / "flickr8k"
-    if not src.is_dir():
-        pytest.fail(f"real test data missing: {src}")
-    rows = list(csv.DictReader(open(src / "captions.csv", newline="", encoding="utf-8")))
-    names = sorted({r["image"] for r in rows})[:48]
-    keep = [r for r in rows if r["image"] in set(names)]
     d = tmp_path_factory.mktemp("flickr")
-    (d / "images").mkdir()
-    for n in names:
-        os.symlink(src / "images" / n, d / "images" / n)
-    with open(d / "captions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "caption"])
-        w.writeheader()
-        w.writerows(keep)
+    names, keep = flickr_subset(d, 48)
     (d / "train.txt").write_text("\n".join(names[:40]))
     (d / "val.txt").write_text("\n".join(names[40:44]))
     (d / "test.txt").write_text("\n".join(names[44:]))
@@ -109,22 +97,15 @@ def test_recall_on_train_and_chance(flickr_run, flickr_small, cache):
 def test_align_resume_is_exact(flickr_small, cache, tmp_path, monkeypatch, capsys):
     """Interrupted after 2 of 4 epochs, `align --resume RUN` (the CLI flag) ends with the heads,
     losses and recalls of the uninterrupted run, bit for bit (flip on: the per-epoch view draws too)."""
-    from tuneforge.core.engine import Engine
     d = flickr_small["dir"]
     kw = dict(data=str(d / "captions.csv"), image_root=str(d / "images"), train_list=str(d / "train.txt"),
               val_list=str(d / "val.txt"), test_list=str(d / "test.txt"), image_size=SIZE, epochs=4, batch_size=32,
               patience=0, lr=3e-3, flip=True, cache_dir=cache, threads=1, progress=False)
     full = A.align(out=str(tmp_path / "full"), **kw)
-    original = Engine.train_epoch
-
-    def interrupted(self, loader, epoch):  # Ctrl-C in the third epoch
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    restore = ctrl_c_in_epoch(monkeypatch, 2)  # Ctrl-C in the third epoch
     cut = A.align(out=str(tmp_path / "cut"), **kw)
     assert cut.report["stopped_because"] == "interrupted" and cut.report["epochs_run"] == 2
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    restore()
 
     assert cli_main(["align", "--resume", str(tmp_path / "cut")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tuneforge
-from conftest import DATASETS
+from conftest import flickr_subset
 from test_multimodal import FASHION, _fit, fashion4  # noqa: F401  (fashion4 is a fixture)
 from test_sequences import make_sequences, write_long, write_wide
 from tuneforge.deploy.predictor import Predictor
@@ -155,19 +155,8 @@ def test_sequence_bundles_are_served(seq_run, reg_run, live_server):
 def pair_run(tmp_path_factory):
     """A one-epoch alignment of 12 real Flickr8k images and their 60 captions (seconds)."""
     from tuneforge.tasks.align import workflow as A
-    src = DATASETS / "flickr8k"
-    if not src.is_dir():
-        pytest.fail(f"real test data missing: {src}")
     d = tmp_path_factory.mktemp("pair")
-    rows = list(csv.DictReader(open(src / "captions.csv", newline="", encoding="utf-8")))
-    names = sorted({r["image"] for r in rows})[:12]
-    (d / "images").mkdir()
-    for n in names:
-        os.symlink(src / "images" / n, d / "images" / n)
-    with open(d / "captions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "caption"])
-        w.writeheader()
-        w.writerows(r for r in rows if r["image"] in set(names))
+    names, _ = flickr_subset(d, 12)
     run = A.align(data=str(d / "captions.csv"), image_root=str(d / "images"), image_size=64, epochs=1, batch_size=16,
                   patience=0, test_fraction=0.25, val_fraction=0.0, out=str(d / "run"), threads=2, progress=False,
                   cache_dir=str(d / "cache"))

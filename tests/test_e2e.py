@@ -12,7 +12,7 @@ import torch
 
 import tuneforge
 from tuneforge.cli import main
-from tuneforge.core.engine import Engine
+from conftest import ctrl_c_in_epoch
 from tuneforge.errors import BundleError, DataError
 
 CLASSES = ["airplane", "frog", "truck"]
@@ -95,18 +95,11 @@ def test_resume_continues_exactly_where_it_stopped(cifar3, tmp_path, monkeypatch
               augment="flip,shear=0.2,zoom=0.2", patience=0, **QUICK)
     full = tuneforge.fit(out=str(tmp_path / "full"), **kw)
 
-    original = Engine.train_epoch
-
-    def interrupted(self, loader, epoch):  # Ctrl-C in the middle of the third epoch
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-
-    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    restore = ctrl_c_in_epoch(monkeypatch, 2)  # Ctrl-C in the third epoch
     cut = tuneforge.fit(out=str(tmp_path / "cut"), **kw)
     assert cut.report["stopped_because"] == "interrupted" and cut.report["epochs_run"] == 2
     assert (tmp_path / "cut" / "model" / "model.safetensors").is_file()  # nothing lost on Ctrl-C
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    restore()
 
     resumed = tuneforge.fit(resume=str(tmp_path / "cut"), progress=False)
     assert resumed.report["epochs_run"] == 3

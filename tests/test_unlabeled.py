@@ -16,10 +16,9 @@ from tuneforge.core.augment.views import RAND_OPS, rand_augment, ssl_view, stron
 from tuneforge.cli import main
 from tuneforge.core.data.unlabeled import SemiLoader, load_unlabeled, scan_unlabeled
 from tuneforge.core.strategies.semi import FixMatch, PixelViews, SemiModel
-from tuneforge.core.engine import Engine
 from tuneforge.errors import DataError
 
-from conftest import DATASETS
+from conftest import DATASETS, ctrl_c_in_epoch
 
 QUICK = dict(progress=False, tensorboard=False, threads=1, workers=1, cache_dir="")
 
@@ -160,15 +159,9 @@ def test_semi_supervised_resume_is_exact(cifar3, unlabeled_dir, tmp_path, monkey
     kw = dict(data=str(cifar3), model="fast-cnn", labels_per_class=5, unlabeled=str(unlabeled_dir), semi="mean-teacher",
               ema=0.9, epochs=3, semi_steps=3, batch_size=8, semi_mu=2, val_fraction=0, patience=0, **QUICK)
     full = tuneforge.fit(out=str(tmp_path / "full"), **kw)
-    original = Engine.train_epoch
-
-    def interrupted(self, loader, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    restore = ctrl_c_in_epoch(monkeypatch, 2)
     tuneforge.fit(out=str(tmp_path / "cut"), **kw)
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    restore()
     resumed = tuneforge.fit(resume=str(tmp_path / "cut"), progress=False)
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)

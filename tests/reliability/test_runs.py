@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 import tuneforge
 from tuneforge.cli import main
 from tuneforge.core import fs
-from tuneforge.core.engine import Engine
+from conftest import ctrl_c_in_epoch
 from tuneforge.errors import DataError, StorageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,16 +71,9 @@ def full(cifar3, cache, tmp_path_factory) -> Path:
 
 def _cut(data: Path, out: Path, cache: Path, monkeypatch) -> None:
     """The run of `full`, Ctrl-C in its third epoch."""
-    original = Engine.train_epoch
-
-    def interrupted(self, loader, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-
-    monkeypatch.setattr(Engine, "train_epoch", interrupted)
+    restore = ctrl_c_in_epoch(monkeypatch, 2)
     cut = tuneforge.fit(data=str(data), out=str(out), cache_dir=str(cache), **KW)
-    monkeypatch.setattr(Engine, "train_epoch", original)
+    restore()
     assert cut.report["epochs_run"] == 2
 
 
