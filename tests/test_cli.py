@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge import api, cli
+from tuneforge import api, cli, commands
 from tuneforge.cli import VERBS, build_parser, main
 from tuneforge.config import (COMMANDS, BatchConfig, EvaluateConfig, ExportConfig, FitConfig, PredictConfig,
                               ServeConfig, Settings, ZeroshotConfig, flag, opt)
@@ -137,7 +137,7 @@ def calls(monkeypatch):
                          ("export", {"_dir": "b", "files": {}}), ("serve", None), ("batch_predict", {"rows": 0}),
                          ("retrieve", []), ("zeroshot", report), ("embed", {"out": "e"})):
         monkeypatch.setattr(api, name, recorder(name, result))
-    monkeypatch.setattr(cli, "evaluate_retrieval", recorder("evaluate_retrieval", {"R@1": 0.1}))
+    monkeypatch.setattr(commands, "evaluate_retrieval", recorder("evaluate_retrieval", {"R@1": 0.1}))
     return seen
 
 

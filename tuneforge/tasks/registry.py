@@ -1,7 +1,4 @@
-"""The two registries of the task kinds: inference `Task`s (what a bundle's `task` field means
-at inference time) and fit `Plugin`s (how `tuneforge fit` trains a kind of task).
-
-Tasks: what a bundle's `task` field means at inference time.
+"""The registry of inference `Task`s: what a bundle's `task` field means at inference time.
 
 A task says which inputs a model takes ("image", "text", or both), turns raw inputs (file
 bytes, paths, strings) into named arrays exactly as training did, stacks them into a batch, and
@@ -9,9 +6,8 @@ wraps the trained module into the graph that both eager PyTorch and ONNX run. Th
 the ONNX exporter and the server only talk to this interface, so a text or multimodal task
 plugs in by calling `register_task` with its own class; nothing else changes.
 
-Plugins: a kind of task registers the config groups its fit reads, how to recognise its data,
-and its fit function by module path (imported only when a fit runs, so the deploy code that
-imports this registry imports no training code).
+A kind's `Task`s are registered when its `infer` module is imported: `task_for` imports the one
+a bundle needs, named by the kind's fit `Plugin` (tuneforge/tasks/plugins.py).
 """
 from __future__ import annotations
 
@@ -19,14 +15,15 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..core.data.images import list_images
 from ..core.data.text import read_rows
-from ..errors import BundleError, ConfigError, DataError
+from ..errors import BundleError, DataError
+from .plugins import PLUGINS, plugin_of_task, task_names
 
 log = logging.getLogger("tuneforge")
 
@@ -45,12 +42,23 @@ def register_task(name: str):
 
 
 def task_for(config: dict) -> "Task":
-    """The Task of a bundle config; an unknown task is a clear error, not a KeyError."""
+    """The Task of a bundle config (its kind's infer module imported on first use); an unknown
+    task is a clear error, not a KeyError."""
     name = config.get("task", "image-classification")
     if name not in TASKS:
-        raise BundleError(f"{config.get('_dir', 'bundle')}: task {name!r} is not known to this tuneforge "
-                          f"(known: {', '.join(sorted(TASKS))}); upgrade tuneforge")
+        if name not in task_names():
+            raise BundleError(f"{config.get('_dir', 'bundle')}: task {name!r} is not known to this tuneforge "
+                              f"(known: {', '.join(task_names())}); upgrade tuneforge")
+        importlib.import_module(plugin_of_task(name).infer)
     return TASKS[name](config)
+
+
+def all_tasks() -> dict[str, type["Task"]]:
+    """Every kind's Tasks, each kind's infer module imported."""
+    for plugin in PLUGINS.values():
+        if plugin.infer:
+            importlib.import_module(plugin.infer)
+    return TASKS
 
 
 @dataclass
@@ -198,59 +206,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def describe(task: Task) -> dict[str, Any]:
     """What the server's page and /v1/info show about a task."""
     return {"task": task.name, "inputs": list(task.inputs)}
-
-
-@dataclass(frozen=True)
-class Plugin:
-    """A kind of task for `tuneforge fit`.
-
-    groups: the config groups its fit reads (tuneforge/config.py), less `unread` fields;
-    detect: whether settings describe this kind (cheap: no model or data is loaded);
-    fit: "module:function" taking (cfg, run) -> FitResult (for the align and pretrain verbs: the
-    verb's own entry point, taking (config, **settings)); resolve: "module:function" taking
-    cfg, for settings derived before config.yaml is written (optional). What a kind's bundles
-    do at inference (predict, evaluate, batch, serve, export) is its `Task` (above)."""
-    name: str
-    groups: tuple[str, ...]
-    detect: Callable[[Any], bool]
-    fit: str
-    tasks: tuple[str, ...] = ()
-    unread: tuple[str, ...] = ()
-    resolve: str | None = None
-    help: str = ""
-
-    def reads(self, cls: type) -> set[str]:
-        groups = cls.groups()
-        return {n for n, g in groups.items() if g in self.groups} - set(self.unread)
-
-    def function(self, which: str) -> Callable:
-        module, _, name = getattr(self, which).partition(":")
-        return getattr(importlib.import_module(module), name)
-
-
-PLUGINS: dict[str, Plugin] = {}
-
-
-def register_plugin(plugin: Plugin) -> Plugin:
-    """Add a kind of task; checked in registration order, the last registered first (so the
-    fallback, images, registers first)."""
-    if plugin.name in PLUGINS:
-        raise ValueError(f"plugin {plugin.name!r} registered twice")
-    PLUGINS[plugin.name] = plugin
-    return plugin
-
-
-def plugin_for(cfg: Any) -> Plugin:
-    """The kind of task the fit settings describe."""
-    for plugin in reversed(list(PLUGINS.values())):
-        if plugin.detect(cfg):
-            return plugin
-    raise ConfigError("--data: cannot tell what kind of data this is")
-
-
-def plugin_of_task(task: str) -> Plugin:
-    """The plugin whose bundles carry this `task` name."""
-    for plugin in PLUGINS.values():
-        if task in plugin.tasks:
-            return plugin
-    raise BundleError(f"task {task!r} is not known to this tuneforge (known: {', '.join(sorted(TASKS))})")

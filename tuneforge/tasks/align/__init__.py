@@ -1,9 +1,8 @@
 """Contrastive image-text alignment (`tuneforge align`) and what an aligned pair is for:
 retrieve, zeroshot, embed (workflow.py)."""
-from ..registry import Plugin, register_plugin
-from . import infer  # noqa: F401  registers the "image-text-alignment" Task
+from ..plugins import Plugin, register_plugin
 
 PLUGIN = register_plugin(Plugin(
-    "align", groups=("run", "optim", "image", "table", "text", "align"), detect=lambda cfg: False,
-    fit="tuneforge.tasks.align.workflow:align", tasks=("image-text-alignment",),
+    "align", groups=("run", "optim", "image", "table", "text", "align"), detect=None,
+    fit="tuneforge.tasks.align.workflow:align", tasks=("image-text-alignment",), infer="tuneforge.tasks.align.infer",
     help="`tuneforge align`: an image+text table of (image, caption) pairs"))

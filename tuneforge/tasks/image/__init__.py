@@ -1,8 +1,13 @@
 """Images in class folders (the fallback kind): any data no other kind claims."""
-from ..registry import Plugin, register_plugin
-from . import infer  # noqa: F401  registers the "image-classification" Task
+from ..plugins import Plugin, register_plugin
+
+
+def detect(cfg) -> bool:
+    """The fallback, asked last: any data no other kind claims."""
+    return True
+
 
 PLUGIN = register_plugin(Plugin(
-    "image", groups=("run", "optim", "model", "image", "semi", "ema"), detect=lambda cfg: True,
+    "image", groups=("run", "optim", "model", "image", "semi", "ema"), detect="tuneforge.tasks.image:detect",
     fit="tuneforge.tasks.image.fit:fit", resolve="tuneforge.tasks.image.fit:resolve", tasks=("image-classification",),
-    help="a folder of class folders (train/, val/, test/ or one tree)"))
+    infer="tuneforge.tasks.image.infer", help="a folder of class folders (train/, val/, test/ or one tree)"))

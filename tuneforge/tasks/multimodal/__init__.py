@@ -1,7 +1,6 @@
 """Image + text tables: a fusion model (late, gated or cross-attention) of an image and a text
 encoder, or one of them alone as the baseline on the same rows (--modalities)."""
-from ..registry import Plugin, register_plugin
-from . import infer  # noqa: F401  registers the "image-text-classification" Task
+from ..plugins import Plugin, register_plugin
 
 
 def detect(cfg) -> bool:
@@ -9,7 +8,8 @@ def detect(cfg) -> bool:
 
 
 PLUGIN = register_plugin(Plugin(
-    "image+text", groups=("run", "optim", "model", "image", "table", "text", "fusion"), detect=detect,
-    fit="tuneforge.tasks.multimodal.fit:fit_multimodal", tasks=("image-text-classification",),
+    "image+text", groups=("run", "optim", "model", "image", "table", "text", "fusion"),
+    detect="tuneforge.tasks.multimodal:detect", fit="tuneforge.tasks.multimodal.fit:fit_multimodal",
+    tasks=("image-text-classification",), infer="tuneforge.tasks.multimodal.infer",
     unread=("tta", "channels_last", "limit_per_class", "columns", "skip_bad_rows", "weights", "init"),
     help="an image+text table: --image-column, --text-column, --label-column (--modalities)"))

@@ -32,7 +32,7 @@ from ...core.models.weights import BACKBONE_FILE, resolve_init
 from ...core.run import prepare, train_model
 from ...core.report import write_report
 from ...core.fs import atomic_write_text
-from . import PretrainResult, resolve
+from .common import PretrainResult, resolve
 from .text import pretrain_text
 
 log = logging.getLogger("tuneforge")

@@ -41,7 +41,7 @@ from ...core.strategies.mlm import MLM, MaskedLM
 from ...core.tokenizer import TextEncoding
 from ...core.fs import atomic_write_text
 from ...errors import DataError
-from . import PretrainResult
+from .common import PretrainResult
 
 log = logging.getLogger("tuneforge")
 

@@ -1,8 +1,7 @@
 """Numeric sequences: one row per sequence (--sequence-column) or one row per step (--id-column,
 --time-column); classified or regressed (--task regression) by lstm/gru/transformer. The fit
 shares the text fit's readers and loop (tuneforge/tasks/text/fit.py)."""
-from ..registry import Plugin, register_plugin
-from . import infer  # noqa: F401  registers the "sequence-classification" and "sequence-regression" Tasks
+from ..plugins import Plugin, register_plugin
 
 
 def detect(cfg) -> bool:
@@ -16,7 +15,8 @@ def resolve(cfg) -> None:
 
 
 PLUGIN = register_plugin(Plugin(
-    "sequence", groups=("run", "optim", "model", "table", "text", "arch", "sequence"), detect=detect,
-    fit="tuneforge.tasks.text.fit:fit_text", resolve="tuneforge.tasks.sequence:resolve",
-    tasks=("sequence-classification", "sequence-regression"), unread=("text_column", "init", "cache_features"),
+    "sequence", groups=("run", "optim", "model", "table", "text", "arch", "sequence"),
+    detect="tuneforge.tasks.sequence:detect", fit="tuneforge.tasks.text.fit:fit_text",
+    resolve="tuneforge.tasks.sequence:resolve", tasks=("sequence-classification", "sequence-regression"),
+    infer="tuneforge.tasks.sequence.infer", unread=("text_column", "init", "cache_features"),
     help="numeric sequences: --sequence-column, or --id-column with --time-column"))

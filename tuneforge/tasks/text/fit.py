@@ -17,7 +17,7 @@ from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
 from ...core.data.sequences import read_sequences, standardize
-from ...core.data.text import TextSet, Vocab, find_text_splits, read_text_file
+from ...core.data.text import TextSet, Vocab, find_text_splits, is_text_data, read_text_file
 from ...core.data.text_loader import SequenceBatchLoader
 from ...errors import ConfigError, DataError
 from ..semi.setup import read_semi_texts, setup_semi_text
@@ -33,6 +33,13 @@ from ...core.run import FitResult, Run, finish, train_model
 from ...core.tokenizer import TOKENIZER_DIR, VOCAB_FILE, TextEncoding
 
 log = logging.getLogger("tuneforge")
+
+
+def detect(cfg: FitConfig) -> bool:
+    """The text plugin's test (tasks/text/__init__.py): a text table, or a folder of them given a text model."""
+    return is_text_data(cfg.data, cfg.text_column) or (
+        cfg.data is not None and Path(cfg.data).is_dir() and model_spec(cfg.model).modality == "text")
+
 
 def _columns(cfg: FitConfig) -> list[str] | None:
     return [c.strip() for c in cfg.columns.split(",")] if cfg.columns else None
