@@ -83,6 +83,8 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_stays_up(seed_bund
         (dict(files={"file": ("t.jpg", images[0].read_bytes()[:300], "image/jpeg")}), 422, "cannot read"),
         (dict(files={"file": ("empty.jpg", b"", "image/jpeg")}), 400, "empty"),
         (dict(files={"other": ("a.jpg", images[0].read_bytes(), "image/jpeg")}), 400, "no input"),
+        (dict(files=[("file", ("a.jpg", images[0].read_bytes(), "image/jpeg")),
+                     ("file", ("b.jpg", images[1].read_bytes(), "image/jpeg"))]), 400, "one file per request"),
         (dict(json={"text": "a frog on a log"}), 422, "send an image"),
         (dict(content=b"{not json", headers={"content-type": "application/json"}), 400, "malformed JSON"),
         (dict(content=b"raw bytes", headers={"content-type": "application/octet-stream"}), 415, "multipart"),

@@ -173,7 +173,11 @@ async def _read_inputs(request: Request) -> _Raw:
         except BodyTooLarge:
             raise
         except Exception as e:  # broken multipart framing: the client's fault, said plainly
-            raise _Refused(400, f"malformed multipart body ({getattr(e, 'detail', e)})") from None
+            detail = str(getattr(e, "detail", e))
+            if "Too many files" in detail:  # two uploads: answering for one of them would hide the other
+                raise _Refused(400, "one file per request: send each image in its own request "
+                                    "(multipart field 'file')") from None
+            raise _Refused(400, f"malformed multipart body ({detail})") from None
         upload, text = form.get("file"), form.get("text")
         if upload is not None and not hasattr(upload, "read"):
             raise _Refused(400, "field 'file' must be a file upload, not a text field")
