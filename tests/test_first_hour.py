@@ -3,6 +3,7 @@
 rate unit of text runs, bundle file modes, benchmark-only dependencies)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -165,6 +166,20 @@ def test_predict_on_a_text_model_refuses_a_missing_file_by_name(texts, tmp_path,
     run = tuneforge.fit(data=str(texts), epochs=1, out=str(tmp_path / "r"), **TINY_TEXT, **QUICK)
     assert main(["predict", str(run.run_dir), "tests/tset.txt"]) != 0
     assert "tests/tset.txt: no such file" in capsys.readouterr().err
+
+
+def test_predict_text_takes_a_file_like_text_as_it_is(texts, tmp_path, capsys, cifar3):
+    run = tuneforge.fit(data=str(texts), epochs=1, out=str(tmp_path / "r"), **TINY_TEXT, **QUICK)
+    capsys.readouterr()
+    assert main(["predict", str(run.run_dir), "a fine film", "--text", "tests/tset.txt", "--text", "x.csv"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["a fine film", "tests/tset.txt", "x.csv"] and all(r["label"] for r in rows)
+    assert main(["predict", str(run.run_dir)]) != 0  # nothing to predict: said, not an empty answer
+    assert "--text TEXT" in capsys.readouterr().err
+    image_run = tuneforge.fit(data=str(cifar3), model="fast-cnn", epochs=1, out=str(tmp_path / "img"), **QUICK)
+    capsys.readouterr()
+    assert main(["predict", str(image_run.run_dir), "--text", "a cat"]) != 0
+    assert "--text:" in capsys.readouterr().err
 
 
 def test_text_runs_show_texts_per_second(texts, tmp_path, capsys):

@@ -226,14 +226,21 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
     return report
 
 
-def predict(run: str | Path, paths: list[str | Path], top_k: int = 5, batch_size: int = 256) -> list[dict]:
+def predict(run: str | Path, paths: Iterable[str | Path] = (), top_k: int = 5, batch_size: int = 256,
+            texts: Iterable[str] = ()) -> list[dict]:
     """One answer per input, read as the model's task reads `predict`'s arguments: image files
     and folders ({"path", "label", "top"}, or {"path", "error"} for an unreadable file); texts,
     files of one text per line or '-' (standard input) ({"text", "label", "top"}); numeric
     sequences (JSON lists, or tables in the training layout; a regressor answers {"value"});
-    image+text tables, images or texts; an aligned pair's images and texts ({"embedding"})."""
+    image+text tables, images or texts; an aligned pair's images and texts ({"embedding"}).
+    `texts` are classified as they are, never read as file names (after `paths`' answers)."""
     predictor = Predictor(run)
-    rows = predictor.task.rows([str(p) for p in paths])
+    texts = list(texts or ())
+    if texts and "text" not in predictor.task.inputs:
+        raise ConfigError(f"--text: {run} is a {predictor.task.name} model and reads "
+                          f"{' and '.join(predictor.task.inputs)}, not text")
+    rows = predictor.task.rows([str(p) for p in paths]) if paths else []
+    rows += [{"text": t} for t in texts]
     return list(predictor.iter_predict(rows, top_k, batch_size))
 
 

@@ -92,7 +92,7 @@ def _write_predictions(results: list[dict], out: Path) -> None:
 
 def cmd_predict(settings: dict) -> int:
     cfg: PredictConfig = _command(PredictConfig, settings)
-    results = api.predict(cfg.run, cfg.paths, cfg.top_k, cfg.batch_size)
+    results = api.predict(cfg.run, cfg.paths or [], cfg.top_k, cfg.batch_size, texts=cfg.text or [])
     if cfg.output:
         _write_predictions(results, Path(cfg.output))
         print(f"wrote {len(results)} predictions to {cfg.output}", file=sys.stderr)

@@ -573,13 +573,17 @@ class PredictConfig(Command):
     paths: list[str] | None = opt(None, "what the model reads: image files or folders; texts, text files (one text "
                                         "per line) or - (lines from standard input); numeric sequences (JSON lists, or "
                                         "a table in the training layout); for an image+text model: a table, images "
-                                        "and/or texts", positional=True, nargs="+", required=True)
+                                        "and/or texts", positional=True, nargs="*")
+    text: list[str] | None = opt(None, "a text to classify as it is, even one that looks like a file name (repeatable; "
+                                       "after the PATHS)", append=True, metavar="TEXT")
     top_k: int = opt(5, "labels per input, most probable first")
     batch_size: int = opt(256, "inputs per forward pass")
     output: str | None = opt(None, "write to FILE.csv or FILE.jsonl instead of stdout")
 
     def _check(self) -> None:
         _positive(self, "top_k", "batch_size")
+        if not self.paths and not self.text:
+            raise ConfigError("predict: nothing to predict; give PATHS (files, folders, texts or -) and/or --text TEXT")
 
 
 @dataclass

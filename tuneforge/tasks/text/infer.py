@@ -61,7 +61,8 @@ def read_lines(items: list[str], encoding: str = "utf-8") -> list[str]:
                 texts += [l.rstrip("\r\n") for l in f if l.strip()]
         elif looks_like_path(it):
             raise DataError(f"{it}: no such file (it looks like a file name, so it is not classified as a text). "
-                            f"To classify it as a text, give it on standard input: echo {it!r} | tuneforge predict RUN -")
+                            f"To classify it as a text: tuneforge predict RUN --text {it!r} (or on standard input: "
+                            f"echo {it!r} | tuneforge predict RUN -)")
         else:
             texts.append(it)
     return texts
