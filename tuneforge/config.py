@@ -167,9 +167,20 @@ class Optim(Settings):
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
     monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
     patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)", resume_safe=True)
+    # "auto": core/memory.py estimates a step's peak memory before training and splits it only when needed;
+    # str first: argparse passes the word through and _check makes a number of it
+    accumulate: str | int = opt("auto", "gradient accumulation: compute each training batch in N micro-batches, one "
+                                        "optimizer step (the same gradient in less memory; BatchNorm sees the smaller "
+                                        "batches); 'auto': 1 unless the step's estimated peak memory does not fit")
 
     def _check(self) -> None:
         _positive(self, "batch_size", "epochs")
+        if self.accumulate != "auto":
+            try:
+                self.accumulate = int(self.accumulate)
+            except (TypeError, ValueError):
+                raise ConfigError(f"--accumulate must be a number >= 1 or 'auto', got {self.accumulate!r}") from None
+            _positive(self, "accumulate")
         if isinstance(self.lr, str) and self.lr != "auto":
             try:  # YAML reads 1e-3 (no dot) as a string
                 self.lr = float(self.lr)

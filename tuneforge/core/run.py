@@ -29,6 +29,7 @@ from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress
 from .engine import lr_find
 from .engine.checkpoint import load_checkpoint
 from .fs import atomic_write_text, remove_stale_temps, storage_errors
+from .memory import accumulation
 from .report import print_summary, write_report
 
 log = logging.getLogger("tuneforge")
@@ -56,6 +57,7 @@ class Run:
     callbacks: tuple = ()  # the caller's own Callbacks (api.fit's `callbacks=`), run by train_model's engine
     range_test: dict | None = None  # api.lr_find: train_model runs only the range test, with these settings
     lr_found: dict | None = None  # `--lr auto`: the range test's result, for report.json
+    memory: dict | None = None  # core/memory.plan_memory: the step's estimate and split, for the Engine and report.json
 
     def commit(self) -> None:
         """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
@@ -288,7 +290,8 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
-    engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs)
+    engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs,
+                    accumulation(run))
     if run.lr_found is not None:
         engine.state["lr_auto"] = lr  # in every checkpoint: a resumed run keeps the rate it started with
     if run.resume_ckpt is not None:
@@ -336,6 +339,8 @@ def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: di
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
     if run.lr_found is not None:
         report["lr_auto"] = run.lr_found
+    if run.memory is not None:
+        report["memory"] = run.memory
     run.commit()
     with storage_errors(run.dir / "model"):
         if save is not None:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from ...errors import DataError
+from ..progress import phase
 
 log = logging.getLogger("tuneforge")
 
@@ -212,11 +213,19 @@ def decode_files(files: list[Path], size: int, resize: str = "crop", workers: in
     """Decode in parallel. Returns (uint8 (N_ok, 3, size, size), ok mask (N,), skipped list)."""
     jobs = [(str(f), size, resize) for f in files]
     workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(jobs) >= 256:
-        with get_context("fork").Pool(workers) as pool:
-            results = pool.map(_decode_one, jobs, chunksize=256)
-    else:
-        results = [_decode_one(j) for j in jobs]
+    results = []
+    with phase("decoding images", len(jobs), "images") as p:
+        if workers > 1 and len(jobs) >= 256:
+            with get_context("fork").Pool(workers) as pool:
+                # imap keeps the order and lets the progress follow; chunks small enough for a
+                # smooth bar, large enough that pickling stays cheap
+                for r in pool.imap(_decode_one, jobs, chunksize=max(16, min(256, len(jobs) // (8 * workers)))):
+                    results.append(r)
+                    p.advance()
+        else:
+            for j in jobs:
+                results.append(_decode_one(j))
+                p.advance()
     ok = np.array([r[0] is not None for r in results], dtype=bool)
     skipped = [{"path": str(f), "reason": r[1]} for f, r in zip(files, results) if r[0] is None]
     for s in skipped:
@@ -242,16 +251,22 @@ def content_hashes(files: list[Path]) -> list[str]:
     """sha1 (hex) of each file's contents, as the decode cache's key uses them; a file is read
     once per process unless it changes."""
     out = []
-    for f in files:
-        st = os.stat(f)
-        key = (str(f), st.st_size, st.st_mtime_ns)
-        digest = _HASHES.get(key)
-        if digest is None:
-            if len(_HASHES) >= _MAX_HASHES:
-                _HASHES.clear()
-            digest = _HASHES[key] = hashlib.sha1(Path(f).read_bytes()).hexdigest()
-        out.append(digest)
+    with phase("reading image files", len(files), "files") as p:
+        for f in files:
+            out.append(_content_hash(f))
+            p.advance()
     return out
+
+
+def _content_hash(f: Path) -> str:
+    st = os.stat(f)
+    key = (str(f), st.st_size, st.st_mtime_ns)
+    digest = _HASHES.get(key)
+    if digest is None:
+        if len(_HASHES) >= _MAX_HASHES:
+            _HASHES.clear()
+        digest = _HASHES[key] = hashlib.sha1(Path(f).read_bytes()).hexdigest()
+    return digest
 
 
 def _cache_key(files: list[Path], size: int, resize: str) -> str:

@@ -7,12 +7,12 @@ import csv
 import io
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 
+from .. import progress
 from ..fs import atomic_write_text
 from .checkpoint import atomic_save, load_checkpoint
 
@@ -233,54 +233,78 @@ class MetricsLogger(Callback):
 
 
 class Progress(Callback):
-    """A live bar (loss, accuracy, images/s, ETA) on a terminal; one plain line per epoch
-    otherwise, so logs of CI and batch jobs stay readable. `unit`: what the rate counts
-    ("images", "texts", "samples"; the record key stays `images_per_s` for every kind)."""
+    """A live bar (loss, accuracy, images/s, ETA) per epoch and one for the whole run (its ETA
+    covers every epoch left) on a terminal; one plain line per epoch otherwise (and a progress
+    line at most every 30 s of a long epoch), so logs of CI and batch jobs stay readable. Early in
+    the first epoch (after 3 steps or 5 s) a line estimates the whole run's time, measured on the
+    steps so far. `unit`: what the rate counts ("images", "texts", "samples"; the record key stays
+    `images_per_s` for every kind)."""
+
+    ESTIMATE_STEPS, ESTIMATE_SECONDS = 3, 5.0
 
     def __init__(self, enabled: bool = True, live: bool | None = None, unit: str = "images"):
         self.enabled = enabled
         self.unit = {"images": "img"}.get(unit, unit)
-        self.live = sys.stderr.isatty() if live is None else live
-        self.bar = None
-
-    def on_fit_start(self, engine: "Engine") -> None:
-        if self.enabled and self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                    TimeRemainingColumn(), transient=False)
-            self.bar.start()
+        self.live = progress.is_tty() if live is None else live
+        self.run: progress.Phase | None = None
+        self.epoch: progress.Phase | None = None
+        self.estimated = False
 
     def on_epoch_start(self, engine: "Engine", epoch: int, num_batches: int) -> None:
         self.t0 = time.perf_counter()
-        if self.bar:
-            self.task = self.bar.add_task(f"epoch {epoch + 1}/{engine.epochs}", total=num_batches, stats="")
+        self.num_batches, self.epoch_index, self.t_first = num_batches, epoch, None
+        if not self.enabled:
+            return
+        if self.run is None:
+            total = (engine.epochs - epoch) * num_batches
+            self.run = progress.Phase("run", total, "steps", self.live, every=30.0, transient=False, keep=True).start()
+        if self.live:
+            self.epoch = progress.Phase(f"epoch {epoch + 1}/{engine.epochs}", num_batches, "steps", True).start()
 
     def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None:
-        if self.bar:
-            s = f"loss {stats['loss']:.3f}"
-            if "accuracy" in stats:
-                s += f" acc {stats['accuracy']:.3f}"
-            s += f" {stats['images_per_s']:.0f} {self.unit}/s"
-            self.bar.update(self.task, advance=1, stats=s)
+        if not self.enabled:
+            return
+        s = f"loss {stats['loss']:.3f}"
+        if "accuracy" in stats:
+            s += f" acc {stats['accuracy']:.3f}"
+        s += f" {stats['images_per_s']:.0f} {self.unit}/s"
+        if self.epoch is not None:
+            self.epoch.advance(1, s)
+        self.run.advance(1, "" if self.live else s)
+        if not self.estimated:
+            self._estimate(engine, batch + 1)
+
+    def _estimate(self, engine: "Engine", steps: int) -> None:
+        """The run's time from the first steps of this fit: the first step pays one-time costs
+        (allocations, kernel choice), so with more than one the rate is taken after it."""
+        now = time.perf_counter()
+        if self.t_first is None:
+            self.t_first = now
+        if steps < min(self.ESTIMATE_STEPS, self.num_batches) and now - self.t0 < self.ESTIMATE_SECONDS:
+            return
+        self.estimated = True
+        per_step = (now - self.t_first) / (steps - 1) if steps > 1 else now - self.t0
+        epochs = engine.epochs - self.epoch_index
+        total = now - self.t0 + per_step * (epochs * self.num_batches - steps)
+        log.info("estimate: ~%s for %d epoch(s) x %d steps (%.2g s/step, measured on the first %d step(s); "
+                 "validation not included)", progress.duration(total), epochs, self.num_batches, per_step, steps)
 
     def on_epoch_end(self, engine: "Engine", record: dict) -> None:
         if not self.enabled:
             return
+        if self.epoch is not None:
+            self.epoch.close()
+            self.epoch = None
         parts = [f"epoch {record['epoch']}/{engine.epochs}"]
         parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))]
         parts += [f"{record.get('images_per_s', 0):.0f} {self.unit}/s", f"{record.get('epoch_s', 0):.1f}s"]
-        line = "  ".join(parts)
-        if self.bar:
-            self.bar.console.print(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        progress.echo("  ".join(parts))
 
     def on_fit_end(self, engine: "Engine") -> None:
-        if self.bar:
-            self.bar.stop()
-            self.bar = None
+        for p in (self.epoch, self.run):
+            if p is not None:
+                p.close()
+        self.epoch = self.run = None
 
 
 class TimeLimit(Callback):

@@ -17,14 +17,35 @@ from .callbacks import Callback, Checkpointer
 log = logging.getLogger("tuneforge")
 
 
+def rows(batch) -> int:
+    """Samples in a batch: the length of its last element (the labels of `(inputs, labels)`)."""
+    return len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)
+
+
+def split_batch(batch, k: int) -> list:
+    """`batch` as k micro-batches along dim 0: tensors, tuples/lists and dicts of them (nested),
+    every tensor cut into k near-equal parts (so a semi-supervised step's labelled and unlabeled
+    parts keep their ratio); anything else is passed to every part as it is."""
+    if isinstance(batch, torch.Tensor):
+        return list(torch.tensor_split(batch, k))
+    if isinstance(batch, dict):
+        parts = {key: split_batch(v, k) for key, v in batch.items()}
+        return [{key: p[i] for key, p in parts.items()} for i in range(k)]
+    if isinstance(batch, (tuple, list)):
+        parts = [split_batch(v, k) for v in batch]
+        return [type(batch)(p[i] for p in parts) for i in range(k)]
+    return [batch] * k
+
+
 class Engine:
     def __init__(self, model: nn.Module, strategy, optimizer: torch.optim.Optimizer | None = None,
                  scheduler=None, callbacks: Iterable[Callback] = (), precision: str = "fp32",
-                 grad_clip: float | None = None, seed: int = 0, epochs: int = 1):
+                 grad_clip: float | None = None, seed: int = 0, epochs: int = 1, accumulate: int = 1):
         self.model, self.strategy = model, strategy
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
         self.precision, self.grad_clip, self.seed, self.epochs = precision, grad_clip, seed, epochs
+        self.accumulate = accumulate  # micro-batches per optimizer step (gradient accumulation)
         self.state: dict = {"epoch": 0, "step": 0, "history": [], "stopped_because": None}
         self._stop: str | None = None
 
@@ -49,10 +70,8 @@ class Engine:
         n, loss_sum, correct, seen_cls = 0, 0.0, 0, 0
         t0 = time.perf_counter()
         for i, batch in enumerate(loader.epoch(epoch)):
-            with self.autocast():
-                out = self.strategy.train_step(self.model, batch, gen)
             self.optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            out = self._forward_backward(batch, gen)
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
@@ -61,7 +80,7 @@ class Engine:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.state["step"] += 1
-            b = len(batch[-1]) if isinstance(batch, (tuple, list)) else len(batch)
+            b = rows(batch)
             n += b
             loss_sum += out["loss"].item() * b
             stats = {"loss": loss_sum / n, "images_per_s": n / (time.perf_counter() - t0)}
@@ -76,6 +95,35 @@ class Engine:
         if seen_cls:
             rec["train_accuracy"] = correct / seen_cls
         return rec
+
+    def _forward_backward(self, batch, gen: torch.Generator) -> dict:
+        """The strategy's loss on `batch`, its gradient accumulated into the parameters; with
+        `accumulate` k > 1 in k micro-batches (the batch split along dim 0), each loss weighted
+        by its share of the batch's rows, so the summed gradient is the whole batch's mean-loss
+        gradient (core/memory.py picks k when a whole batch would not fit in memory). Not
+        bit-identical to one pass: BatchNorm normalises each micro-batch by its own statistics
+        (and updates its running averages k times), and a semi-supervised step whose labelled
+        and unlabeled parts do not split evenly weights their means slightly differently."""
+        if self.accumulate <= 1:
+            with self.autocast():
+                out = self.strategy.train_step(self.model, batch, gen)
+            out["loss"].backward()
+            return out
+        total = rows(batch)
+        outs: list[tuple[float, dict]] = []
+        for part in split_batch(batch, self.accumulate):
+            share = rows(part) / total
+            if share == 0:
+                continue  # a last batch smaller than k
+            with self.autocast():
+                out = self.strategy.train_step(self.model, part, gen)
+            (out["loss"] * share).backward()
+            outs.append((share, {k: v.detach() for k, v in out.items()}))
+        merged = {"loss": sum(share * o["loss"] for share, o in outs)}
+        for key in ("logits", "targets"):
+            if all(key in o for _, o in outs):
+                merged[key] = torch.cat([o[key] for _, o in outs])
+        return merged
 
     @torch.inference_mode()
     def predict(self, loader) -> dict[str, torch.Tensor]:
@@ -101,6 +149,7 @@ class Engine:
     def fit(self, train_loader, val_loader=None) -> dict:
         """Train from state["epoch"] to self.epochs; returns the state (history, best epoch,
         why it stopped). The best weights are in the model afterwards, whatever stopped it."""
+        self.state["accumulate"] = self.accumulate
         for cb in self.callbacks:
             cb.on_fit_start(self)
         t_fit = time.perf_counter()
@@ -154,6 +203,8 @@ class Engine:
         if self.scheduler is not None and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.state.update(ckpt["engine"])
+        # a resumed run keeps the split it started with (BatchNorm sees micro-batches): exact resume
+        self.accumulate = self.state.get("accumulate", self.accumulate)
         for cb in self.callbacks:
             if type(cb).__name__ in ckpt.get("callbacks", {}):
                 cb.load_state_dict(ckpt["callbacks"][type(cb).__name__])

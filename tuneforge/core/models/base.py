@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..progress import phase
+
 
 class Backbone(nn.Module):
     """Subclasses set `feature_dim`, `mean`, `std` (for inputs scaled to [0, 1]) and implement
@@ -140,12 +142,15 @@ def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 
         return model.backbone.forward_stages(model.prepare(x), 0, stage)
 
     out, dtype = [], torch.float32
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float().div_(255.0)
-        views = torch.stack([run(x)] + ([run(x.flip(3))] if mirrored else []), 1)
-        if i == 0 and views[0].numel() * 4 * len(images) > max_fp32_bytes:
-            dtype = torch.bfloat16
-        out.append(views.to(dtype).contiguous())
+    with phase("extracting features" if stage is None else f"computing frozen stages 0-{stage - 1}", len(images),
+               "images") as p:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].float().div_(255.0)
+            views = torch.stack([run(x)] + ([run(x.flip(3))] if mirrored else []), 1)
+            if i == 0 and views[0].numel() * 4 * len(images) > max_fp32_bytes:
+                dtype = torch.bfloat16
+            out.append(views.to(dtype).contiguous())
+            p.advance(len(x))
     if not out:
         raise ValueError("extract_features: no images")
     return torch.cat(out)

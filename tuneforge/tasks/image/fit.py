@@ -16,6 +16,7 @@ from ...core.augment import parse_spec
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
 from ...core.data.duplicates import image_duplicates
 from ...core.data.split import fingerprint
+from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
 from ...core.models import create_model, model_spec
 from ...core.models.base import HeadOnly, StageTail, extract_features
@@ -146,6 +147,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
                           test.paths if test else [], image_size, run.dir, encode)
         trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
     val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
+    plan_memory(run, trainable, strategy, train_loader)  # says the step's peak memory; splits it or refuses
     engine, state = train_model(run, trainable, strategy, train_loader, val_loader,
                            extra_callbacks=tuple(semi.callbacks) if semi else ())
 

@@ -21,6 +21,7 @@ from ...core.data.text import TextSet, Vocab, find_text_splits, is_text_data, re
 from ...core.data.text_loader import SequenceBatchLoader
 from ...errors import ConfigError, DataError
 from ..semi.setup import read_semi_texts, setup_semi_text
+from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
 from ...core.models import create_model, model_spec
 from ...core.models.base import HeadOnly
@@ -207,6 +208,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
     trainable_params = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
     log.info("model %s: %d trainable of %d parameters", cfg.model, trainable_params, sum(p.numel() for p in model.parameters()))
+    plan_memory(run, trainable, strategy, train_loader)  # says the step's peak memory; splits it or refuses
     engine, state = train_model(run, trainable, strategy, train_loader,
                           make("val") if "val" in splits else None, default_lr,
                            extra_callbacks=tuple(semi.callbacks) if semi else ())
