@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...errors import ConfigError
+from .registry import ModelSpec, register
 
 FORMAT = "tuneforge-tfidf"
 FORMAT_VERSION = 1
@@ -247,6 +248,14 @@ class TfidfClassifier(nn.Module):
     def scores(self, indices: torch.Tensor, offsets: torch.Tensor, tf: torch.Tensor) -> torch.Tensor:
         """The classifier's raw decision scores (scikit-learn's decision_function per class)."""
         return self(indices, offsets, tf) * self.temperature
+
+
+def _build(num_classes: int, vocab_size: int) -> TfidfClassifier:
+    return TfidfClassifier(vocab_size, num_classes)
+
+
+register("tfidf", ModelSpec(_build, 0, "", "classic: TF-IDF n-grams + linear SVM, no weights needed, trains in seconds",
+                            "text", classic=True))
 
 
 # ---------------------------------------------------------------- a trained model, as plain data
