@@ -190,3 +190,24 @@ def test_tfidf_settings_reach_the_fit(sst2, tmp_path):
     assert r.report["test"]["accuracy"] > 0.6
     with pytest.raises(ConfigError, match="--tfidf-ngrams"):
         tuneforge.fit(data=str(sst2), columns="text,label", model="tfidf", tfidf_ngrams="2", out=str(tmp_path / "x"), **QUICK)
+
+
+def test_chinese_texts_get_character_ngrams_and_round_trip_through_the_bundle(tmp_path):
+    src = DATASETS / "tnews"
+    if not (src / "train.tsv").is_file():
+        pytest.fail(f"real test data missing: {src} (set TUNEFORGE_DATASETS to the datasets folder)")
+    lines = (src / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "train.tsv").write_text("".join(lines[:4000]), encoding="utf-8")
+    (tmp_path / "test.tsv").write_text("".join(lines[4000:4300]), encoding="utf-8")
+    r = tuneforge.fit(data=str(tmp_path / "train.tsv"), test=str(tmp_path / "test.tsv"), columns="text,label",
+                      model="tfidf", out=str(tmp_path / "run"), **QUICK)
+    assert r.report["tfidf"]["analyzer"] == "char_wb" and "CJK" in r.report["tfidf"]["why"]
+    test = r.report["test"]
+    majority = max(m["support"] for m in test["per_class"].values()) / test["n"]
+    assert test["accuracy"] > majority + 0.15, (test["accuracy"], majority)  # ~0.12 majority; ~0.4 here
+    texts = [line.rpartition("\t")[0] for line in lines[4000:4300]]
+    got = tuneforge.predict(r.run_dir, texts=texts)
+    truth = [line.rstrip("\n").rpartition("\t")[2] for line in lines[4000:4300]]
+    known = [i for i, t in enumerate(truth) if t in r.report["classes"]]
+    acc = np.mean([got[i]["label"] == truth[i] for i in known])
+    assert acc == pytest.approx(test["accuracy"], abs=1e-12)

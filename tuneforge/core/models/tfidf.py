@@ -1,4 +1,5 @@
-"""The classic text baseline: TF-IDF n-grams + a linear classifier, trained in seconds.
+"""The classic text baseline: TF-IDF n-grams + a linear classifier, trained in seconds
+(`--model tfidf`, registered here as a `classic` model; fitted by tasks/text/classic.py).
 
 Two halves that share nothing but plain data:
 
