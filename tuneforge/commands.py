@@ -162,6 +162,8 @@ def cmd_embed(settings: dict) -> int:
 
 def _weights_line(spec: ModelSpec) -> str:
     """What `--model` would start from here: installed pretrained weights, or random init and why."""
+    if spec.classic:
+        return "pretrained: none needed; fitted by scikit-learn on the training texts (--tfidf-* settings)"
     if spec.pretrained and spec.weights_installed():
         return f"pretrained: installed here: {spec.pretrained}"
     if spec.weights_package and spec.needs_weights:

@@ -1,7 +1,7 @@
 """Typed settings in small groups. One dataclass field = one CLI flag (`--field-name`), one YAML
 key and one keyword argument of the Python API; help texts and allowed values live here only.
 
-A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Arch`, `Sequence`,
+A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Tfidf`, `Arch`, `Sequence`,
 `Fusion`, `Semi`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
 reads, with its own checks (`_check`). A verb's settings class inherits the groups it offers:
 `FitConfig`, `PretrainConfig`, `AlignConfig`; the verbs that use a trained model have one small
@@ -275,6 +275,40 @@ class Vocab(Settings):
         _positive(self, "vocab_size", "min_freq")
 
 
+TFIDF_ANALYZERS = ("auto", "word", "char", "char_wb", "word+char_wb")  # core/models/tfidf.py implements these
+
+
+@dataclass
+class Tfidf(Settings):
+    """The classic text model (--model tfidf): TF-IDF n-grams + a linear classifier (scikit-learn)."""
+    group: ClassVar[str] = "tfidf"
+    tfidf_analyzer: str = opt("auto", "--model tfidf: terms are word n-grams, character n-grams (across words: char; "
+                                      "inside words: char_wb) or both; auto: char_wb when the texts are mostly "
+                                      "CJK (no spaces between words), else word", TFIDF_ANALYZERS)
+    tfidf_ngrams: str | None = opt(None, "--model tfidf: n-gram lengths MIN,MAX (default: 1,2 for words, 1,3 for characters)")
+    tfidf_classifier: str = opt("linearsvc", "--model tfidf: linear SVM, or (multinomial) logistic regression",
+                                ("linearsvc", "logreg"))
+    tfidf_c: float | None = opt(None, "--model tfidf: inverse regularisation strength C (default: 0.5 for linearsvc, "
+                                      "10 for logreg)")
+
+    def _check(self) -> None:
+        if self.tfidf_c is not None and self.tfidf_c <= 0:
+            raise ConfigError(f"--tfidf-c must be > 0, got {self.tfidf_c}")
+        self.tfidf_ngram_range()
+
+    def tfidf_ngram_range(self) -> tuple[int, int] | None:
+        """--tfidf-ngrams as (min, max), or None for the analyzer's default."""
+        if self.tfidf_ngrams is None:
+            return None
+        try:
+            lo, hi = (int(x) for x in str(self.tfidf_ngrams).split(","))
+        except ValueError:
+            raise ConfigError(f"--tfidf-ngrams: {self.tfidf_ngrams!r} is not MIN,MAX (e.g. 1,2)") from None
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"--tfidf-ngrams: {self.tfidf_ngrams!r} needs 1 <= MIN <= MAX")
+        return lo, hi
+
+
 @dataclass
 class Arch(Settings):
     """Size of the from-scratch sequence encoders (lstm, gru, transformer)."""
@@ -368,7 +402,7 @@ class Semi(EMA):
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Semi, Fusion, Sequence, Arch, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+class FitConfig(Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 

@@ -8,6 +8,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from torch import nn
+
+from ...errors import ConfigError
 from ...registry import Registry
 from .base import Backbone, Classifier
 from .weights import load_into, load_state_dict_file
@@ -17,7 +20,7 @@ log = logging.getLogger("tuneforge")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    build: Callable[..., Backbone]  # (image_size, pretrained, **args) -> Backbone
+    build: Callable[..., Backbone | nn.Module]  # (image_size, pretrained, **args) -> Backbone; classic: see below
     default_image_size: int
     pretrained: str  # where pretrained weights come from, or "" when there are none
     doc: str
@@ -32,6 +35,9 @@ class ModelSpec:
     scratch: bool = False
     # Not a --model name: what builds it instead (fusion: "fit --modalities image,text"); "" for --model names.
     made_by: str = ""
+    # A classic model (TF-IDF + linear classifier): scikit-learn trains it, not the Engine, and
+    # `build(num_classes=K, **model_args)` returns the whole inference module, not a Backbone.
+    classic: bool = False
 
     def loads_weights(self) -> bool:
         """Whether `pretrained=True` starts this model from pretrained weights here (create_model
@@ -77,13 +83,18 @@ def _random_init_warning(name: str, spec: ModelSpec) -> str:
 
 
 def create_model(name: str, num_classes: int, image_size: int | None = None, pretrained: bool = True,
-                 weights: str | None = None, dropout: float = 0.0, **args: Any) -> Classifier:
+                 weights: str | None = None, dropout: float = 0.0, **args: Any) -> Classifier | nn.Module:
     """Build `name` with a fresh `num_classes` head. `weights` is a local file (safetensors or a
     plain state dict) for the backbone, e.g. a self-supervised checkpoint; it overrides `pretrained`.
     Asked for pretrained weights that are not installed here, a model that can be built without
     them logs one WARNING saying it trains from random init (and how to give it weights), then
-    does; one made to train from scratch (`scratch`) does so silently."""
+    does; one made to train from scratch (`scratch`) does so silently. A `classic` model is built
+    whole from `args` (a bundle's model_args): scikit-learn fitted its numbers."""
     spec = model_spec(name)
+    if spec.classic:  # no backbone, head or pretrained weights: the fitted numbers are its bundle
+        if weights is not None:
+            raise ConfigError(f"--model {name} is trained by scikit-learn from the data alone; it takes no --weights")
+        return spec.build(num_classes=num_classes, **args)
     if pretrained and weights is None and not spec.needs_weights and not spec.loads_weights():
         # Nothing to load here: random init, said loudly unless that is the model's normal use.
         pretrained = False

@@ -1,0 +1,145 @@
+"""Classic baselines (issue 17): TF-IDF n-grams + a linear classifier on SST-2 and TNEWS.
+
+    python benchmarks/baselines.py --dataset sst2                  # the defaults fit_tfidf uses
+    python benchmarks/baselines.py --dataset tnews
+    python benchmarks/baselines.py --dataset tnews --analyzer char --ngrams 1,4 --C 0.3
+    python benchmarks/baselines.py --dataset tnews --sweep         # every setting of BENCHMARKS.md, one by one
+
+Trains on train minus a stratified-by-seed validation slice (--val-fraction of train: the
+slice tuneforge's own fits would hold out; it fits the softmax temperature and gives the
+validation accuracy that choices must be made on), and reports the dev set (TNEWS has no
+labelled test; SST-2's dev is the GLUE dev). Prints accuracy, macro-F1, train seconds and
+featurize+predict texts/s of the scikit-learn-free inference path (TfidfFeaturizer +
+TfidfClassifier), and appends one JSON line per setting to benchmarks/results/baselines.jsonl.
+Wrap timed runs in `flock /tmp/tuneforge-bench.lock ...` so that they never overlap another one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tuneforge.core.models.tfidf import fit_tfidf, to_files  # noqa: E402
+
+DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
+RESULTS = ROOT / "benchmarks" / "results" / "baselines.jsonl"
+FILES = {"sst2": ("sst2/sentiment-train", "sst2/sentiment-dev"), "tnews": ("tnews/train.tsv", "tnews/dev.tsv")}
+# (analyzer, ngrams, classifier, C, class_weight, char_ngrams): what was tried, in BENCHMARKS.md
+SWEEP = {
+    "sst2": [("word", "1,2", "linearsvc", 0.5, None, None), ("word", "1,2", "linearsvc", 1.0, None, None),
+             ("word", "1,3", "linearsvc", 0.5, None, None), ("word+char_wb", "1,2", "linearsvc", 0.5, None, "2,5"),
+             ("word", "1,2", "logreg", 10.0, None, None)],
+    "tnews": [("char", "1,3", "linearsvc", 0.5, None, None), ("char_wb", "1,3", "linearsvc", 0.5, None, None),
+              ("char", "1,3", "linearsvc", 0.2, None, None), ("char", "1,3", "linearsvc", 1.0, None, None),
+              ("char", "1,4", "linearsvc", 0.5, None, None), ("char", "2,4", "linearsvc", 0.5, None, None),
+              ("char", "1,3", "linearsvc", 0.5, "balanced", None)],
+}
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text, _, label = line.rstrip("\n").rpartition("\t")
+            if text:
+                texts.append(text)
+                labels.append(label)
+    return texts, labels
+
+
+def macro_f1(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    f1 = []
+    for c in range(k):
+        tp, fp, fn = np.sum((p == c) & (y == c)), np.sum((p == c) & (y != c)), np.sum((p != c) & (y == c))
+        if tp + fp + fn:
+            f1.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1))
+
+
+def rng_pair(s: str | None) -> tuple[int, int] | None:
+    return tuple(int(v) for v in s.split(",")) if s else None
+
+
+def run_one(ds: str, analyzer: str, ngrams: str | None, classifier: str, C: float | None, class_weight: str | None,
+            char_ngrams: str | None, max_features: int | None, min_df: int, val_fraction: float, seed: int) -> dict:
+    tr_texts, tr_labels = read_tsv(DATASETS / FILES[ds][0])
+    dv_texts, dv_labels = read_tsv(DATASETS / FILES[ds][1])
+    classes = sorted(set(tr_labels))
+    ids = {c: i for i, c in enumerate(classes)}
+    y = np.array([ids[c] for c in tr_labels])
+    ydev = np.array([ids[c] for c in dv_labels])
+    perm = np.random.default_rng(seed).permutation(len(y))
+    nval = int(len(y) * val_fraction)
+    val, train = perm[:nval], perm[nval:]
+    t0 = time.perf_counter()
+    fit = fit_tfidf([tr_texts[i] for i in train], y[train], len(classes), analyzer, rng_pair(ngrams), classifier, C,
+                    seed, char_ngrams=rng_pair(char_ngrams), min_df=min_df, max_features=max_features,
+                    class_weight=class_weight, val_texts=[tr_texts[i] for i in val] if nval else None,
+                    val_labels=y[val] if nval else None)
+    train_s = time.perf_counter() - t0
+    model = fit.module()
+    t0 = time.perf_counter()
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(dv_texts), 256):
+            preds.append(model(*fit.featurizer.batch(dv_texts[i:i + 256])).argmax(1).numpy())
+    pred_s = time.perf_counter() - t0
+    pred = np.concatenate(preds)
+    meta, tensors = to_files(fit)
+    return {"dataset": ds, "analyzer": fit.info["analyzer"], "ngrams": fit.info["ngram_range"],
+            "char_ngrams": fit.info["char_ngram_range"], "classifier": classifier, "C": fit.C,
+            "class_weight": class_weight, "min_df": min_df, "max_features": max_features,
+            "train_texts": len(train), "val_accuracy": round(fit.info.get("val_accuracy", float("nan")), 4),
+            "dev_accuracy": round(float((pred == ydev).mean()), 4), "dev_macro_f1": round(macro_f1(ydev, pred, len(classes)), 4),
+            "train_s": round(train_s, 1), "predict_texts_per_s": round(len(dv_texts) / pred_s),
+            "vocabulary": fit.featurizer.size,
+            "vocab_json_mb": round(len(json.dumps(meta, ensure_ascii=False).encode()) / 1e6, 2),
+            "weights_mb": round(sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6, 2),
+            "temperature": round(fit.temperature, 3), "why": fit.info["why"]}
+
+
+def record(rec: dict) -> None:
+    rec = {"benchmark": "baselines", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **rec}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(f"{rec['dataset']:5s} {rec['analyzer']:12s} {str(rec['ngrams']):7s} {str(rec['char_ngrams']):7s} "
+          f"{rec['classifier']:9s} C={rec['C']:<5g} cw={rec['class_weight']} val={rec['val_accuracy']:.4f} "
+          f"dev={rec['dev_accuracy']:.4f} F1={rec['dev_macro_f1']:.4f} train={rec['train_s']}s "
+          f"{rec['predict_texts_per_s']} texts/s V={rec['vocabulary']} json={rec['vocab_json_mb']}MB", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(FILES), required=True)
+    ap.add_argument("--analyzer", default="auto", help="auto | word | char | char_wb | word+char_wb")
+    ap.add_argument("--ngrams", default=None, help="n-gram range as MIN,MAX (default: word 1,2; char 1,3)")
+    ap.add_argument("--char-ngrams", default=None, help="char_wb range of word+char_wb (default 2,4)")
+    ap.add_argument("--classifier", default="linearsvc", choices=["linearsvc", "logreg"])
+    ap.add_argument("--C", type=float, default=None, help="default 0.5 (linearsvc), 10 (logreg)")
+    ap.add_argument("--class-weight", default=None, choices=[None, "balanced"])
+    ap.add_argument("--max-features", type=int, default=500_000)
+    ap.add_argument("--min-df", type=int, default=2)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", action="store_true", help="run every setting listed in SWEEP for the dataset")
+    a = ap.parse_args()
+    settings = SWEEP[a.dataset] if a.sweep else [(a.analyzer, a.ngrams, a.classifier, a.C, a.class_weight, a.char_ngrams)]
+    for analyzer, ngrams, classifier, C, cw, char in settings:
+        record(run_one(a.dataset, analyzer, ngrams, classifier, C, cw, char, a.max_features, a.min_df,
+                       a.val_fraction, a.seed))
+
+
+if __name__ == "__main__":
+    main()
