@@ -208,7 +208,8 @@ class Plugin:
     detect: whether settings describe this kind (cheap: no model or data is loaded);
     fit: "module:function" taking (cfg, run) -> FitResult (for the align and pretrain verbs: the
     verb's own entry point, taking (config, **settings)); resolve: "module:function" taking
-    cfg, for settings derived before config.yaml is written (optional). What a kind's bundles
+    cfg and the names of the settings given (flags, keywords), for settings derived before
+    config.yaml is written (optional). What a kind's bundles
     do at inference (predict, evaluate, batch, serve, export) is its `Task` (above)."""
     name: str
     groups: tuple[str, ...]

@@ -32,6 +32,11 @@ class ModelSpec:
     scratch: bool = False
     # Not a --model name: what builds it instead (fusion: "fit --modalities image,text"); "" for --model names.
     made_by: str = ""
+    # Image models: input sides are best a multiple of this (the total stride: every stage's map
+    # then covers the image exactly), and the smallest side worth giving the network (below it
+    # the deepest maps are empty, or under one cell of the total stride).
+    size_multiple: int = 1
+    min_image_size: int = 8
 
     def loads_weights(self) -> bool:
         """Whether `pretrained=True` starts this model from pretrained weights here (create_model
