@@ -52,20 +52,17 @@ def write_folders(root: Path, sides: list[tuple[int, int]], per_class: int = 3) 
 
 # ------------------------------------------------------------------- the image size
 
-def test_32px_photos_train_at_32px_and_the_reason_is_said(cifar_small, caplog):
-    with caplog.at_level(logging.INFO, logger="tuneforge"):
-        cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0"})
+def test_32px_photos_train_at_32px_and_the_reason_is_said(cifar_small):
+    cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0"})
     assert cfg.image_size == 32
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("image size"))
-    assert line == ("image size 32px: the training images' median shorter side is 32px (efficientnet_lite0's native "
+    assert cfg.chosen["said"][0] == ("image size 32px: the training images' median shorter side is 32px (efficientnet_lite0's native "
                     "224px would upsample them 7x; pass --image-size 224 to use it)")
 
 
-def test_an_explicit_image_size_wins(cifar_small, caplog):
-    with caplog.at_level(logging.INFO, logger="tuneforge"):
-        cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0", "image_size": 224})
+def test_an_explicit_image_size_wins(cifar_small):
+    cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0", "image_size": 224})
     assert cfg.image_size == 224 and cfg.chosen["image_size"] == "224px: given (--image-size)"
-    assert not any(r.getMessage().startswith("image size") for r in caplog.records)
+    assert not any(line.startswith("image size") for line in cfg.chosen["said"])
 
 
 def test_the_size_rule_caps_rounds_and_raises_only_where_the_model_needs_it():
@@ -104,21 +101,19 @@ def test_a_resumed_run_keeps_the_size_it_started_with(cifar_small, tmp_path, mon
 
 # ------------------------------------------------------------------- defaults by data size
 
-def test_few_images_per_class_train_the_head_on_the_frozen_backbone_and_say_so(cifar_small, caplog):
-    with caplog.at_level(logging.INFO, logger="tuneforge"):
-        cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0"})
+def test_few_images_per_class_train_the_head_on_the_frozen_backbone_and_say_so(cifar_small):
+    cfg = settings({"data": str(cifar_small), "model": "efficientnet_lite0"})
     assert (cfg.freeze, cfg.lr, cfg.augment, cfg.batch_size) == ("backbone", 1e-2, "flip", 16)
     assert (f"18 training images per class (under {SMALL_DATA}): training the head on the frozen backbone's cached "
             "features (--freeze backbone --lr 0.01 --augment flip --batch-size 16); pass --freeze none to fine-tune "
-            "all layers") in caplog.text
+            "all layers") in cfg.chosen["said"]
 
 
-def test_a_given_setting_wins_over_the_small_data_defaults(cifar_small, caplog):
+def test_a_given_setting_wins_over_the_small_data_defaults(cifar_small):
     data = {"data": str(cifar_small), "model": "efficientnet_lite0"}
-    with caplog.at_level(logging.INFO, logger="tuneforge"):
-        full = settings({**data, "freeze": "none"})  # the default value, given: still the user's choice
+    full = settings({**data, "freeze": "none"})  # the default value, given: still the user's choice
     assert (full.freeze, full.lr, full.augment, full.batch_size) == ("none", None, "flip,crop=0.125", 64)
-    assert "training the head" not in caplog.text
+    assert "small_data" not in full.chosen
     kept = settings({**data, "lr": 3e-3, "augment": "flip,crop=0.1"})
     assert (kept.freeze, kept.lr, kept.augment, kept.batch_size) == ("backbone", 3e-3, "flip,crop=0.1", 16)
     assert "(--freeze backbone --batch-size 16)" in kept.chosen["small_data"]
@@ -138,10 +133,14 @@ def test_small_data_defaults_only_for_a_pretrained_backbone_without_a_recipe(cif
         assert cfg.freeze == "none" and "small_data" not in cfg.chosen, given
 
 
-def test_the_cli_passes_on_which_flags_were_given(cifar_small, tmp_path):
+def test_the_cli_passes_on_which_flags_were_given_and_says_the_choices(cifar_small, tmp_path, caplog):
     common = ["fit", "--data", str(cifar_small), "--epochs", "1", "--limit-per-class", "4", "--no-progress",
               "--no-tensorboard", "--threads", "2"]
-    assert main(common + ["--out", str(tmp_path / "auto")]) == 0
+    with caplog.at_level(logging.INFO, logger="tuneforge"):
+        assert main(common + ["--out", str(tmp_path / "auto")]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("image size 32px: the training images' median shorter side is 32px") for m in said)
+    assert any(m.startswith("4 training images per class (under 100): training the head") for m in said)
     assert main(common + ["--out", str(tmp_path / "full"), "--freeze", "none"]) == 0
     auto = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
     full = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())
