@@ -109,7 +109,8 @@ def _fit(config: FitConfig | None, kwargs: dict, callbacks: tuple = (), range_te
         recipe = set(RECIPES[cfg.recipe].settings) - named if cfg.recipe and not resume_dir else set()
         refuse_unread(cfg, named, plugin.reads(FitConfig), plugin.name, recipe)
         if plugin.resolve:
-            plugin.function("resolve")(cfg)
+            # derived defaults yield to the settings given (None: "the default", as not given)
+            plugin.function("resolve")(cfg, {k for k, v in given.items() if v is not None})
         name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
         if range_test is not None:
             name = "lr-find-" + name

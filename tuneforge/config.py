@@ -156,7 +156,8 @@ class Optim(Settings):
     group: ClassVar[str] = "optim"
     optimizer: str = opt("adamw", "optimizer", OPTIMIZERS)
     # "auto": the learning-rate range test (tuneforge/core/engine/lr_find.py) picks it
-    lr: float | str | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd); 'auto': "
+    lr: float | str | None = opt(None, "peak learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd; 1e-2 where "
+                                       "few images per class default to --freeze backbone); 'auto': "
                                        "chosen by a learning-rate range test before training (see `tuneforge lr-find`)")
     weight_decay: float | None = opt(None, "weight decay, not applied to biases and norm layers (default: 0.05 for adamw, 5e-4 for sgd, 0 for adam)")
     momentum: float = opt(0.9, "SGD momentum (Nesterov)")
@@ -200,7 +201,8 @@ class Model(Settings):
     pretrained: bool = opt(True, "start from the model's packaged pretrained weights, when it has them")
     weights: str | None = opt(None, "local weights file (safetensors or plain state dict) for the backbone")
     init: str | None = opt(None, "backbone weights from a `tuneforge pretrain` run folder or a weight file (instead of --weights)")
-    freeze: str = opt("none", FREEZE_HELP)
+    freeze: str = opt("none", FREEZE_HELP + "; image class folders with under 100 training images per class and a "
+                              "pretrained backbone default to 'backbone' (said on the console)")
     cache_features: bool = opt(True, "with frozen layers and at most flip (images) augmentation, compute their outputs once")
     dropout: float = opt(0.0, "dropout before the classification head")
 
@@ -214,7 +216,9 @@ class Model(Settings):
 class Image(Settings):
     """Decoding, size, augmentation and layout of images."""
     group: ClassVar[str] = "image"
-    image_size: int | None = opt(None, "input size in pixels (default: the model's own)")
+    image_size: int | None = opt(None, "input size in pixels (default for class folders: the training images' median "
+                                            "side, at most the model's own and rounded down to its stride; pretrain and "
+                                            "image+text: the model's own)")
     resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
     augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.core.augment)")
     tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")

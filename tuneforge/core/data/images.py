@@ -346,3 +346,18 @@ def load_image_folder(root: str | Path, size: int, resize: str = "crop", classes
     if len(labels) == 0:
         raise DataError(f"{root}: none of the {len(files)} images could be read")
     return ImageSet(torch.from_numpy(arr), labels, paths, list(classes), skipped)
+
+
+def peek_sides(files: list[Path], limit: int = 256, seed: int = 0) -> list[int]:
+    """The shorter side in pixels of up to `limit` of `files` (a seeded sample), read from each
+    file's header: PIL's open parses the header only, no pixel is decoded. Unreadable files are
+    left out (decoding reports them later)."""
+    pick = files if len(files) <= limit else [files[i] for i in np.random.default_rng(seed).choice(len(files), limit, replace=False)]
+    sides = []
+    for f in pick:
+        try:
+            with Image.open(f) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return sides

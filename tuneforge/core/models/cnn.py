@@ -48,4 +48,5 @@ class SeedCNN(Backbone):
 
 
 register("seed-cnn", ModelSpec(lambda image_size, pretrained: SeedCNN(image_size), 32, "",
-                                "the design's Keras CNN (Conv32-64-128, Dense512, Dropout 0.5)", scratch=True))
+                                "the design's Keras CNN (Conv32-64-128, Dense512, Dropout 0.5)", scratch=True,
+                                min_image_size=22))

@@ -81,4 +81,5 @@ class FastCNN(Backbone):
 
 
 register("fast-cnn", ModelSpec(lambda image_size, pretrained: FastCNN(), 32, "",
-                                "small airbench-style CNN (whitened 2x2 patches, conv-pool-BN-GELU x3), for the `fast` recipe", scratch=True))
+                                "small airbench-style CNN (whitened 2x2 patches, conv-pool-BN-GELU x3), for the `fast` recipe", scratch=True,
+                                min_image_size=9))

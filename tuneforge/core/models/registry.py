@@ -38,6 +38,11 @@ class ModelSpec:
     # A classic model (TF-IDF + linear classifier): scikit-learn trains it, not the Engine, and
     # `build(num_classes=K, **model_args)` returns the whole inference module, not a Backbone.
     classic: bool = False
+    # Image models: input sides are best a multiple of this (the total stride: every stage's map
+    # then covers the image exactly), and the smallest side worth giving the network (below it
+    # the deepest maps are empty, or under one cell of the total stride).
+    size_multiple: int = 1
+    min_image_size: int = 8
 
     def loads_weights(self) -> bool:
         """Whether `pretrained=True` starts this model from pretrained weights here (create_model

@@ -7,18 +7,20 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import torch
 
-from ...config import FitConfig
+from ...config import FitConfig, flag
 from ...core.augment import parse_spec
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
 from ...core.data.duplicates import image_duplicates
+from ...core.data.images import peek_sides
 from ...core.data.split import fingerprint
 from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
-from ...core.models import create_model, model_spec
+from ...core.models import ModelSpec, create_model, model_spec
 from ...core.models.base import HeadOnly, StageTail, extract_features
 from ...core.models.weights import resolve_init
 from ...core.run import FitResult, Run, finish, train_model
@@ -79,15 +81,94 @@ def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path,
     return train, val, test
 
 
-def resolve(cfg: FitConfig) -> None:
-    """Checks that need the augmentation registry, before config.yaml is written."""
+# Under this many training images per class (the median class), a pretrained backbone is kept
+# frozen and a linear head is trained on its cached features: on CIFAR-10 at 32 px, 3 epochs, that
+# reached 37.5% test at 40 per class (full fine-tune: 25.1%) and 40.7% at 100 (37.5%) (BENCHMARKS.md).
+SMALL_DATA = 100
+# What the small-data default sets, each only when not given: the head alone learns faster
+# at a higher rate and with more, smaller steps; flip is the one augmentation the cached
+# features keep (crop would run the frozen backbone every step).
+SMALL_DATA_SETTINGS = {"freeze": "backbone", "lr": 1e-2, "augment": "flip", "batch_size": 16}
+
+
+def resolve(cfg: FitConfig, given: Collection[str] = ()) -> None:
+    """Settings derived from the data and the model before config.yaml is written, so the run
+    records them and --resume reuses them: the image size (unless --image-size is given) and,
+    for few images per class, the small-data defaults (for the settings not in `given`, the
+    names the user or a recipe set). Each choice and its reason is in `cfg.chosen`; the fit says
+    them on the console ("said"), once logging is set up."""
     parse_spec(cfg.augment)
+    if cfg.resume:  # the run's config.yaml holds what was chosen when it started
+        return
+    given = {k.replace("-", "_") for k in given}
+    spec = model_spec(cfg.model)
+    train_dir, val_dir, _ = resolve_splits(cfg)
+    _, items = scan_class_folders(train_dir)
+    # the reasons, for the console and report.json (not settings: config.yaml holds the values)
+    cfg.chosen = {"said": []}
+    if cfg.image_size is not None:
+        cfg.chosen["image_size"] = f"{cfg.image_size}px: " + (
+            "given (--image-size)" if "image_size" in given else f"from --recipe {cfg.recipe}" if cfg.recipe else "given")
+    else:
+        cfg.image_size, cfg.chosen["image_size"] = choose_image_size(
+            cfg.model, spec, peek_sides([f for f, _ in items], seed=cfg.seed), cfg.resize)
+        cfg.chosen["said"].append("image size " + cfg.chosen["image_size"])
+    per_class = train_per_class(cfg, [l for _, l in items], val_dir is not None)
+    starts_from_weights = bool(cfg.init or cfg.weights) or (cfg.pretrained and spec.loads_weights())
+    # a recipe is a measured set of defaults of its own; semi-supervised fits train on more
+    # (unlabeled) images than the labelled count says
+    if per_class < SMALL_DATA and "freeze" not in given and starts_from_weights and not cfg.recipe and not cfg.semi:
+        applied = {k: v for k, v in SMALL_DATA_SETTINGS.items() if k not in given}
+        for k, v in applied.items():
+            setattr(cfg, k, v)
+        flags = " ".join(f"{flag(k)} {v}" for k, v in applied.items())
+        cached = "'s cached features" if cfg.cache_features and set(parse_spec(cfg.augment)) <= {"flip"} else ""
+        cfg.chosen["small_data"] = (f"{per_class} training images per class (under {SMALL_DATA}): training the head on "
+                                    f"the frozen backbone{cached} ({flags}); pass --freeze none to fine-tune all layers")
+        cfg.chosen["said"].append(cfg.chosen["small_data"])
+
+
+def choose_image_size(model: str, spec: ModelSpec, sides: list[int], resize: str = "crop") -> tuple[int, str]:
+    """The input size for images whose shorter sides are `sides`: their median, never above the
+    model's native size, rounded down to the model's size multiple, and raised to the smallest
+    size the model takes only when the images are smaller than that (the one upsampling not
+    asked for). Returns the size and the reason, as said on the console."""
+    native = spec.default_image_size
+    if not sides:  # nothing readable: decoding says which files, at the model's own size
+        return native, f"{native}px: {model}'s native size (no training image header could be read)"
+    side = int(np.median(sides))
+    what = f"the training images' median {'shorter ' if resize == 'crop' else ''}side is {side}px"
+    if side >= native:
+        return native, f"{native}px: {model}'s native size ({what})"
+    size = side // spec.size_multiple * spec.size_multiple
+    if size < spec.min_image_size:
+        size = spec.min_image_size
+        return size, (f"{size}px: {what}, below the {size}px {model} needs, so they are upsampled "
+                      f"{size / side:.1f}x")
+    rounded = f", rounded down to a multiple of {spec.size_multiple}" if size != side else ""
+    return size, (f"{size}px: {what}{rounded} ({model}'s native {native}px would upsample them "
+                  f"{native / size:.0f}x; pass --image-size {native} to use it)")
+
+
+def train_per_class(cfg: FitConfig, labels: list[int], has_val: bool) -> int:
+    """Training images per class (the median class) once --labels-per-class/--limit-per-class
+    and the validation split (--val-fraction, when there is no val folder) took theirs."""
+    counts = np.bincount(labels)
+    limit = cfg.labels_per_class or cfg.limit_per_class
+    if limit:
+        counts = np.minimum(counts, limit)
+    if not has_val:
+        counts = counts - np.round(counts * cfg.val_fraction)
+    return int(np.median(counts))
 
 
 def fit(cfg: FitConfig, run: Run) -> FitResult:
     """Fine-tune (or train) an image classifier on class folders."""
     spec = model_spec(cfg.model)
+    # no size recorded: a run started before sizes were chosen from the data, resumed at its size
     image_size = cfg.image_size or spec.default_image_size
+    for line in getattr(cfg, "chosen", {}).get("said", []):
+        log.info("%s", line)
     t_data = time.perf_counter()
     dirs = resolve_splits(cfg)
     train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
@@ -155,9 +236,14 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
                        "image_size": image_size, "decode_s": round(data_s, 2),
+                       "image_size_reason": getattr(cfg, "chosen", {}).get("image_size") or (
+                           "as chosen when the run started (config.yaml)" if run.resuming else f"{image_size}px: given"),
                        "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else []),
                        "duplicates": duplicates},
               "config": cfg.to_dict()}
+    if getattr(cfg, "chosen", {}).get("small_data"):
+        report["defaults"] = {"small_data": cfg.chosen["small_data"],
+                              "settings": {k: getattr(cfg, k) for k in SMALL_DATA_SETTINGS}}
     if semi:
         report["semi"] = semi.finish(state, train.classes)
     examples = None

@@ -16,7 +16,7 @@ class PretrainResult:
     config: object
 
 
-def resolve(cfg) -> None:
+def resolve(cfg, given=()) -> None:
     """The model must fit the method: image methods on image models, MLM on a pretrained text encoder."""
     mlm = cfg.method == "mlm"
     modality = model_spec(cfg.model).modality

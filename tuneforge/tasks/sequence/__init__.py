@@ -8,7 +8,7 @@ def detect(cfg) -> bool:
     return bool(cfg.sequence_column or cfg.id_column)
 
 
-def resolve(cfg) -> None:
+def resolve(cfg, given=()) -> None:
     """Regression selects on the validation loss (there is no accuracy)."""
     if cfg.task == "regression" and cfg.monitor != "val_loss":
         cfg.monitor = "val_loss"

@@ -1,0 +1,122 @@
+"""Defaults on small data (issue 16, problem 2): few CIFAR-10 images per class, one model, three
+fits side by side on the same split:
+
+    python benchmarks/small_data.py [--per-class 40] [--classes 10] [--test-per-class 100]
+                                    [--epochs 3] [--model efficientnet_lite0] [--skip-old]
+
+  (i)   the old defaults: the model's native size (224 px), full fine-tune, AdamW 1e-3, batch 64,
+        flip + crop (pinned by flags, since the defaults changed);
+  (ii)  the defaults now (no flags): the size from the images (32 px), and under 100 images per
+        class the head on the frozen backbone's cached features (tuneforge/tasks/image/fit.py);
+  (iii) the explicit linear probe `--freeze backbone` (other settings at their defaults).
+
+The data is the first N train images per class (and the first M test images) of
+../shared/datasets/cifar10, symlinked as tests/conftest.py's `cifar_subset` does. Prints each
+command and a table, and appends a JSON line (commands, date, nproc, CPU, `uptime` load,
+accuracies, wall times) to benchmarks/results/small_data.jsonl. --skip-old leaves out (i),
+which is by far the slowest (224 px on a CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
+RESULTS = ROOT / "benchmarks" / "results" / "small_data.jsonl"
+OUT = Path(os.environ.get("TUNEFORGE_BENCH_OUT", "/tmp/tuneforge-bench")) / "small_data"
+TF = [sys.executable, "-m", "tuneforge"]
+
+
+def subset(dst: Path, classes: int, per_class: int, test_per_class: int) -> Path:
+    """The first `per_class` train and `test_per_class` test images of the first `classes`
+    CIFAR-10 classes (sorted), symlinked."""
+    src = DATASETS / "cifar10"
+    if not src.is_dir():
+        sys.exit(f"missing {src} (set TUNEFORGE_DATASETS)")
+    names = sorted(p.name for p in (src / "train").iterdir())[:classes]
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for c in names:
+            (dst / split / c).mkdir(parents=True, exist_ok=True)
+            for f in sorted((src / split / c).iterdir())[:n]:
+                link = dst / split / c / f.name
+                if not link.exists():
+                    os.symlink(f, link)
+    return dst
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fit(name: str, data: Path, args: argparse.Namespace, flags: list[str]) -> dict:
+    out = OUT / name
+    argv = ["fit", "--data", str(data), "--model", args.model, "--epochs", str(args.epochs), "--out", str(out),
+            "--overwrite", "--no-progress", "--no-tensorboard", "--cache-dir", str(OUT / "cache"), *flags]
+    print("$ tuneforge " + " ".join(shlex.quote(a) for a in argv), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(TF + argv, cwd=ROOT, check=True)
+    wall = round(time.perf_counter() - t0, 1)
+    report = json.loads((out / "report.json").read_text())
+    cfg = report["config"]
+    return {"name": name, "command": "tuneforge " + " ".join(map(shlex.quote, argv)), "wall_s": wall,
+            "test_accuracy": round(report["test"]["accuracy"], 4), "val_accuracy": round(report["val"]["accuracy"], 4),
+            "image_size": report["data"]["image_size"],
+            "settings": {k: cfg[k] for k in ("freeze", "lr", "augment", "batch_size")}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--test-per-class", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--skip-old", action="store_true", help="leave out (i), the old defaults at the native size")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tuneforge.core.models import model_spec
+
+    data = subset(OUT / f"cifar{args.classes}-{args.per_class}", args.classes, args.per_class, args.test_per_class)
+    native = model_spec(args.model).default_image_size
+    started, load_before = datetime.now(timezone.utc).isoformat(timespec="seconds"), load()
+    runs = []
+    if not args.skip_old:
+        runs.append(fit("old-defaults", data, args, ["--image-size", str(native), "--freeze", "none"]))
+    runs.append(fit("new-defaults", data, args, []))
+    runs.append(fit("linear-probe", data, args, ["--freeze", "backbone"]))
+    print(f"\n{args.classes} classes x {args.per_class} train images (test {args.test_per_class}/class), "
+          f"{args.model}, {args.epochs} epochs")
+    print(f"{'run':14s} {'size':>5s} {'freeze':>9s} {'lr':>7s} {'batch':>5s} {'test':>7s} {'val':>7s} {'wall':>7s}")
+    for r in runs:
+        s = r["settings"]
+        print(f"{r['name']:14s} {r['image_size']:5d} {s['freeze']:>9s} {str(s['lr'] or 1e-3):>7s} {s['batch_size']:5d} "
+              f"{r['test_accuracy']:7.2%} {r['val_accuracy']:7.2%} {r['wall_s']:6.1f}s")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps({"date": started, "nproc": os.cpu_count(), "cpu": cpu_name(), "load_before": load_before,
+                            "load_after": load(), "classes": args.classes, "per_class": args.per_class,
+                            "test_per_class": args.test_per_class, "epochs": args.epochs, "model": args.model,
+                            "runs": runs}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
