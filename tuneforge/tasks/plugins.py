@@ -27,7 +27,8 @@ class Plugin:
     no model or data is loaded); None for the plugin of a verb of its own (align, pretrain),
     which `fit` never picks; fit: "module:function" taking (cfg, run) -> FitResult (for the align
     and pretrain verbs: the verb's own entry point, taking (config, **settings)); resolve:
-    "module:function" taking cfg, for settings derived before config.yaml is written (optional);
+    "module:function" taking cfg and the names of the settings given (flags, keywords), for settings
+    derived before config.yaml is written (optional);
     infer: the module whose import registers the `Task`s of the bundles it writes (`tasks`), which
     say what those bundles do at inference (predict, evaluate, batch, serve, export)."""
     name: str
