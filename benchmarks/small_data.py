@@ -8,7 +8,10 @@ fits side by side on the same split:
         flip + crop (pinned by flags, since the defaults changed);
   (ii)  the defaults now (no flags): the size from the images (32 px), and under 100 images per
         class the head on the frozen backbone's cached features (tuneforge/tasks/image/fit.py);
-  (iii) the explicit linear probe `--freeze backbone` (other settings at their defaults).
+  (iii) `--freeze backbone` (a head trained from noise by the engine, other settings at their defaults);
+  (iv)  the converged linear probe: logistic regression on the same model's frozen features at
+        the same size, on the very train images of (ii)'s split.json (tuneforge/core/probe.py),
+        the bar the defaults must reach.
 
 The data is the first N train images per class (and the first M test images) of
 ../shared/datasets/cifar10, symlinked as tests/conftest.py's `cifar_subset` does. Prints each
@@ -83,6 +86,28 @@ def fit(name: str, data: Path, args: argparse.Namespace, flags: list[str]) -> di
             "settings": {k: cfg[k] for k in ("freeze", "lr", "augment", "batch_size")}}
 
 
+def probe(data: Path, run: Path, args: argparse.Namespace) -> dict:
+    """(iv): the converged linear probe on the split and image size the new-defaults run used."""
+    from tuneforge.core.data.images import load_image_folder
+    from tuneforge.core.probe import linear_probe, probe_features
+
+    t0 = time.perf_counter()
+    split, report = json.loads((run / "split.json").read_text()), json.loads((run / "report.json").read_text())
+    classes, size = split["classes"], report["data"]["image_size"]
+    sets = {}
+    for name in ("train", "val", "test"):
+        root = data / ("test" if name == "test" else "train")
+        items = None if name == "test" else [(root / r, classes.index(Path(r).parts[0])) for r in split[name]]
+        sets[name] = load_image_folder(root, size, classes=classes, items=items, cache_dir=OUT / "cache")
+    feats = probe_features(args.model, size, {k: s.images for k, s in sets.items()})
+    acc = linear_probe((feats["train"], sets["train"].labels.numpy()),
+                       {k: (feats[k], sets[k].labels.numpy()) for k in ("val", "test")})
+    return {"name": "linear-probe", "command": "tuneforge.core.probe.linear_probe (logistic regression, C=1)",
+            "wall_s": round(time.perf_counter() - t0, 1), "test_accuracy": round(acc["test"], 4),
+            "val_accuracy": round(acc["val"], 4), "image_size": size,
+            "settings": {"freeze": "backbone", "lr": "lbfgs", "augment": "none", "batch_size": len(sets["train"])}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--per-class", type=int, default=40)
@@ -102,7 +127,8 @@ def main() -> None:
     if not args.skip_old:
         runs.append(fit("old-defaults", data, args, ["--image-size", str(native), "--freeze", "none"]))
     runs.append(fit("new-defaults", data, args, []))
-    runs.append(fit("linear-probe", data, args, ["--freeze", "backbone"]))
+    runs.append(fit("freeze-backbone", data, args, ["--freeze", "backbone"]))
+    runs.append(probe(data, OUT / "new-defaults", args))
     print(f"\n{args.classes} classes x {args.per_class} train images (test {args.test_per_class}/class), "
           f"{args.model}, {args.epochs} epochs")
     print(f"{'run':14s} {'size':>5s} {'freeze':>9s} {'lr':>7s} {'batch':>5s} {'test':>7s} {'val':>7s} {'wall':>7s}")

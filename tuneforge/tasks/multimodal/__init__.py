@@ -11,5 +11,5 @@ PLUGIN = register_plugin(Plugin(
     "image+text", groups=("run", "optim", "model", "image", "table", "text", "fusion"),
     detect="tuneforge.tasks.multimodal:detect", fit="tuneforge.tasks.multimodal.fit:fit_multimodal",
     tasks=("image-text-classification",), infer="tuneforge.tasks.multimodal.infer",
-    unread=("tta", "channels_last", "limit_per_class", "columns", "skip_bad_rows", "weights", "init"),
+    unread=("tta", "head_init", "channels_last", "limit_per_class", "columns", "skip_bad_rows", "weights", "init"),
     help="an image+text table: --image-column, --text-column, --label-column (--modalities)"))
