@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ...errors import ConfigError
+from ..progress import phase
 from .base import Backbone, Classifier
 from .registry import ModelSpec, register, register_hf
 
@@ -226,7 +227,11 @@ def extract_text_features(model: Classifier, loader) -> torch.Tensor:
     """Frozen-encoder features of every sequence of a (sorted, unshuffled) loader, in input
     order, shaped (N, 1, D) as CachedFeatures expects."""
     model.eval()
-    feats = [model.features(x) for x, _ in loader.epoch(0)]
+    feats = []
+    with phase("extracting text features", loader.num_samples, "texts") as p:
+        for x, y in loader.epoch(0):
+            feats.append(model.features(x))
+            p.advance(len(y))
     out = torch.cat(feats) if feats else torch.zeros(0, model.backbone.feature_dim)
     return loader.unsort(out).unsqueeze(1)
 

@@ -18,6 +18,7 @@ from ...config import FitConfig
 from ...core.bundle import save_bundle
 from ...core.data.cache import digest, memoised
 from ...core.data.images import _cache_key, decode_cached
+from ...core.progress import phase
 from ...core.data.loader import MultimodalLoader
 from ...core.data.multimodal import ImageTextTable, read_image_text_table
 from ...core.data.split import stratified_split, write_manifest
@@ -74,8 +75,14 @@ def _read(cfg: FitConfig, path: str | Path, allow_missing: bool) -> ImageTextTab
 
 
 @torch.inference_mode()
-def _batched(fn, n: int, batch_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    out = [fn(slice(i, i + batch_size)).to(dtype) for i in range(0, n, batch_size)]
+def _batched(fn, n: int, batch_size: int, dtype: torch.dtype = torch.float32, what: str = "rows") -> torch.Tensor:
+    """A frozen encoder over `n` rows in batches, with its progress said (the long silence
+    before a fusion fit's first line was this)."""
+    out = []
+    with phase(f"encoding {what} with the frozen encoder", n, what) as p:
+        for i in range(0, n, batch_size):
+            out.append(fn(slice(i, i + batch_size)).to(dtype))
+            p.advance(min(batch_size, n - i))
     return torch.cat(out)
 
 
@@ -196,7 +203,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                 model.eval()
                 feats = memoised(cfg.cache_dir, f"image-{digest(key)}", lambda: {"x": _batched(
                     lambda s: b.image_tokens(images[which[s]]), len(which), cfg.eval_batch_size,
-                    torch.bfloat16 if big else torch.float32)})["x"]
+                    torch.bfloat16 if big else torch.float32, "images")})["x"]
                 if not tokens:
                     feats = feats.float().mean(1, keepdim=True)  # = the backbone's pool (global average)
                 full = torch.zeros((len(table),) + feats.shape[1:], dtype=feats.dtype)
@@ -213,7 +220,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                 pad, mask = padded["input_ids"], padded["attention_mask"]
                 model.eval()
                 feats = memoised(cfg.cache_dir, f"text-{digest(key)}", lambda: {"x": _batched(
-                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size)})["x"]
+                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size, what="texts")})["x"]
                 if tokens:
                     inp["text_tokens"], inp["text_mask"] = feats, mask
                 else:  # the encoder's own pooling of the cached token states
