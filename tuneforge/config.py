@@ -340,7 +340,8 @@ class Semi(EMA):
     semi_mu: int = opt(7, "unlabeled images per labelled image in a step")
     semi_align: bool = opt(False, "fixmatch/pseudo-label: distribution alignment of the pseudo-labels "
                                    "(evens out classes the model is over-confident about early on)")
-    semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the unlabeled images)")
+    semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the labelled "
+                                       "images, ceil(labelled / --batch-size); the unlabeled pool is reshuffled as it runs out)")
 
     def _check(self) -> None:
         if self.semi and not self.unlabeled:
