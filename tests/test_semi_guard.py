@@ -113,6 +113,7 @@ def pool(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # 69 s at load 9 on 2 cores
 def test_semi_fit_of_too_few_steps_warns_in_console_and_report(cifar3, pool, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="tuneforge"):
         run = tuneforge.fit(data=str(cifar3), model="fast-cnn", labels_per_class=20, unlabeled=str(pool), semi="fixmatch",
