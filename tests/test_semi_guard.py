@@ -125,3 +125,125 @@ def test_semi_fit_of_too_few_steps_warns_in_console_and_report(cifar3, pool, tmp
     assert steps and f"--epochs {-(-MIN_SEMI_STEPS // 4)}" in steps[0] and steps[0] in caplog.text
     assert any(w.startswith("validation set too small to select on: 6 images") for w in r["warnings"])
     assert r["best_epoch"] == r["epochs_run"] == 2
+
+
+# --------------------------------------------------------------------------- --semi-threshold auto
+
+C = 10
+
+
+def _unlabeled_batch(strength: torch.Tensor, seed: int) -> tuple:
+    """A FixMatch batch of cached-feature views whose features are the logits (the student is
+    the identity): unlabeled input i puts `strength[i]` on class i % C, 0 elsewhere, so its
+    confidence is e^s / (e^s + C - 1) in both views."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(strength)
+    logits = torch.zeros(n, C)
+    logits[torch.arange(n), torch.arange(n) % C] = strength
+    xu = logits[:, None].expand(n, 2, C).clone()
+    xl, y = torch.randn(4, 2, C, generator=g), torch.arange(4)
+    return (xl, xu), y
+
+
+def _fixmatch(threshold):
+    from tuneforge.core.strategies.semi import FeatureViews, FixMatch, SemiModel
+    model = SemiModel(torch.nn.Identity(), num_classes=C)
+    return model, FixMatch(None, FeatureViews(dropout=0.0), C, threshold=threshold)
+
+
+def _steps(model, strategy, strength: float, n: int, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        s = strength + 0.5 * torch.rand(60, generator=g)  # some inputs more confident than others
+        strategy.train_step(model, _unlabeled_batch(s, i))
+
+
+def test_auto_threshold_starts_at_one_over_c_and_rises_as_the_model_gets_confident():
+    model, strategy = _fixmatch("auto")
+    assert float(model.confidence_ema) == pytest.approx(1 / C)
+    seen = []
+    for strength in (0.5, 2.0, 4.0):  # mean confidence ~0.2, ~0.55, ~0.88
+        _steps(model, strategy, strength, 150)
+        seen.append(float(model.confidence_ema))
+    assert 1 / C < seen[0] < seen[1] < seen[2] and seen[2] > 0.7  # EMA of 0.99: it follows, a little behind
+    # balanced predictions: every class's threshold is close to the global one, never above it
+    t = model.auto_thresholds()
+    assert torch.all(t <= model.confidence_ema + 1e-6) and float(t.min()) > 0.9 * seen[2]
+
+
+def test_auto_threshold_is_lower_for_classes_predicted_less_often():
+    model, strategy = _fixmatch("auto")
+    for i in range(200):
+        s = torch.full((60,), 3.0)
+        s[::C] = 6.0  # class 0 (every 10th input) is predicted with more confidence
+        strategy.train_step(model, _unlabeled_batch(s, i))
+    t = model.auto_thresholds()
+    assert int(t.argmax()) == 0 and float(t[0]) == pytest.approx(float(model.confidence_ema))
+    assert float(t[1:].max()) < 0.95 * float(t[0])
+
+
+def test_auto_threshold_gives_pseudo_labels_where_a_fixed_095_gives_none():
+    fixed_model, fixed = _fixmatch(0.95)
+    auto_model, auto = _fixmatch("auto")
+    # confidences 0.64-0.83 (strength 2.8-3.3): a confident model, never 0.95 sure
+    for model, strategy in ((fixed_model, fixed), (auto_model, auto)):
+        _steps(model, strategy, 2.8, 300)  # the threshold has risen from 1/C to the model's confidence
+        strategy.reset_counts()
+        _steps(model, strategy, 2.8, 50, seed=1)
+    assert fixed.seen == auto.seen == 3000
+    assert int(fixed.counts.sum()) == 0
+    rate = int(auto.counts.sum()) / auto.seen
+    assert 0.2 < rate < 0.95, rate  # the more confident part of each batch, not all of it
+    assert torch.all(auto.counts > 0)  # every class gets some
+
+
+def test_auto_threshold_state_round_trips_through_state_dict_and_continues_exactly():
+    model, strategy = _fixmatch("auto")
+    _steps(model, strategy, 2.0, 40)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert {"confidence_ema", "class_prob_ema"} <= set(state)
+    again, strategy2 = _fixmatch("auto")
+    again.load_state_dict(state)
+    assert torch.equal(again.auto_thresholds(), model.auto_thresholds())
+    # the same next steps from the saved state give the same thresholds and pseudo-labels
+    strategy.reset_counts()
+    _steps(model, strategy, 3.0, 20, seed=7)
+    _steps(again, strategy2, 3.0, 20, seed=7)
+    assert torch.equal(again.confidence_ema, model.confidence_ema)
+    assert torch.equal(again.class_prob_ema, model.class_prob_ema)
+    assert torch.equal(strategy2.counts, strategy.counts)
+
+
+def test_semi_threshold_setting_takes_a_number_or_auto_and_names_the_flag():
+    from tuneforge.config import FitConfig
+    from tuneforge.errors import ConfigError
+    assert FitConfig(data="d", semi_threshold="auto").validate().semi_threshold == "auto"
+    assert FitConfig(data="d", semi_threshold="0.8").validate().semi_threshold == 0.8  # a YAML string
+    for bad in ("high", 1.5, 0):
+        with pytest.raises(ConfigError, match="--semi-threshold"):
+            FitConfig(data="d", semi_threshold=bad).validate()
+
+
+# --------------------------------------------------------------------------- pretrain on a small pool
+
+def test_pretrain_batch_follows_a_small_pool():
+    from tuneforge.tasks.pretrain.image import pool_batch_size
+    assert pool_batch_size(256, 500) == 62  # 8 steps an epoch, not 1
+    assert pool_batch_size(256, 50_000) == 256  # a large pool keeps the default
+    assert pool_batch_size(256, 100) == 32  # never under 32 (contrastive negatives)
+
+
+def test_pretrain_on_a_small_pool_says_its_batch_and_warns_of_too_few_steps(pool, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="tuneforge"):
+        run = tuneforge.pretrain(data=str(pool), model="fast-cnn", epochs=1, out=str(tmp_path / "ssl"), cache_dir="",
+                                 **QUICK)
+    # 120 images: batch 32 (not 256, which would be one step of 120), 3 steps an epoch
+    assert run.report["config"]["batch_size"] == 32
+    assert "batch size 32 (not the default 256): 120 unlabeled images" in caplog.text
+    (w,) = run.report["warnings"]
+    assert w.startswith("self-supervised pretraining of only 3 steps in all") and "--epochs 34" in w
+    assert json.loads((tmp_path / "ssl" / "report.json").read_text())["warnings"] == [w]
+    # a batch size the user gives is kept
+    given = tuneforge.pretrain(data=str(pool), model="fast-cnn", epochs=1, batch_size=100, out=str(tmp_path / "b"),
+                               cache_dir="", **QUICK)
+    assert given.report["config"]["batch_size"] == 100

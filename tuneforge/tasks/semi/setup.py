@@ -38,6 +38,8 @@ class PseudoLabelLog(Callback):
         s = self.strategy
         record["pseudo_label_rate"] = float(s.counts.sum()) / max(s.seen, 1)
         record["pseudo_labels"] = s.counts.tolist()
+        if s.threshold == "auto":  # where the self-adaptive threshold stands (its top class's value)
+            record["semi_threshold"] = float(engine.model.confidence_ema)
         total = engine.state.get("pseudo_labels_total") or [0] * len(s.counts)
         engine.state["pseudo_labels_total"] = [a + b for a, b in zip(total, s.counts.tolist())]
         s.reset_counts()
@@ -55,11 +57,16 @@ class SemiSetup:
         """After training: the teacher (mean teacher) becomes the model; the report section."""
         self.model.copy_teacher_to_student()
         total = state.get("pseudo_labels_total") or [0] * len(classes)
+        auto = {}
+        if self.strategy.threshold == "auto":
+            per_class = self.model.auto_thresholds().tolist()
+            auto = {"threshold_final": round(float(self.model.confidence_ema), 4),
+                    "threshold_final_per_class": {c: round(t, 4) for c, t in zip(classes, per_class)}}
         last = next((r["pseudo_labels"] for r in reversed(state["history"]) if "pseudo_labels" in r), [0] * len(classes))
         return {**self.info, "pseudo_labels_per_class": dict(zip(classes, total)),
                 "pseudo_labels_last_epoch_per_class": dict(zip(classes, last)),
                 "pseudo_label_rate_last_epoch": next((r["pseudo_label_rate"] for r in reversed(state["history"])
-                                                      if "pseudo_label_rate" in r), None)}
+                                                      if "pseudo_label_rate" in r), None), **auto}
 
 
 def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.Tensor, val_paths: list[str],
