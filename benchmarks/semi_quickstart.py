@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=50, help="fit --epochs (both runs)")
     p.add_argument("--threshold", default=None, help="--semi-threshold (default: the fit's default)")
     p.add_argument("--semi-flags", default="", help="more flags for the semi-supervised fit only")
+    p.add_argument("--ssl", default=None, help="fast-cnn: copy this pretrain run as runs/ssl instead of running step 1 "
+                                                "(it must have been made on the same data: same --unlabeled, seed 0)")
     p.add_argument("--keep", default=None, help="work in this folder (kept) instead of a temporary one")
     a = p.parse_args()
     work = Path(a.keep or tempfile.mkdtemp(prefix="semi-quickstart-"))
@@ -106,7 +109,12 @@ def main() -> None:
     semi += ["--semi-threshold", a.threshold] if a.threshold else []
     cmds["semi"] = ["fit", "--data", "photos", *model, *semi, *shlex.split(a.semi_flags), "--out", "runs/semi"]
     cmds["labelled"] = ["fit", "--data", "photos", *model, "--epochs", str(a.epochs), "--out", "runs/labelled"]
+    if a.ssl:
+        shutil.copytree(a.ssl, work / "runs" / "ssl")
+        walls["pretrain"] = json.loads((work / "runs" / "ssl" / "report.json").read_text())["wall_s"]
     for name, args in cmds.items():
+        if name in walls:
+            continue
         walls[name] = tuneforge(args, work)
     res = {k: summary(work / "runs" / k) for k in ("semi", "labelled")}
     if "pretrain" in cmds:
