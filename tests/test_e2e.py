@@ -22,9 +22,10 @@ QUICK = dict(progress=False, tensorboard=True, threads=2)
 @pytest.fixture(scope="module")
 def probe_run(cifar3, tmp_path_factory) -> tuneforge.FitResult:
     # Linear probe of ImageNet EfficientNet-Lite0 features: seconds on a CPU, far above chance.
+    # 36 validation images (20%): enough to select the best epoch on (core.run.MIN_VAL).
     out = tmp_path_factory.mktemp("runs") / "probe"
     return tuneforge.fit(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="backbone",
-                         lr=0.02, epochs=5, batch_size=32, out=str(out), cache_dir="", **QUICK)
+                         lr=0.02, epochs=5, batch_size=32, val_fraction=0.2, out=str(out), cache_dir="", **QUICK)
 
 
 def test_fit_learns_far_above_chance_and_writes_the_run_folder(probe_run):

@@ -31,12 +31,13 @@ TINY_TEXT = dict(model="gru", embed_dim=16, hidden_size=16, num_layers=1, batch_
 
 @pytest.fixture
 def texts(tmp_path) -> Path:
-    """A two-class text table a tiny GRU learns in a few epochs (train.csv + val.csv)."""
+    """A two-class text table a tiny GRU learns in a few epochs (train.csv + val.csv; 32 val rows,
+    enough to select epochs on: core.run.MIN_VAL)."""
     data = tmp_path / "texts"
     data.mkdir()
     rows = [f"{w} thing {i},{'p' if w == 'good' else 'n'}" for i in range(24) for w in ("good", "bad")]
     (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    (data / "val.csv").write_text("text,label\n" + "\n".join(rows[:12]) + "\n")
+    (data / "val.csv").write_text("text,label\n" + "\n".join(rows[:32]) + "\n")
     return data
 
 

@@ -388,12 +388,16 @@ class Semi(EMA):
                                       "a table with the --text-column (or --columns) of --data, or a .txt file, one text a line")
     semi: str | None = opt(None, "semi-supervised method using --unlabeled", SEMI_METHODS)
     labels_per_class: int | None = opt(None, "keep N labelled training images per class (seeded; the files used are in split.json)")
-    semi_threshold: float = opt(0.95, "confidence a prediction needs to become a pseudo-label")
+    semi_threshold: float | str = opt(0.95, "confidence a prediction needs to become a pseudo-label, in (0, 1]; 'auto': "
+                                            "FreeMatch's self-adaptive threshold, which starts low (1/classes) and follows "
+                                            "the model's mean confidence on unlabeled batches, lower for classes it predicts "
+                                            "less often")
     semi_weight: float | None = opt(None, "weight of the unlabeled loss (default: 1; mean-teacher 10)")
     semi_mu: int = opt(7, "unlabeled images per labelled image in a step")
     semi_align: bool = opt(False, "fixmatch/pseudo-label: distribution alignment of the pseudo-labels "
                                    "(evens out classes the model is over-confident about early on)")
-    semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the unlabeled images)")
+    semi_steps: int | None = opt(None, "steps per epoch of a semi-supervised fit (default: one pass over the labelled "
+                                       "images, ceil(labelled / --batch-size); the unlabeled pool is reshuffled as it runs out)")
 
     def _check(self) -> None:
         if self.semi and not self.unlabeled:
@@ -403,8 +407,13 @@ class Semi(EMA):
         if self.unlabeled and not self.semi:
             raise ConfigError("--unlabeled needs --semi fixmatch|pseudo-label|mean-teacher")
         _positive(self, "labels_per_class", "semi_mu", "semi_steps")
-        if not 0 < self.semi_threshold <= 1:
-            raise ConfigError(f"--semi-threshold must be in (0, 1], got {self.semi_threshold}")
+        if isinstance(self.semi_threshold, str) and self.semi_threshold != "auto":
+            try:  # a YAML or API string "0.8"
+                self.semi_threshold = float(self.semi_threshold)
+            except ValueError:
+                raise ConfigError(f"--semi-threshold must be a number in (0, 1] or 'auto', got {self.semi_threshold!r}") from None
+        if self.semi_threshold != "auto" and not 0 < self.semi_threshold <= 1:
+            raise ConfigError(f"--semi-threshold must be in (0, 1] or 'auto', got {self.semi_threshold}")
 
 
 # --------------------------------------------------------------------------- fit

@@ -518,6 +518,15 @@ def _sig(v: Any) -> str:
 
 # --- classification
 
+@register_section("warnings", lambda report: bool(report.get("warnings")), order=1)
+def _warnings(page: Page) -> str:
+    """What the run warned about on the console (core/run.py `Run.warn`), first: a result read
+    without them (a tiny validation set, a too short semi-supervised fit) misleads."""
+    items = "".join(f"<li>{_e(w)}</li>" for w in page.report["warnings"])
+    return ('<section style="border-left:4px solid #d97706;padding-left:.8em">'
+            f"<h2>Warnings ({len(page.report['warnings'])})</h2><ul>{items}</ul></section>")
+
+
 def _classification_applies(report: dict) -> bool:
     return bool(_splits(report, "accuracy"))
 

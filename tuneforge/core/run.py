@@ -58,6 +58,13 @@ class Run:
     range_test: dict | None = None  # api.lr_find: train_model runs only the range test, with these settings
     lr_found: dict | None = None  # `--lr auto`: the range test's result, for report.json
     memory: dict | None = None  # core/memory.plan_memory: the step's estimate and split, for the Engine and report.json
+    warnings: list[str] = field(default_factory=list)  # said on the console and kept for report.json
+
+    def warn(self, message: str) -> None:
+        """A warning about this run: on the console now, and in report.json's "warnings" (and at
+        the top of report.html) when the run finishes."""
+        log.warning("%s", message)
+        self.warnings.append(message)
 
     def commit(self) -> None:
         """Write config.yaml (atomically; once). A new run commits in open_run; a resumed one in
@@ -273,19 +280,62 @@ def rate_unit(cfg: Any, loader: Any) -> str:
     return "images"
 
 
+# A validation set smaller than this, in all or per class on average, does not tell epochs apart:
+# an accuracy on n examples is known to about +-0.5/sqrt(n) (one standard error at 50%), +-9
+# points at 30, more than a good epoch gains over a bad one on data this small; and at under 3 a
+# class most classes are scored on one or two examples. Selecting on it picks noise, so it is not
+# selected on: no early stopping, no best-epoch restore, the last epoch is the model.
+MIN_VAL = 30
+MIN_VAL_PER_CLASS = 3
+
+
+def _num_classes(loader: Any) -> int | None:
+    """Classes of a classifier's training labels (None for regression and unlabelled pairs)."""
+    labels = getattr(loader, "labels", None)
+    if not torch.is_tensor(labels) or labels.is_floating_point() or not len(labels):
+        return None
+    return int(labels.unique().numel())
+
+
+def selects_on(run: Run, train_loader: Any, val_loader: Any) -> bool:
+    """Whether the validation set is large enough to choose epochs by (MIN_VAL); says so when not."""
+    if val_loader is None:
+        return False
+    n, classes = val_loader.num_samples, _num_classes(train_loader)
+    need = max(MIN_VAL, MIN_VAL_PER_CLASS * (classes or 0))
+    if n >= need:
+        return True
+    cfg = run.cfg
+    what = rate_unit(cfg, val_loader).split("/")[0]
+    per = f", {n / classes:.1f} per class" if classes else ""
+    flags = " or ".join(cfgmod.flag(f) for f in ("val_fraction", "val", "val_list")
+                        if f in {g.name for g in type(cfg).offered()})
+    noise = f" (an accuracy on {n} is known to about +-{50 / n ** 0.5:.0f} points)" if classes else ""
+    run.warn(f"validation set too small to select on: {n} {what}{per}{noise}. Early stopping and the best-epoch restore are off: the last epoch is "
+             f"the model. For selection give a validation set of at least {need}" + (f" ({flags})" if flags else ""))
+    return False
+
+
 def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, val_loader, default_lr: float | None = None,
           extra_callbacks: tuple = ()) -> tuple[Engine, dict]:
-    """Optimizer, schedule, callbacks and the one Engine, for every kind of task."""
+    """Optimizer, schedule, callbacks and the one Engine, for every kind of task. A validation set
+    too small to select on (`selects_on`) is still evaluated every epoch, but the last epoch is kept.
+    A loader's `warnings` (messages about its setup, e.g. a semi-supervised fit of too few steps)
+    are said through `run.warn` before training."""
     cfg = run.cfg
     wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
     lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
     if run.range_test is not None or lr == "auto":
         lr = _range_test(run, trainable, strategy, train_loader, wd)
+    for message in getattr(train_loader, "warnings", ()):
+        run.warn(message)
+    select = selects_on(run, train_loader, val_loader)
     steps = len(train_loader) * cfg.epochs
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
-    early = EarlyStopping(cfg.monitor, cfg.patience if val_loader is not None else 0, run.dir)
-    callbacks = [*extra_callbacks, early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
+    # without selection (no or a too small validation set) the last epoch is the model
+    early = [EarlyStopping(cfg.monitor, cfg.patience, run.dir)] if select else []
+    callbacks = [*extra_callbacks, *early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
                  Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
@@ -305,7 +355,10 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                               f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
     run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
-    return engine, engine.fit(train_loader, val_loader)
+    state = engine.fit(train_loader, val_loader)
+    if not select:
+        state["best_epoch"] = state["epoch"]
+    return engine, state
 
 
 def _range_test(run: Run, trainable: torch.nn.Module, strategy, train_loader, weight_decay: float) -> float:
@@ -341,6 +394,7 @@ def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: di
         report["lr_auto"] = run.lr_found
     if run.memory is not None:
         report["memory"] = run.memory
+    report["warnings"] = [*report.get("warnings", []), *run.warnings]
     run.commit()
     with storage_errors(run.dir / "model"):
         if save is not None:

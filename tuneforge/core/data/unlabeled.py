@@ -139,20 +139,25 @@ class UnlabeledLoader:
 
 class SemiLoader:
     """((labelled images, unlabeled images), labels) batches: `batch_size` labelled and
-    `mu * batch_size` unlabeled per step (FixMatch's ratio). With 250 labels and 50,000
-    unlabeled images the labelled set cycles many times per epoch, reshuffled each cycle. An
-    epoch is `steps` steps (default: one pass over the unlabeled pool), which also sets how
-    often validation, checkpoints and the time limit are looked at."""
+    `mu * batch_size` unlabeled per step (FixMatch's ratio). An epoch is `steps` steps, by
+    default one pass over the labelled set (ceil(labelled / batch_size)): the labelled images
+    are what a semi-supervised fit is about, and an epoch that follows the unlabeled pool
+    instead is one step for 300 unlabeled images (too few to learn anything, with no hint why)
+    and thousands of labelled passes for 50,000. The unlabeled pool is drawn `mu * batch_size`
+    a step, reshuffled whenever it runs out (so a small pool is seen several times per epoch,
+    a large one in part); with an explicit `steps` the labelled set cycles the same way. The
+    epoch length also sets how often validation, checkpoints and the time limit are looked at."""
 
     def __init__(self, images: torch.Tensor | list, labels: torch.Tensor, unlabeled: torch.Tensor | list, batch_size: int,
                  mu: int = 7, steps: int | None = None, seed: int = 0,
                  collate: Callable[[list, torch.Tensor], dict] | None = None):
         self.images, self.labels, self.unlabeled = images, labels, unlabeled
         self.batch_size, self.mu, self.seed = batch_size, mu, seed
-        self.steps = steps or max(1, len(unlabeled) // (mu * batch_size))
+        self.steps = steps or max(1, -(-len(labels) // batch_size))
         # Text: `images`/`unlabeled` are lists of token-id lists and `collate` pads the rows it is
         # given into a dict batch (input_ids, attention_mask); tensors are simply indexed.
         self.collate = collate
+        self.warnings: list[str] = []  # about this setup, said by core.run.train_model (the fit sets them)
 
     def __len__(self) -> int:
         return self.steps

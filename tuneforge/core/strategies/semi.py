@@ -5,7 +5,8 @@ Batches are `((labelled, unlabeled), labels)` (`data.unlabeled.SemiLoader`); the
 hold all of it and `--resume` stays exact.
 
   fixmatch      (Sohn et al., 2020) hard pseudo-label from the weak view where its confidence
-                >= threshold, learnt on the strong view (RandAugment + Cutout)
+                >= threshold, learnt on the strong view (RandAugment + Cutout); the threshold is
+                fixed, or "auto": FreeMatch's self-adaptive one (`_Semi._select`)
   pseudo-label  (Lee, 2013) the model is its own teacher: hard pseudo-labels from the plain
                 (un-augmented) image where confident, learnt on the weak view; the unlabeled
                 weight ramps up linearly so early, wrong labels count less
@@ -116,9 +117,19 @@ class SemiModel(nn.Module):
         # Running mean of the class probabilities on unlabeled batches (distribution alignment);
         # a buffer so that --resume continues it exactly.
         self.register_buffer("unlabeled_dist", torch.full((num_classes,), 1.0 / max(num_classes, 1)))
+        # --semi-threshold auto (FreeMatch): EMAs of the mean confidence and of the mean class
+        # probabilities on unlabeled batches, both starting at 1/C; buffers, so --resume is exact.
+        self.register_buffer("confidence_ema", torch.tensor(1.0 / max(num_classes, 1)))
+        self.register_buffer("class_prob_ema", torch.full((num_classes,), 1.0 / max(num_classes, 1)))
 
     def forward(self, x):
         return self.student(x)
+
+    def auto_thresholds(self) -> torch.Tensor:
+        """FreeMatch's per-class thresholds: the global one (the confidence EMA) scaled by each
+        class's probability EMA over the largest (MaxNorm), so classes the model predicts less
+        often get a lower bar."""
+        return self.confidence_ema * self.class_prob_ema / self.class_prob_ema.max().clamp_min(1e-12)
 
     def eval_model(self) -> nn.Module:
         return self.teacher if self.teacher is not None else self.student
@@ -147,13 +158,20 @@ class SemiModel(nn.Module):
             self.student.load_state_dict(self.teacher.state_dict())
 
 
+# EMA momentum of the self-adaptive threshold. FreeMatch uses 0.999 over 2^20 steps; fits here run
+# hundreds to a few thousand steps, in which 0.999 would leave the threshold near its start (1/C,
+# every pseudo-label accepted) for the whole run. 0.99 follows the model over ~100 steps.
+AUTO_MOMENTUM = 0.99
+
+
 class _Semi:
-    """Shared parts: labelled loss, pseudo-label bookkeeping, evaluation through `base`
+    """Shared parts: labelled loss, pseudo-label selection (a fixed confidence threshold, or
+    "auto": FreeMatch's self-adaptive one), pseudo-label bookkeeping, evaluation through `base`
     (the supervised strategy for the same inputs, with its TTA)."""
 
     uses_teacher = False
 
-    def __init__(self, base, views, num_classes: int, threshold: float = 0.95, weight: float = 1.0,
+    def __init__(self, base, views, num_classes: int, threshold: float | str = 0.95, weight: float = 1.0,
                  label_smoothing: float = 0.0, rampup_steps: int = 0, ema: float = 0.999, align: bool = False):
         self.base, self.views, self.num_classes = base, views, num_classes
         self.threshold, self.weight, self.label_smoothing = threshold, weight, label_smoothing
@@ -170,6 +188,21 @@ class _Semi:
         model.unlabeled_dist.lerp_(probs.mean(0), 0.01)  # ~ the last 100 batches
         p = probs / model.unlabeled_dist.clamp_min(1e-6) / self.num_classes
         return p / p.sum(1, keepdim=True)
+
+    def _select(self, model: SemiModel, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pseudo-labels, mask of those kept). A fixed threshold keeps predictions at least that
+        confident. "auto" is FreeMatch's self-adaptive threshold (Wang et al., 2023): the global
+        threshold is an EMA of the batches' mean confidence, starting at 1/C, so it rises as the
+        model becomes sure of itself (early on, most pseudo-labels count; later, only the
+        confident ones), and each class's threshold is that times its MaxNorm-scaled mean
+        probability. A model that is never 0.95 sure (a small one, trained a few hundred steps)
+        gets pseudo-labels all the same, for its more confident predictions."""
+        conf, pseudo = probs.max(1)
+        if self.threshold != "auto":
+            return pseudo, conf >= self.threshold
+        model.confidence_ema.lerp_(conf.mean(), 1 - AUTO_MOMENTUM)
+        model.class_prob_ema.lerp_(probs.mean(0), 1 - AUTO_MOMENTUM)
+        return pseudo, conf >= model.auto_thresholds()[pseudo]
 
     def reset_counts(self) -> None:
         """Counts since the last reset (the callback resets them each epoch)."""
@@ -199,8 +232,7 @@ class FixMatch(_Semi):
         v, g = self.views, generator
         with torch.no_grad():
             probs = self._aligned(model, model.student(v.weak(xu, g)).float().softmax(1))
-        conf, pseudo = probs.max(1)
-        mask = conf >= self.threshold
+            pseudo, mask = self._select(model, probs)
         logits = model.student(_cat(v, v.weak(xl, g), v.strong(xu, g)))
         lab, unl = logits[:len(y)], logits[len(y):]
         loss_u = (F.cross_entropy(unl.float(), pseudo, reduction="none") * mask).mean()
@@ -215,8 +247,7 @@ class PseudoLabel(_Semi):
         v, g = self.views, generator
         with torch.no_grad():
             probs = self._aligned(model, model.student(v.plain(xu)).float().softmax(1))
-        conf, pseudo = probs.max(1)
-        mask = conf >= self.threshold
+            pseudo, mask = self._select(model, probs)
         logits = model.student(_cat(v, v.weak(xl, g), v.weak(xu, g)))
         lab, unl = logits[:len(y)], logits[len(y):]
         loss_u = (F.cross_entropy(unl.float(), pseudo, reduction="none") * mask).mean()
@@ -234,11 +265,11 @@ class MeanTeacher(_Semi):
         v, g = self.views, generator
         with torch.no_grad():
             t_probs = model.teacher(v.weak(xu, g)).float().softmax(1)
+            pseudo, mask = self._select(model, t_probs)
         logits = model.student(_cat(v, v.weak(xl, g), v.weak(xu, g)))
         lab, unl = logits[:len(y)], logits[len(y):]
         consistency = F.mse_loss(unl.float().softmax(1), t_probs, reduction="none").sum(1).mean()
-        conf, pseudo = t_probs.max(1)
-        self._count(pseudo, conf >= self.threshold)  # soft targets; counted where the teacher is confident
+        self._count(pseudo, mask)  # soft targets; counted where the teacher is confident
         w = self.weight * self._ramp(model)
         model.steps += 1
         return {"loss": self._supervised(lab, y) + w * consistency, "logits": lab.detach(), "targets": y}

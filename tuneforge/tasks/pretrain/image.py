@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from ...config import PretrainConfig
 from ...core.data import load_image_folder, scan_class_folders, stratified_split, subsample_per_class
-from ...core.data.unlabeled import UnlabeledLoader, load_unlabeled
+from ...core.data.unlabeled import UnlabeledLoader, load_unlabeled, scan_unlabeled
 from ...core.engine.callbacks import EpochMeasure
 from ...core.models import create_model, model_spec
 from ...core.strategies.ssl import build_ssl
@@ -81,9 +81,61 @@ def _probe_sets(cfg: PretrainConfig, size: int) -> tuple[tuple, tuple]:
     return (bank.images, bank.labels), (query.images, query.labels)
 
 
+# A self-supervised epoch of fewer steps than this in all has barely moved the backbone.
+MIN_SSL_STEPS = 100
+# Steps an epoch should have at least when the batch size is chosen for a small pool.
+SMALL_POOL_STEPS = 8
+
+
+def pool_batch_size(requested: int, images: int) -> int:
+    """The batch of a pool of `images` when --batch-size was not given: the default (256) for
+    a large pool, but at least SMALL_POOL_STEPS steps an epoch for a small one (never under 32:
+    contrastive losses need negatives). The last partial batch is dropped, so 500 images at 256
+    would be one step an epoch, 20 steps in a 20-epoch run."""
+    return min(requested, max(32, images // SMALL_POOL_STEPS))
+
+
+def _choose_batch(cfg: PretrainConfig) -> str | None:
+    """`resolve` for a run whose --batch-size is not given: the batch from the pool's size (set
+    before config.yaml is written, so the run records what it used); returns the reason, said
+    once the run's console is set up."""
+    n = len(scan_unlabeled(cfg.data, "--data"))
+    b = pool_batch_size(cfg.batch_size, n)
+    if b == cfg.batch_size:
+        return None
+    was = max(1, n // cfg.batch_size)  # a pool smaller than a batch is one batch
+    why = (f"pretrain: batch size {b} (not the default {cfg.batch_size}): {n} unlabeled images make "
+           f"{was} step{'s' * (was != 1)} an epoch at {cfg.batch_size}, {n // b} at {b} (--batch-size sets it)")
+    cfg.batch_size = b
+    return why
+
+
+def ssl_warnings(cfg: PretrainConfig, loader: UnlabeledLoader) -> list[str]:
+    """Too few steps in all: the run ends with the backbone it started from, or close to it."""
+    total = cfg.epochs * len(loader)
+    if total >= MIN_SSL_STEPS:
+        return []
+    need = -(-MIN_SSL_STEPS // len(loader))
+    return [f"self-supervised pretraining of only {total} steps in all ({cfg.epochs} epochs x {len(loader)} steps of "
+            f"{loader.batch_size} images; an epoch is one pass over the {len(loader.images)} unlabeled images, the last "
+            f"partial batch dropped): too few to change the backbone much. Give --epochs {need} or more (at least "
+            f"{MIN_SSL_STEPS} steps), or a smaller --batch-size"]
+
+
 def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
     """Self-supervised pretraining; every keyword is a PretrainConfig field (= a CLI flag)."""
-    run = prepare(PretrainConfig, config, kwargs, name=lambda c: f"pretrain-{c.method}", resolve=resolve, recipes=False)
+    # not given (here or in `config`) and not resuming: the batch follows the pool's size
+    auto_batch = kwargs.get("batch_size", getattr(config, "batch_size", None)) is None and not kwargs.get("resume")
+
+    said: list[str] = []
+
+    def resolve_all(cfg: PretrainConfig) -> None:
+        resolve(cfg)
+        if auto_batch and cfg.method != "mlm" and not cfg.resume:
+            said.extend(filter(None, [_choose_batch(cfg)]))
+    run = prepare(PretrainConfig, config, kwargs, name=lambda c: f"pretrain-{c.method}", resolve=resolve_all, recipes=False)
+    for line in said:
+        log.info("%s", line)
     cfg, run_dir, t_start = run.cfg, run.dir, run.t_start
     if cfg.method == "mlm":  # text encoders: continued masked-language-model pretraining
         return pretrain_text(run)
@@ -107,6 +159,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
     model, strategy = build_ssl(cfg.method, encoder, cfg.proj_dim, cfg.proj_hidden, cfg.temperature,
                                 cfg.ema if cfg.ema is not None else 0.99)
     loader = UnlabeledLoader(pool.images, cfg.batch_size, cfg.seed)
+    loader.warnings = ssl_warnings(cfg, loader)  # said by train_model (console and report)
     if len(pool) < cfg.batch_size:
         log.warning("--batch-size %d > %d images: batches of %d", cfg.batch_size, len(pool), loader.batch_size)
     default_lr = 0.1 if cfg.optimizer == "sgd" else 1e-3
@@ -122,7 +175,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "probe": {"folder": cfg.probe, "knn_k": cfg.knn_k, "before": state.get("probe_start"),
                         "after": probes[-1] if probes else None, "per_epoch": probes} if probe else None,
-              "backbone": str(backbone_path), "config": cfg.to_dict(),
+              "backbone": str(backbone_path), "config": cfg.to_dict(), "warnings": list(run.warnings),
               "fit_s": round(state.get("fit_s", 0.0), 2), "wall_s": round(time.perf_counter() - t_start, 2)}
     atomic_write_text(run_dir / "pretrain.json", json.dumps({"model": cfg.model, "method": cfg.method, "image_size": size,
                                                        "epochs": state["epoch"], "probe": report["probe"]}, indent=1))

@@ -38,6 +38,8 @@ class PseudoLabelLog(Callback):
         s = self.strategy
         record["pseudo_label_rate"] = float(s.counts.sum()) / max(s.seen, 1)
         record["pseudo_labels"] = s.counts.tolist()
+        if s.threshold == "auto":  # where the self-adaptive threshold stands (its top class's value)
+            record["semi_threshold"] = float(engine.model.confidence_ema)
         total = engine.state.get("pseudo_labels_total") or [0] * len(s.counts)
         engine.state["pseudo_labels_total"] = [a + b for a, b in zip(total, s.counts.tolist())]
         s.reset_counts()
@@ -55,11 +57,16 @@ class SemiSetup:
         """After training: the teacher (mean teacher) becomes the model; the report section."""
         self.model.copy_teacher_to_student()
         total = state.get("pseudo_labels_total") or [0] * len(classes)
+        auto = {}
+        if self.strategy.threshold == "auto":
+            per_class = self.model.auto_thresholds().tolist()
+            auto = {"threshold_final": round(float(self.model.confidence_ema), 4),
+                    "threshold_final_per_class": {c: round(t, 4) for c, t in zip(classes, per_class)}}
         last = next((r["pseudo_labels"] for r in reversed(state["history"]) if "pseudo_labels" in r), [0] * len(classes))
         return {**self.info, "pseudo_labels_per_class": dict(zip(classes, total)),
                 "pseudo_labels_last_epoch_per_class": dict(zip(classes, last)),
                 "pseudo_label_rate_last_epoch": next((r["pseudo_label_rate"] for r in reversed(state["history"])
-                                                      if "pseudo_label_rate" in r), None)}
+                                                      if "pseudo_label_rate" in r), None), **auto}
 
 
 def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.Tensor, val_paths: list[str],
@@ -83,12 +90,44 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     return _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unl, info)
 
 
+# Fewer optimizer steps than this in all and a semi-supervised fit has hardly begun: pseudo-labels
+# (fixmatch, pseudo-label) come only once the model is confident on unlabeled inputs, and the
+# ramp-ups and the EMA teacher are set in steps too.
+MIN_SEMI_STEPS = 200
+
+
+def setup_warnings(cfg, loader: SemiLoader, labelled: int, unlabeled: int) -> list[str]:
+    """What is wrong with the shape of a semi-supervised fit, with the numbers and the flag to
+    change: too few steps in all, epochs that skip labelled images (a small --semi-steps), or
+    steps that each draw the whole unlabeled pool more than once (a large --semi-mu)."""
+    out = []
+    steps, total = len(loader), cfg.epochs * len(loader)
+    epoch = f"{steps} step{'s' * (steps != 1)} of {cfg.batch_size} labelled + {cfg.semi_mu * cfg.batch_size} unlabeled"
+    per_epoch = "--semi-steps" if cfg.semi_steps else f"one pass over the {labelled} labelled inputs"
+    if total < MIN_SEMI_STEPS:
+        need = -(-MIN_SEMI_STEPS // steps)
+        out.append(f"semi-supervised fit of only {total} steps in all ({cfg.epochs} epochs x {epoch}; an epoch is "
+                   f"{per_epoch}): pseudo-labels need a model that is already confident, which takes hundreds of steps. "
+                   f"Give --epochs {need} or more (at least {MIN_SEMI_STEPS} steps)")
+    if steps * cfg.batch_size < labelled:
+        out.append(f"--semi-steps {steps} x --batch-size {cfg.batch_size} = {steps * cfg.batch_size} labelled inputs per "
+                   f"epoch, fewer than the {labelled} labelled ones: an epoch skips some of them. Leave --semi-steps out "
+                   f"(an epoch is then one pass over the labelled set) or raise it to {-(-labelled // cfg.batch_size)}")
+    if cfg.semi_mu * cfg.batch_size > 2 * unlabeled:
+        out.append(f"each step draws --semi-mu {cfg.semi_mu} x --batch-size {cfg.batch_size} = "
+                   f"{cfg.semi_mu * cfg.batch_size} unlabeled inputs from a pool of {unlabeled}: each of them at least twice "
+                   f"a step, which costs time and adds little; lower --semi-mu to {max(1, unlabeled // cfg.batch_size)}")
+    return out
+
+
 def _assemble(cfg, trainable, base_strategy, views, train, train_inputs, unlabeled, info: dict,
               collate: Callable | None = None) -> SemiSetup:
     """The part images and text share: loader, method (with its default weight and ramp-up),
-    the SemiModel wrapper, the report's settings."""
+    the SemiModel wrapper, the report's settings. The loader carries `setup_warnings` for
+    train_model to say (console and report)."""
     loader = SemiLoader(train_inputs, train.labels, unlabeled, cfg.batch_size, cfg.semi_mu, cfg.semi_steps, cfg.seed,
                         collate)
+    loader.warnings = setup_warnings(cfg, loader, len(train), len(unlabeled))
     weight = cfg.semi_weight if cfg.semi_weight is not None else DEFAULT_WEIGHT[cfg.semi]
     rampup = int(0.3 * cfg.epochs * len(loader)) if cfg.semi in ("pseudo-label", "mean-teacher") else 0
     strategy = SEMI_METHODS[cfg.semi](base_strategy, views, len(train.classes), cfg.semi_threshold, weight,
