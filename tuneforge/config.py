@@ -402,7 +402,9 @@ class Semi(EMA):
     def _check(self) -> None:
         if self.semi and not self.unlabeled:
             raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images; text: a file of texts)")
-        if self.semi_align and self.semi not in ("fixmatch", "pseudo-label"):
+        # without --semi the semi settings are inert, like --semi-threshold (a recipe for few labels
+        # sets them, and its labelled-only baseline runs the same recipe without --semi)
+        if self.semi_align and self.semi is not None and self.semi not in ("fixmatch", "pseudo-label"):
             raise ConfigError(f"--semi-align works with --semi fixmatch or pseudo-label (hard pseudo-labels), not {self.semi}")
         if self.unlabeled and not self.semi:
             raise ConfigError("--unlabeled needs --semi fixmatch|pseudo-label|mean-teacher")

@@ -225,6 +225,11 @@ class _Semi:
     def eval_step(self, model: SemiModel, batch) -> dict[str, torch.Tensor]:
         return self.base.eval_step(model.eval_model(), batch)
 
+    def after_step(self, model: SemiModel) -> None:
+        """Right after each optimizer step (not each micro-batch of an accumulated one): the
+        ramp-up and the teacher's warm-up count optimizer steps."""
+        model.steps += 1
+
 
 class FixMatch(_Semi):
     def train_step(self, model: SemiModel, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -237,7 +242,6 @@ class FixMatch(_Semi):
         lab, unl = logits[:len(y)], logits[len(y):]
         loss_u = (F.cross_entropy(unl.float(), pseudo, reduction="none") * mask).mean()
         self._count(pseudo, mask)
-        model.steps += 1
         return {"loss": self._supervised(lab, y) + self.weight * loss_u, "logits": lab.detach(), "targets": y}
 
 
@@ -253,7 +257,6 @@ class PseudoLabel(_Semi):
         loss_u = (F.cross_entropy(unl.float(), pseudo, reduction="none") * mask).mean()
         self._count(pseudo, mask)
         w = self.weight * self._ramp(model)
-        model.steps += 1
         return {"loss": self._supervised(lab, y) + w * loss_u, "logits": lab.detach(), "targets": y}
 
 
@@ -271,12 +274,12 @@ class MeanTeacher(_Semi):
         consistency = F.mse_loss(unl.float().softmax(1), t_probs, reduction="none").sum(1).mean()
         self._count(pseudo, mask)  # soft targets; counted where the teacher is confident
         w = self.weight * self._ramp(model)
-        model.steps += 1
         return {"loss": self._supervised(lab, y) + w * consistency, "logits": lab.detach(), "targets": y}
 
     def after_step(self, model: SemiModel) -> None:
         """The engine calls this right after the optimizer step: the teacher follows the student
         it just produced, so the last step reaches the teacher (the returned model) too."""
+        super().after_step(model)
         model.ema_update(self.ema)
 
 
