@@ -81,6 +81,7 @@ LEARNS_LITTLE: dict[str, str] = {
     "--columns text,label --model tfidf": "TF-IDF on 270 SST-2 sentences: 0.57 test (0.72 with 3,000: "
                                           "tests/test_tfidf_bundle.py)",
     "--recipe semi --unlabeled unlabeled/ --semi fixmatch --max-minutes 20": "4 FixMatch steps (OVERRIDES)",
+    "tuneforge evaluate runs/semi --data photos": "evaluates the 4-step FixMatch run above",
     "--model minilm --lora": "LoRA, 2 epochs (OVERRIDES) of 270 SST-2 sentences: test 0.55 (full fine-tune: above 0.6)",
     "--labels-per-class 10 --unlabeled reviews.txt --semi fixmatch --freeze backbone":
         "20 labels + FixMatch on frozen MiniLM features: val 0.50 on 20 val texts",
