@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-test-readme: $(VENV)/.installed   # every README command and snippet, run literally on small data (~15 min)
+test-readme: $(VENV)/.installed   # every README command and snippet, run literally on small data (~6 min quiet)
 	$(PY) -m pytest -q -m readme tests/test_readme.py
 
 bench: $(VENV)/.installed

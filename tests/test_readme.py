@@ -36,7 +36,7 @@ import pytest
 from conftest import DATASETS, cifar_subset, flickr_subset
 from tuneforge.cli import main
 
-# ~15 min on a loaded 2-core machine: not part of `make test` yet (`make test-readme`; pyproject addopts)
+# 5.6 min on a quiet 2-core machine (15 under load): not part of `make test` yet (`make test-readme`; pyproject addopts)
 pytestmark = [pytest.mark.slow, pytest.mark.readme]
 
 ROOT = Path(__file__).resolve().parents[1]
