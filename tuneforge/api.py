@@ -36,7 +36,6 @@ from .deploy.predictor import Predictor
 from .errors import ConfigError
 from .recipes import RECIPES
 from .tasks import PLUGINS, plugin_for
-from .tasks.align.workflow import retrieval_metrics
 from .tasks.registry import Labelled, softmax
 from .tasks.align import workflow
 
@@ -192,7 +191,7 @@ def _regression(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labell
 
 def _retrieval(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, None]:
     images = targets < 0
-    return retrieval_metrics(torch.from_numpy(outputs[images]), torch.from_numpy(outputs[~images]),
+    return workflow.retrieval_metrics(torch.from_numpy(outputs[images]), torch.from_numpy(outputs[~images]),
                              torch.from_numpy(targets[~images]).long()), None
 
 

@@ -283,13 +283,19 @@ def write_config(folder: Path, config: dict) -> None:
     write_file(folder / "README.md", model_card(config).encode())
 
 
+# What `predict` takes, per bundle task, in the card's usage line (others: a table with the training columns).
+_EXAMPLE_INPUT = {"image-classification": "image.jpg", "text-classification": '--text "a text to classify"',
+                  "text-tfidf": '--text "a text to classify"', "image-text-classification": 'image.jpg "its text"'}
+
+
 def model_card(config: dict) -> str:
     """The bundle's README.md, from its config."""
     if config.get("task") in KINDS:
         return KINDS[config["task"]].card(config)
     m = config.get("metrics", {})
+    task = config.get("task", "image-classification")
     lines = [f"# {config.get('name', config['model'])}", "",
-             f"{config.get('task', 'image-classification')} model ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
+             f"{task} model ({config['model']}, {len(config['classes'])} classes), made by tuneforge "
              f"on {config['created']}.", "",
              "## Classes", ", ".join(config["classes"]), "",
              "## Preprocessing", "```json", json.dumps(config["preprocessing"], indent=1), "```", ""]
@@ -302,9 +308,15 @@ def model_card(config: dict) -> str:
         lines += ["## Data", "```json", json.dumps(config["data"], indent=1), "```", ""]
     if config.get("onnx"):
         o = config["onnx"]
-        lines += ["## ONNX", f"`{o['file']}`: opset {o['opset']}, dynamic batch, input uint8 NCHW pixels at the size "
-                  f"above (scaling, normalisation and TTA are inside the graph), output `logits`. Checked at export: "
-                  f"max |logit difference| to PyTorch {o['max_abs_diff']:.2g} on {o['checked_on']} real inputs.", ""]
+        if task.startswith("image-classification"):
+            given = ("input uint8 NCHW pixels at the size above (scaling, normalisation and TTA are inside the "
+                     "graph)")
+        else:  # token ids, TF-IDF terms, sequences: what `preprocessing` turns raw input into
+            names = o.get("inputs") or {}
+            given = ("inputs " + ", ".join(f"`{k}` ({v})" for k, v in names.items()) if names else "inputs") + (
+                " as `preprocessing` above makes them from raw input")
+        lines += ["## ONNX", f"`{o['file']}`: opset {o['opset']}, dynamic batch, {given}, output `logits`. Checked at "
+                  f"export: max |logit difference| to PyTorch {o['max_abs_diff']:.2g} on {o['checked_on']} real inputs.", ""]
     if config.get("onnx_int8"):
         q = config["onnx_int8"]
         a = q.get("accuracy") or {}
@@ -313,7 +325,7 @@ def model_card(config: dict) -> str:
                      f"n={a['n']})." if a else ""), ""]
     if config.get("exported"):
         lines += [f"Exported {config['exported']}.", ""]
-    lines += ["## Use", "```", f"tuneforge predict {'<this folder>'} image.jpg",
+    lines += ["## Use", "```", f"tuneforge predict <this folder> {_EXAMPLE_INPUT.get(task, 'inputs.csv')}",
               f"tuneforge serve {'<this folder>'}        # then open http://127.0.0.1:8000/", "```",
               "Without tuneforge: read `config.json`, decode and resize as `preprocessing` says, and run "
               "`model.onnx` with onnxruntime (or `model.safetensors` with the architecture in `model`).", ""]

@@ -157,7 +157,8 @@ def _write_export(model, task: Task, config: dict, src: Path, out: Path, format:
             check = _table_check_batch(task, config, src, data)
         info = export_onnx(model, task, out / "model.onnx", check)
         files["model.onnx"] = _sha256(out / "model.onnx")
-        config["onnx"] = {"file": "model.onnx", **info}
+        # the graph's input names and dtypes, for the model card and users running it without tuneforge
+        config["onnx"] = {"file": "model.onnx", **info, "inputs": {k: str(np.asarray(v).dtype) for k, v in check.items()}}
         if quantize == "int8":
             config["onnx_int8"] = _quantize(task, out, labelled, extra)
             files["model.int8.onnx"] = _sha256(out / "model.int8.onnx")
