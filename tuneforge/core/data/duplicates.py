@@ -67,3 +67,18 @@ def image_duplicates(splits: dict[str, object | None], classes: list[str]) -> di
 
 def text_digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def text_duplicates(splits: dict[str, object], classes: list[str] | None) -> dict:
+    """find_duplicates over the TextSets of a text fit: the same text (exact characters) in two
+    splits, or under two classes. Rows are named file:line, as the readers' errors name them."""
+    items = []
+    for name, s in splits.items():
+        texts = getattr(s, "texts", None)
+        if texts is None:  # numeric sequences: no text to compare
+            continue
+        lines = s.lines or list(range(1, len(texts) + 1))
+        labels = s.labels.tolist()
+        items += [(name, f"{s.path}:{line}", classes[int(l)] if classes else None, text_digest(t))
+                  for t, l, line in zip(texts, labels, lines)]
+    return find_duplicates(items, "texts")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...config import FitConfig
+from ...core.data.duplicates import text_duplicates
 from ...core.bundle import save_bundle
 from ...core.data.text import TextSet
 from ...core.metrics import classification_metrics
@@ -74,6 +75,7 @@ def fit_classic(cfg: FitConfig, run: Run) -> FitResult:
         raise ConfigError("--model tfidf reads texts; numeric sequences take lstm, gru or transformer")
     t_data = time.perf_counter()
     splits, files = load_splits(cfg, run.dir, resume=run.resuming)
+    duplicates = text_duplicates(splits, splits["train"].classes)  # warned about, and in the report
     data_s = time.perf_counter() - t_data
     train, val = splits["train"], splits.get("val")
     classes = train.classes
@@ -96,7 +98,8 @@ def fit_classic(cfg: FitConfig, run: Run) -> FitResult:
                        "files": {k: str(v) if v else None for k, v in files.items()},
                        "mean_chars": round(float(np.mean(lens)), 2) if lens else 0.0, "load_s": round(data_s, 2),
                        "skipped": [r for s in splits.values() for r in s.skipped],
-                       "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown}},
+                       "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown},
+                       "duplicates": duplicates},
               "throughput": {"train_per_s": round(len(train) / max(fit_s, 1e-9), 1)},
               "tfidf": info, "config": cfg.to_dict()}
     examples = _metrics(fit, splits, cfg.eval_batch_size, report)

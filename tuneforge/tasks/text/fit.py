@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ...config import FitConfig
+from ...core.data.duplicates import text_duplicates
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
@@ -153,6 +154,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         cfg.monitor = "val_loss"
     t_data = time.perf_counter()
     splits, files = load_splits(cfg, run_dir, resume=run.resuming)
+    duplicates = text_duplicates(splits, splits["train"].classes)  # warned about, and in the report
     unlabeled = None
     if cfg.semi:  # read (and check) the unlabeled texts before any model is loaded
         if seq or regression:
@@ -218,7 +220,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
               "data": {**{n: len(s) for n, s in splits.items()}, "files": {k: str(v) if v else None for k, v in files.items()},
                        "max_length": cfg.max_length, "mean_length": round(float(lens.mean()), 2), "load_s": round(data_s, 2),
                        "skipped": [r for s in splits.values() for r in s.skipped],
-                       "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown}},
+                       "unknown_labels": {n: s.unknown for n, s in splits.items() if s.unknown},
+                       "duplicates": duplicates},
               "throughput": {"train_per_s": round(sum(h["images_per_s"] for h in state["history"]) / max(1, len(state["history"])), 1),
                              **({"encode_per_s": round(encode_per_s, 1)} if cached else {})},
               "config": cfg.to_dict()}
