@@ -20,6 +20,7 @@ from conftest import DATASETS
 from tuneforge.cli import main
 from tuneforge.core.data.multimodal import read_image_text_table
 from tuneforge.core.data.text import read_text_file
+from tuneforge.core.data.unlabeled import load_unlabeled_texts
 from tuneforge.errors import DataError
 
 QUICK = dict(progress=False, tensorboard=False, threads=2, model="tfidf")
@@ -174,3 +175,11 @@ def test_image_text_tables_from_parquet_and_datasets_folders(tmp_path, caplog):
     embedded.cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "bytes"))
     with pytest.raises(DataError, match=r"bytes: column 'image' holds the images themselves \(bytes"):
         read_image_text_table(tmp_path / "bytes", "image", "caption")
+
+
+def test_unlabeled_texts_from_a_datasets_folder(tables):
+    """`--unlabeled` (semi-supervised text) reads the same tables; a non-text column is refused by flag and name."""
+    u = load_unlabeled_texts(tables["hf"]["test"], "sentence")
+    assert len(u.texts) == 300 and u.texts[0] == _sst2("sentiment-test", 1)["sentence"][0]
+    with pytest.raises(DataError, match=r"--unlabeled: .*column 'label' holds int64, not text"):
+        load_unlabeled_texts(tables["hf"]["test"], "label")
