@@ -171,6 +171,10 @@ def test_image_text_tables_from_parquet_and_datasets_folders(tmp_path, caplog):
     pq.write_table(pa.table({**data, "caption": [1, 2, 3, 4]}), tmp_path / "n.parquet")
     with pytest.raises(DataError, match=rf"{tmp_path / 'n.parquet'}: column 'caption' holds int64, not text"):
         read_image_text_table(tmp_path / "n.parquet", "path", "caption", "label")
+    structs = pa.array([{"bytes": None, "path": f"img/{f.name}"} for f in jpgs],
+                       pa.struct([("bytes", pa.binary()), ("path", pa.string())]))  # an Image feature of paths only
+    pq.write_table(pa.table({"image": structs, "caption": ["a cat"] * 3}), tmp_path / "s.parquet")
+    assert read_image_text_table(tmp_path / "s.parquet", "image", "caption").images == t.images
     embedded = datasets.Dataset.from_dict({"image": [str(f) for f in jpgs], "caption": ["a cat"] * 3})
     embedded.cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "bytes"))
     with pytest.raises(DataError, match=r"bytes: column 'image' holds the images themselves \(bytes"):
