@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -60,6 +61,20 @@ def ctrl_c_in_epoch(monkeypatch, epoch: int):
 def cifar3(tmp_path_factory) -> Path:
     """3 CIFAR-10 classes: 60 train and 30 test images each (real JPEGs)."""
     return cifar_subset(tmp_path_factory.mktemp("cifar3"), ["airplane", "frog", "truck"], {"train": 60, "test": 30})
+
+
+@pytest.fixture
+def text_table(tmp_path) -> Callable[[int], Path]:
+    """Makes a two-class text table a tiny GRU learns in a few epochs: tmp_path/texts/ with
+    train.csv (48 rows) and val.csv (its first `val_rows` rows)."""
+    def make(val_rows: int) -> Path:
+        data = tmp_path / "texts"
+        data.mkdir()
+        rows = [f"{w} thing {i},{'p' if w == 'good' else 'n'}" for i in range(24) for w in ("good", "bad")]
+        (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+        (data / "val.csv").write_text("text,label\n" + "\n".join(rows[:val_rows]) + "\n")
+        return data
+    return make
 
 
 @pytest.fixture(autouse=True)

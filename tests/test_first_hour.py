@@ -30,15 +30,9 @@ TINY_TEXT = dict(model="gru", embed_dim=16, hidden_size=16, num_layers=1, batch_
 
 
 @pytest.fixture
-def texts(tmp_path) -> Path:
-    """A two-class text table a tiny GRU learns in a few epochs (train.csv + val.csv; 32 val rows,
-    enough to select epochs on: core.run.MIN_VAL)."""
-    data = tmp_path / "texts"
-    data.mkdir()
-    rows = [f"{w} thing {i},{'p' if w == 'good' else 'n'}" for i in range(24) for w in ("good", "bad")]
-    (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    (data / "val.csv").write_text("text,label\n" + "\n".join(rows[:32]) + "\n")
-    return data
+def texts(text_table) -> Path:
+    """32 val rows: enough to select epochs on (core.run.MIN_VAL)."""
+    return text_table(val_rows=32)
 
 
 def scripted_val(monkeypatch, accuracies: list[float], interrupt_at: int | None = None) -> None:

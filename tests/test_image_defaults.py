@@ -109,6 +109,19 @@ def test_a_resumed_run_keeps_the_size_it_started_with(cifar_small, tmp_path, mon
     assert res.report["data"]["image_size"] == 64 and res.report["epochs_run"] == 2
 
 
+def test_a_fit_lists_the_class_folders_once(cifar_small, tmp_path, monkeypatch):
+    """resolve() lists the training folder to choose the defaults; load_splits takes that listing
+    (50,000 CIFAR-10 files take seconds to list) and lists anew only where resolve did not."""
+    from tuneforge.tasks.image import fit as image_fit
+    listed = []
+    real = image_fit.scan_class_folders
+    monkeypatch.setattr(image_fit, "scan_class_folders", lambda root: listed.append(Path(root)) or real(root))
+    res = tuneforge.fit(data=str(cifar_small), model="seed-cnn", epochs=1, out=str(tmp_path / "r"), **QUICK)
+    assert listed == [cifar_small / "train"] and res.report["data"]["train"] + res.report["data"]["val"] == 60
+    tuneforge.fit(resume=str(tmp_path / "r"), epochs=2, **QUICK)  # resolve returns early on resume
+    assert listed == [cifar_small / "train"] * 2
+
+
 # ------------------------------------------------------------------- defaults by data size
 
 def test_few_images_per_class_train_the_head_on_the_frozen_backbone_and_say_so(cifar_small):

@@ -206,6 +206,28 @@ def build_sst2(ws: Path) -> None:
         (ws / "sst2" / name).write_text("".join(lines), encoding="utf-8")
 
 
+def _sst2_dataset(name: str, start: int, n: int):
+    import datasets  # the dev extra's; tuneforge itself reads these with pyarrow
+    rows = _sst2_lines(name, start, n)
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    return datasets.Dataset.from_dict({"sentence": [t.strip() for t, _ in rows], "label": [int(y) for _, y in rows]},
+                                      features=features)
+
+
+def build_sst2_hf(ws: Path) -> None:
+    """sst2_hf/: a DatasetDict saved by `datasets` (train 2,000, validation 200, test 200 SST-2 sentences)."""
+    import datasets
+    datasets.DatasetDict(train=_sst2_dataset("sentiment-train", 0, 2000),
+                         validation=_sst2_dataset("sentiment-dev", 0, 200),
+                         test=_sst2_dataset("sentiment-test", 0, 200)).save_to_disk(str(ws / "sst2_hf"))
+
+
+def build_sst2_test_parquet(ws: Path) -> None:
+    """sst2_test.parquet: other SST-2 test sentences, written by `datasets` (ClassLabel in its metadata)."""
+    _sst2_dataset("sentiment-test", 200, 300).to_parquet(str(ws / "sst2_test.parquet"))
+
+
 def build_tnews(ws: Path) -> None:
     """tnews/train.tsv and tnews/dev.tsv: CLUE TNEWS, small."""
     (ws / "tnews").mkdir()
@@ -283,7 +305,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "reviews": build_reviews, "reviews.txt": build_reviews_txt, "reviews.csv": build_reviews_csv,
     "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews,
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
-    "captions.csv": build_captions,
+    "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",

@@ -61,14 +61,9 @@ def test_semi_setup_warnings_name_the_numbers_and_the_flag():
 
 
 @pytest.fixture
-def texts(tmp_path) -> Path:
-    """A two-class table a tiny GRU learns: 48 train rows, and a val.csv of 12 (too small)."""
-    data = tmp_path / "texts"
-    data.mkdir()
-    rows = [f"{w} thing {i},{'p' if w == 'good' else 'n'}" for i in range(24) for w in ("good", "bad")]
-    (data / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    (data / "val.csv").write_text("text,label\n" + "\n".join(rows[:12]) + "\n")
-    return data
+def texts(text_table) -> Path:
+    """A val.csv of 12 rows: too small to select on."""
+    return text_table(val_rows=12)
 
 
 def test_tiny_validation_set_is_not_selected_on_and_says_so(texts, tmp_path, monkeypatch, caplog):

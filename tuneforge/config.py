@@ -122,7 +122,8 @@ class Run(Settings):
     """Where data comes from and goes to; seeds, threads, logging, resuming."""
     group: ClassVar[str] = "run"
     data: str | None = opt(None, "training data: a folder with train/ (and val/, test/) class folders; a text or "
-                                 "sequence table (CSV/TSV/JSONL) or a folder of train/val/test tables; an image+text table")
+                                 "sequence table (CSV/TSV/JSONL/Parquet, a datasets save_to_disk folder) or a folder of "
+                                 "train/val/test tables (a DatasetDict folder); an image+text table")
     val: str | None = opt(None, "validation data of the same kind (default: data/val, else a stratified split of train)")
     test: str | None = opt(None, "test data of the same kind, reported apart and never used for selection (default: data/test)")
     out: str | None = opt(None, "run folder (default: runs/MODEL-TIMESTAMP)")
@@ -238,9 +239,10 @@ class Image(Settings):
 
 @dataclass
 class Table(Settings):
-    """How a CSV/TSV/JSONL table is read."""
+    """How a CSV/TSV/JSONL/Parquet table (or a datasets folder) is read."""
     group: ClassVar[str] = "table"
-    text_column: str | None = opt(None, "the column (CSV/TSV header, JSONL key) holding the text (default: 'text' for a text file)")
+    text_column: str | None = opt(None, "the column (CSV/TSV header, JSONL key, Parquet/datasets column) holding the text "
+                                  "(default: 'text' for a text file)")
     label_column: str = opt("label", "the column holding the class (or the target, with --task regression)")
     columns: str | None = opt(None, "names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2, TNEWS)")
     encoding: str = opt("utf-8", "the files' encoding (UTF-8 with a byte-order mark is read as UTF-8)")
@@ -695,7 +697,7 @@ class BatchConfig(Command):
     """`tuneforge batch`: a folder or a table predicted into a CSV/JSONL file."""
     verb: ClassVar[str] = "batch"
     run: str | None = opt(None, RUN_HELP, positional=True, required=True)
-    source: str | None = opt(None, "image folder, or a .csv/.tsv/.jsonl table with a path (or text) column",
+    source: str | None = opt(None, "image folder, or a .csv/.tsv/.jsonl/.parquet table or datasets folder with a path (or text) column",
                              positional=True, required=True)
     output: str | None = opt(None, "FILE.csv or FILE.jsonl", required=True)
     column: str | None = opt(None, "the table's input column (default: path/image/file, or text)")

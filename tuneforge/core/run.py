@@ -256,7 +256,7 @@ def prepare(cls: type[Settings], config: Settings | None, kwargs: dict, name: Ca
     return open_run(cfg, resume_dir, name(cfg))
 
 
-_TABLES = (".csv", ".tsv", ".jsonl", ".json", ".txt")
+_TABLES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet")  # a datasets folder: its .json files
 
 
 def rate_unit(cfg: Any, loader: Any) -> str:

@@ -1,4 +1,5 @@
-"""Batch prediction over a folder of images or a table (CSV/TSV/JSONL), streamed through the
+"""Batch prediction over a folder of images or a table (CSV/TSV/JSONL/Parquet, a Hugging Face
+`datasets` folder), streamed through the
 Predictor in chunks with a progress bar, written as CSV or JSONL as it goes: memory stays flat
 and a crash leaves every finished row on disk."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError, DataError
+from ..core.data.text import is_table
 from ..tasks.registry import TABLES
 from .predictor import Predictor
 
@@ -22,7 +24,7 @@ def input_rows(source: str | Path, predictor: Predictor, column: str | None = No
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    if source.is_file() and source.suffix.lower() in TABLES:
+    if (source.is_file() and source.suffix.lower() in TABLES) or (source.is_dir() and is_table(source)):
         return predictor.task.table_rows(source, column)
     return predictor.task.folder_rows(source)
 

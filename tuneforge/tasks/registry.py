@@ -21,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from ..core.data.images import list_images
+from ..core.data.tables import table_folder
 from ..core.data.text import read_rows
 from ..errors import BundleError, DataError
 from .plugins import PLUGINS, plugin_of_task, task_names
@@ -142,10 +143,10 @@ class Task:
         raise NotImplementedError
 
     def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
-        """A table (CSV/TSV/JSONL) -> rows for `Predictor.iter_predict`, each keeping the table's
-        own fields as ids (`batch`). The input column is `column`, else for a text model the
-        column it was trained on or 'text', else 'path', 'image' or 'file' (image paths
-        relative to the table's folder)."""
+        """A table (CSV/TSV/JSONL/Parquet, a datasets folder) -> rows for `Predictor.iter_predict`,
+        each keeping the table's own fields as ids (`batch`). The input column is `column`, else
+        for a text model the column it was trained on or 'text', else 'path', 'image' or 'file'
+        (image paths relative to the table's folder)."""
         rows = read_table(path, self.data.get("encoding", "utf-8"), self.data.get("columns"))
         names = list(rows[0])
         text = "image" not in self.inputs
@@ -157,7 +158,7 @@ class Task:
                             "choose one with --column")
         if text or col == "text":
             return [{**r, "text": r[col]} for r in rows]
-        return [{**r, "image": resolve(r[col], path.parent)} for r in rows]
+        return [{**r, "image": resolve(r[col], table_folder(path))} for r in rows]
 
     def folder_rows(self, path: Path) -> list[dict]:
         """A folder (images, recursively) or an image file given to `batch` -> rows."""
@@ -172,7 +173,8 @@ class Task:
 
 
 def read_table(path: Path, encoding: str = "utf-8", columns: str | None = None) -> list[dict]:
-    """Every readable row of a CSV/TSV/JSONL table, by the training readers (core.data.text):
+    """Every readable row of a CSV/TSV/JSONL/Parquet table or datasets folder, by the training
+    readers (core.data.text):
     a malformed row is skipped with a warning naming its line, not the whole batch lost.
     `columns` ("text,label", a model's --columns) names the fields of a headerless table; a
     table whose header has those names is read by its header."""
@@ -194,7 +196,7 @@ def resolve(value: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-TABLES = (".csv", ".tsv", ".jsonl", ".ndjson")
+TABLES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")  # and datasets folders (core.data.text.is_table)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""Image + text tables: a CSV/TSV/JSONL file with an image-path column, a text column and
+"""Image + text tables: a CSV/TSV/JSONL/Parquet file or a Hugging Face `datasets` folder
+(`save_to_disk`) with an image-path column, a text column and
 (optionally) a label column, as in `tuneforge fit --data metadata.csv --image-column image
 --text-column productDisplayName --label-column articleType --modalities image,text`.
 
-The rows are read by `data/text.py` (same formats, encodings and file:line errors). Each row is
+The rows are read by `data/text.py` (same formats, encodings and file:line errors; a typed
+table's rows are numbered from 0, as `ds[i]`). An image column of Hugging Face Image structs is
+read for their paths; one holding the images' bytes is refused, naming the column. Each row is
 then checked here: an image file that does not exist, an empty text or an empty label is either
 skipped and counted by reason (the default) or, with `strict=True`, a DataError naming the file
 and the line. With `allow_missing=True` a fusion model that can predict from one input keeps a
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import DataError
+from .tables import is_arrow_table, table_folder
 from .text import read_rows
 
 log = logging.getLogger("tuneforge")
@@ -29,7 +33,7 @@ class ImageTextTable:
     images: list[Path | None]   # resolved paths; None where the row has no usable image (allowed rows only)
     texts: list[str | None]     # None where the row has no text
     labels: list[str] | None    # None when no label column was asked for
-    rows: list[int]             # 1-based line numbers in the source file, for messages
+    rows: list[int]             # line numbers in the source file (0-based rows of a typed table), for messages
     skipped: dict[str, int]     # reason -> rows skipped (e.g. "missing image", "empty text")
 
     def __len__(self) -> int:
@@ -58,26 +62,28 @@ def read_image_text_table(path: str | Path, image_column: str, text_column: str,
                           strict: bool = False, allow_missing: bool = False,
                           encoding: str = "utf-8") -> ImageTextTable:
     """The usable rows of an image+text table. Image paths are relative to `image_root`, or to
-    the table's own folder when it is not given; absolute paths are taken as they are."""
+    the table's own folder when it is not given (for a datasets folder: the folder it is in);
+    absolute paths are taken as they are."""
     path = Path(path)
     need = (image_column, text_column) + ((label_column,) if label_column else ())
     # A malformed row (bad byte, ragged, bad JSON) follows the same skip/strict choice as the
     # row checks below: one flag, one behaviour.
-    raw, nos, bad = read_rows(path, None, encoding, skip_bad_rows=not strict, need=need)
+    raw, nos, bad = read_rows(path, None, encoding, skip_bad_rows=not strict, need=need, text=(text_column,))
     if image_root is not None:
         base = Path(image_root)
         if not base.is_dir():
             raise DataError(f"--image-root: no such folder: {base}")
     else:
-        base = path.parent
+        base = table_folder(path)
+    unit = "row" if is_arrow_table(path) else "line"
     skipped: dict[str, int] = {BAD_ROW: len(bad)} if bad else {}
     first: dict[str, str] = {}  # reason -> "line N (detail)" of its first occurrence, for the log
 
     def skip(no: int, reason: str, detail: str) -> None:
         if strict:
-            raise DataError(f"{path} line {no}: {detail} (fix the file, or leave out --strict to skip such rows)")
+            raise DataError(f"{path} {unit} {no}: {detail} (fix the file, or leave out --strict to skip such rows)")
         skipped[reason] = skipped.get(reason, 0) + 1
-        first.setdefault(reason, f"line {no}: {detail}")
+        first.setdefault(reason, f"{unit} {no}: {detail}")
 
     images: list[Path | None] = []
     texts: list[str | None] = []

@@ -1,4 +1,5 @@
-"""Labelled text from CSV, TSV (with a header, or headerless with `columns`) and JSONL files.
+"""Labelled text from CSV, TSV (with a header, or headerless with `columns`) and JSONL files,
+and from Parquet files and Hugging Face `datasets` folders (read by data/tables.py).
 
 Every row is checked: a byte that is not valid in the declared encoding, a row with the wrong
 number of fields, a missing column or an empty label is a DataError naming the file and line,
@@ -19,11 +20,12 @@ import torch
 
 from ...errors import ConfigError, DataError
 from .split import stratified_split
+from .tables import is_arrow_table, is_dataset_dict, read_arrow_rows
 
 log = logging.getLogger("tuneforge")
 
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-                 ".json": "jsonl"}
+                 ".json": "jsonl", ".parquet": "parquet"}
 csv.field_size_limit(1 << 28)
 
 
@@ -45,6 +47,23 @@ class TextSet:
         idx = [int(i) for i in idx]
         return TextSet([self.texts[i] for i in idx], self.labels[idx], self.classes, self.path,
                        [self.lines[i] for i in idx] if self.lines else [], list(self.skipped))
+
+
+def is_table(path: str | Path) -> bool:
+    """A file of a table format (by suffix) or a datasets folder: what `batch`, `predict` and
+    `evaluate` read as rows rather than as a folder or lines."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return p.suffix.lower() in TEXT_SUFFIXES
+    except (OSError, ValueError):  # a long text given where a path may be
+        return False
+    return is_arrow_table(p) or is_dataset_dict(p)
+
+
+def at(path: str | Path, no: int) -> str:
+    """Where a row is, for messages: a text file's line, a typed table's 0-based row."""
+    return f"{path} {'row' if is_arrow_table(path) else 'line'} {no}"
 
 
 def text_format(path: Path) -> str:
@@ -104,10 +123,15 @@ class _Lines:
 
 
 def read_rows(path: str | Path, columns: list[str] | None = None, encoding: str = "utf-8",
-              skip_bad_rows: bool = False, need: tuple[str, ...] = ()) -> tuple[list[dict], list[int], list[dict]]:
-    """Rows of a CSV/TSV/JSONL file as dicts, their line numbers, and the skipped rows.
-    `columns` names the fields of a headerless CSV/TSV; `need` are columns that must exist."""
+              skip_bad_rows: bool = False, need: tuple[str, ...] = (),
+              text: tuple[str, ...] = ()) -> tuple[list[dict], list[int], list[dict]]:
+    """Rows of a CSV/TSV/JSONL/Parquet file or datasets folder as dicts, their line (row)
+    numbers, and the skipped rows. `columns` names the fields of a headerless CSV/TSV; `need`
+    are columns that must exist; `text` columns must hold strings (checked where a table has
+    types: Parquet, datasets)."""
     path = Path(path)
+    if is_arrow_table(path) or is_dataset_dict(path):
+        return read_arrow_rows(path, columns, need, text)
     if not path.is_file():
         raise DataError(f"--data: no such file: {path}")
     fmt = text_format(path)
@@ -186,20 +210,22 @@ def read_text_file(path: str | Path, text_column: str, label_column: str, column
                    encoding: str = "utf-8", skip_bad_rows: bool = False, classes: list[str] | None = None) -> TextSet:
     """A labelled text file. With `classes` given (val/test), labels that train lacks are
     counted in `unknown` and their rows left out (the caller reports them)."""
-    rows, nos, skipped = read_rows(path, columns, encoding, skip_bad_rows, need=(text_column, label_column))
+    rows, nos, skipped = read_rows(path, columns, encoding, skip_bad_rows, need=(text_column, label_column),
+                                   text=(text_column,))
     texts, labels, lines = [], [], []
     for row, no in zip(rows, nos):
         label = row[label_column].strip()
         if not label:
             if not skip_bad_rows:
-                raise DataError(f"{path} line {no}: empty label in column {label_column!r} (fix the file, or give --skip-bad-rows)")
+                raise DataError(f"{at(path, no)}: empty label in column {label_column!r} (fix the file, or give --skip-bad-rows)")
             skipped.append({"path": str(path), "line": no, "reason": f"empty label in column {label_column!r}"})
             continue
         texts.append(row[text_column])
         labels.append(label)
         lines.append(no)
     if skipped:
-        log.warning("%s: skipped %d bad rows (first: line %s, %s)", path, len(skipped), skipped[0]["line"], skipped[0]["reason"])
+        log.warning("%s: skipped %d bad rows (first: %s, %s)", path, len(skipped), at(path, skipped[0]["line"]),
+                    skipped[0]["reason"])
     unknown: dict[str, int] = {}
     if classes is None:
         classes = _sorted_labels(set(labels))
@@ -224,30 +250,34 @@ _SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation", "dev"
 
 
 def find_text_splits(folder: Path) -> dict[str, Path]:
-    """train/val/test files of a folder, by name: train.csv, dev.tsv, sentiment-test, ..."""
+    """train/val/test files of a folder, by name: train.csv, dev.tsv, sentiment-test,
+    train-00000-of-00001.parquet, ...; or datasets folders (a DatasetDict's train/,
+    validation/, test/)."""
     found: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
-        if not f.is_file() or f.name.startswith("."):
+        if f.name.startswith(".") or not (f.is_file() or is_arrow_table(f)):
             continue
-        if f.suffix.lower() not in TEXT_SUFFIXES and f.suffix:
+        if f.is_file() and f.suffix.lower() not in TEXT_SUFFIXES and f.suffix:
             continue
-        words = set(re.split(r"[^a-z]+", f.stem.lower()))
+        words = set(re.split(r"[^a-z]+", (f.stem if f.is_file() else f.name).lower()))
         for split, names in _SPLIT_NAMES.items():
             if words & set(names) and split not in found:
                 found[split] = f
     if "train" not in found:
-        raise DataError(f"--data: {folder} has no training file (a CSV/TSV/JSONL file with 'train' in its name)")
+        raise DataError(f"--data: {folder} has no training file (a CSV/TSV/JSONL/Parquet file or a datasets "
+                        "folder with 'train' in its name)")
     return found
 
 
 def is_text_data(data: str | None, text_column: str | None) -> bool:
-    """A file, or a folder of text files, or any data once --text-column is given."""
+    """A file, a datasets folder (one table or a DatasetDict), or any data once --text-column is given."""
     if text_column:
         return True
     if data is None:
         return False
     p = Path(data)
-    return p.is_file() and (p.suffix.lower() in TEXT_SUFFIXES or not p.suffix)
+    return (p.is_file() and (p.suffix.lower() in TEXT_SUFFIXES or not p.suffix)) or is_arrow_table(p) or \
+        is_dataset_dict(p)
 
 
 # ---------------------------------------------------------------- vocabularies (from-scratch models)

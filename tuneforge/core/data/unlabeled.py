@@ -18,6 +18,7 @@ import torch
 from ...errors import DataError
 from .images import decode_cached, is_image
 from .order import epoch_stream
+from .tables import is_arrow_table
 from .text import _decode_lines, read_rows
 
 
@@ -91,16 +92,16 @@ def load_unlabeled_texts(path: str | Path, text_column: str | None = None, colum
     labelled readers' formats, header or `columns`) gives its `text_column` (default 'text'), any
     label column ignored. Errors name the flag, the file and the line or column; empty texts are left out."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{flag}: no such file: {p} (a CSV/TSV/JSONL table with a text column, "
-                        "or a .txt file with one text per line)")
+    if not p.is_file() and not is_arrow_table(p):
+        raise DataError(f"{flag}: no such file: {p} (a CSV/TSV/JSONL/Parquet table or datasets folder with a text "
+                        "column, or a .txt file with one text per line)")
     skipped: list[dict] = []
     if p.suffix.lower() == ".txt":
         pairs = [(no, t.strip()) for no, t in _decode_lines(p, encoding, skip_bad_rows, skipped)]
     else:
         col = text_column or "text"
         try:
-            rows, nos, skipped = read_rows(p, columns, encoding, skip_bad_rows, need=(col,))
+            rows, nos, skipped = read_rows(p, columns, encoding, skip_bad_rows, need=(col,), text=(col,))
         except DataError as e:
             raise DataError(f"{flag}: {e}") from None
         pairs = [(no, r[col].strip()) for r, no in zip(rows, nos)]

@@ -49,12 +49,22 @@ def resolve_splits(cfg: FitConfig) -> tuple[Path, Path | None, Path | None]:
     return train, val, test
 
 
+def scan(cfg: FitConfig, train_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The training class folders' listing: the one `resolve` made for this fit and this folder,
+    passed on in `cfg` (taken, so it is used once), else listed now. Listing CIFAR-10's 50,000
+    files takes 3-6 s on this 2-core machine under load; a fit lists them once."""
+    held = cfg.__dict__.pop("scanned", None)
+    if held is not None and held[0] == train_dir:
+        return held[1]
+    return scan_class_folders(train_dir)
+
+
 def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path, val_dir: Path | None,
                 test_dir: Path | None, resume: bool = False) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
     """Decode train/val/test once (disk-cached), carve a stratified val split when there is
     none, and write split.json so the run can be audited and repeated (`resume`: check that the
     run's split.json describes these very files and contents instead)."""
-    classes, items = scan_class_folders(train_dir)
+    classes, items = scan(cfg, train_dir)
     if len(classes) < 2:
         # one class trains a "classifier" that is always right: refuse it rather than report 1.0
         raise DataError(f"{train_dir}: found only one class folder ({classes[0]!r}); a classifier needs at least 2 "
@@ -107,7 +117,8 @@ def resolve(cfg: FitConfig, given: Collection[str] = ()) -> None:
     given = {k.replace("-", "_") for k in given}
     spec = model_spec(cfg.model)
     train_dir, val_dir, _ = resolve_splits(cfg)
-    _, items = scan_class_folders(train_dir)
+    cfg.scanned = (train_dir, scan_class_folders(train_dir))  # for load_splits: one listing per fit
+    _, items = cfg.scanned[1]
     # the reasons, for the console and report.json (not settings: config.yaml holds the values)
     cfg.chosen = {"said": []}
     if cfg.image_size is not None:

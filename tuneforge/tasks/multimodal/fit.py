@@ -22,6 +22,8 @@ from ...core.progress import phase
 from ...core.data.loader import MultimodalLoader
 from ...core.data.multimodal import ImageTextTable, read_image_text_table
 from ...core.data.split import stratified_split, write_manifest
+from ...core.data.tables import is_dataset_dict
+from ...core.data.text import find_text_splits, is_table
 from ...core.data.text_loader import pad_batch
 from ...core.metrics import classification_metrics
 from ...core.models import create_model
@@ -90,11 +92,15 @@ def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool, resume: boo
     """Per split: its table rows; plus the per-split row indices, classes and the fold record."""
     if not cfg.image_column or not cfg.text_column:
         raise ConfigError("--modalities needs --image-column and --text-column (the baselines read the same rows)")
-    if cfg.data is None or not Path(cfg.data).is_file():
-        raise DataError(f"--data: no such file: {cfg.data} (image+text data is one CSV/TSV/JSONL table)")
-    full = _read(cfg, cfg.data, allow_missing)
+    if cfg.data is None or not is_table(cfg.data):
+        raise DataError(f"--data: no such file: {cfg.data} (image+text data is one CSV/TSV/JSONL/Parquet table "
+                        "or a datasets folder)")
+    # a DatasetDict folder: its train split, and its validation/test splits unless given
+    files = find_text_splits(Path(cfg.data)) if is_dataset_dict(cfg.data) else {"train": Path(cfg.data)}
+    files.update({n: Path(getattr(cfg, n)) for n in ("val", "test") if getattr(cfg, n)})
+    full = _read(cfg, files["train"], allow_missing)
     tables = {"train": full}
-    extra = {n: _read(cfg, getattr(cfg, n), allow_missing) for n in ("val", "test") if getattr(cfg, n)}
+    extra = {n: _read(cfg, files[n], allow_missing) for n in ("val", "test") if n in files}
     labels, folded = fold_rare(full.labels, cfg.min_class_count)
     if folded:
         log.info("classes with fewer than %d rows folded into %r: %s", cfg.min_class_count, OTHER, ", ".join(folded))
@@ -109,10 +115,10 @@ def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool, resume: boo
         keep = np.array([i for i, l in enumerate(ls) if l in index], dtype=np.int64)
         unknown = len(ls) - len(keep)
         if unknown:
-            log.warning("%s: %d rows have labels the training data lacks; left out", getattr(cfg, n), unknown)
+            log.warning("%s: %d rows have labels the training data lacks; left out", files[n], unknown)
         rows[n] = (t, keep, np.array([index[ls[i]] for i in keep], dtype=np.int64))
     write_manifest(run_dir / "split.json", classes, {n: [int(r[0].rows[i]) for i in r[1]] for n, r in rows.items()},
-                   cfg.seed, resume=resume, unit="line", roots={n: str(getattr(cfg, n, None) or cfg.data) for n in rows},
+                   cfg.seed, resume=resume, unit="line", roots={n: str(files.get(n, files["train"])) for n in rows},
                    folded_into_other=folded, min_class_count=cfg.min_class_count,
                    skipped={n: r[0].skipped for n, r in rows.items()})
     return rows, tables, classes, {"folded": folded}

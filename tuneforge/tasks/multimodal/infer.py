@@ -11,7 +11,8 @@ from torch import nn
 
 from ...core.data.images import is_image
 from ...core.data.multimodal import read_image_text_table
-from ...core.data.text import TEXT_SUFFIXES
+from ...core.data.tables import table_folder
+from ...core.data.text import is_table
 from ...core.tokenizer import TextEncoding
 from ...errors import ConfigError, DataError
 from ..image.infer import ImageClassification
@@ -94,13 +95,13 @@ class ImageTextClassification(Task):
                                      d.get("image_root") or None, allow_missing=True, encoding=d.get("encoding", "utf-8"))
 
     def rows(self, items: list[str]) -> list[dict]:
-        """Each item is a table (CSV/TSV/JSONL with the columns the model was trained on: one
+        """Each item is a table (CSV/TSV/JSONL/Parquet or a datasets folder, with the columns the model was trained on: one
         prediction per row, either input may be empty), an image file (image only), or any
         other string (text only)."""
         rows: list[dict] = []
         for it in map(str, items):
             p = Path(it)
-            if os.path.isfile(it) and p.suffix.lower() in TEXT_SUFFIXES:  # isfile: a long text is no path
+            if is_table(p):
                 t = self._table(p)
                 rows += [{"row": f"{p}:{n}", "image": img, "text": txt} for img, txt, n in zip(t.images, t.texts, t.rows)]
             elif os.path.isfile(it) and is_image(p):
@@ -122,7 +123,7 @@ class ImageTextClassification(Task):
         if missing:
             raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(rows[0])}); the model was trained "
                             f"on {d['image_column']!r} and {d['text_column']!r}")
-        base = Path(d["image_root"]) if d.get("image_root") else path.parent
+        base = Path(d["image_root"]) if d.get("image_root") else table_folder(path)
         return [{**r, "image": resolve(r[d["image_column"]].strip(), base) if r[d["image_column"]].strip() else None,
                  "text": r[d["text_column"]] if r[d["text_column"]].strip() else None} for r in rows]
 

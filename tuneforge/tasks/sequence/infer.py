@@ -18,7 +18,7 @@ from torch import nn
 
 from ...config import read_yaml
 from ...core.data.sequences import parse_values, read_sequences
-from ...core.data.text import TEXT_SUFFIXES, read_rows
+from ...core.data.text import TEXT_SUFFIXES, is_table, read_rows
 from ...errors import ConfigError, DataError
 from ..registry import Labelled, Task, read_table, register_task
 
@@ -145,7 +145,7 @@ class SequenceTask(Task):
             p = Path(it)
             if it == "-":
                 out += [{"values": l.strip()} for l in sys.stdin if l.strip()]
-            elif os.path.isfile(it) and p.suffix.lower() in TEXT_SUFFIXES:  # isfile: a long sequence is no path
+            elif is_table(p):
                 out += self._sequences(p, fields=False)
             else:
                 out.append({"values": it})

@@ -18,7 +18,8 @@ from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
 from ...core.data.sequences import read_sequences, standardize
-from ...core.data.text import TextSet, Vocab, find_text_splits, is_text_data, read_text_file
+from ...core.data.tables import is_arrow_table
+from ...core.data.text import TextSet, Vocab, find_text_splits, is_table, is_text_data, read_text_file
 from ...core.data.text_loader import SequenceBatchLoader
 from ...errors import ConfigError, DataError
 from ..semi.setup import read_semi_texts, setup_semi_text
@@ -49,7 +50,9 @@ def _columns(cfg: FitConfig) -> list[str] | None:
 
 def _files(cfg: FitConfig) -> dict[str, Path | None]:
     data = Path(cfg.data)
-    if data.is_dir():
+    if is_arrow_table(data):  # a datasets folder is one table, not a folder of them
+        found = {"train": data}
+    elif data.is_dir():
         found = find_text_splits(data)
     elif data.is_file():
         found = {"train": data}
@@ -58,7 +61,7 @@ def _files(cfg: FitConfig) -> dict[str, Path | None]:
     for name in ("val", "test"):
         given = getattr(cfg, name)
         if given:
-            if not Path(given).is_file():
+            if not is_table(given) and not Path(given).is_file():
                 raise DataError(f"--{name}: no such file: {given}")
             found[name] = Path(given)
     return {k: found.get(k) for k in ("train", "val", "test")}

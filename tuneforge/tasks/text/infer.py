@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.data.tables import is_arrow_table
 from ...core.data.text import read_text_file
 from ...core.data.text_loader import pad_batch
 from ...core.tokenizer import TextEncoding
@@ -103,8 +104,15 @@ class TextClassification(Task):
         return self.collate([self.prepare(text="an example") for _ in range(n)])
 
     def rows(self, items: list[str]) -> list[dict]:
-        """Strings, files (one text per line) or '-' (standard input lines)."""
-        return [{"text": t} for t in read_lines(items, self.data.get("encoding", "utf-8"))]
+        """Strings, files (one text per line), '-' (standard input lines), or Parquet files and
+        datasets folders (their text column, as `batch` reads it: these have no lines)."""
+        out: list[dict] = []
+        for it in map(str, items):
+            if is_arrow_table(it):
+                out += [{"text": r["text"]} for r in self.table_rows(Path(it))]
+            else:
+                out += [{"text": t} for t in read_lines([it], self.data.get("encoding", "utf-8"))]
+        return out
 
     def labelled(self, data: str | Path, **options) -> Labelled:
         """A labelled file with the columns the model was trained on."""
