@@ -116,7 +116,7 @@ def _stage_units(net: nn.Module) -> tuple[list[list[tuple[str, nn.Module]]], lis
         if name in marks:
             stages.append(current)
             current = []
-    if _is_vit(net):  # one feature mark per block: group the blocks into a few stages
+    if _is_vit(net) and stages:  # one feature mark per block: group the blocks into a few stages
         stem = stages[0][:-1]
         blocks = [u for s in stages for u in s if u[0].startswith("blocks.")]
         per = -(-len(blocks) // VIT_GROUPS)
