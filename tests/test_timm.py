@@ -89,7 +89,7 @@ def test_weights_from_a_timm_state_dict_file_are_loaded_as_they_are(tmp_path):
         create_model("timm:test_vit", 3, 32, pretrained=False, weights=str(other))
 
 
-def test_freeze_by_stages_and_the_frozen_stage_cache(cifar3, tmp_path, caplog):
+def test_freeze_by_stages_and_the_frozen_stage_cache(cifar3, tmp_path, caplog, monkeypatch):
     vit = create_model("timm:test_vit", 3, 32, pretrained=False)
     assert len(vit.backbone.stages()) == 5  # patch embedding, 3 groups of 2 blocks, final norm
     vit.freeze(1)
@@ -104,8 +104,10 @@ def test_freeze_by_stages_and_the_frozen_stage_cache(cifar3, tmp_path, caplog):
     state = _timm_state("test_resnet")
     save_file(state, str(f))
     caplog.set_level(logging.INFO, logger="tuneforge")
+    monkeypatch.chdir(tmp_path)  # the default run folder: runs/timm-test_resnet-TIMESTAMP, no ':' in it
     run = tuneforge.fit(data=str(cifar3), model="timm:test_resnet", weights=str(f), freeze="2", image_size=32,
-                        augment="flip", out=str(tmp_path / "run"), **{**FIT, "epochs": 1})
+                        augment="flip", **{**FIT, "epochs": 1})
+    assert run.run_dir.parent.name == "runs" and run.run_dir.name.startswith("timm-test_resnet-")
     assert any("frozen stages 0-1: cached maps" in r.getMessage() for r in caplog.records)
     trained = Predictor(run.run_dir / "model", backend="torch").model.backbone
     assert len(trained.stages()) == 5
