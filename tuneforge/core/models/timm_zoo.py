@@ -249,15 +249,19 @@ def geometry(arch: str) -> tuple[int, int, bool]:
     _check_arch(arch)
     cfg = get_pretrained_cfg(arch)
     native = int(cfg.input_size[-1]) if cfg is not None else 224
-    with torch.device("meta"):
-        net = timm.create_model(arch, num_classes=0)
+    fixed = bool(cfg is not None and cfg.fixed_input_size)
+    try:
+        with torch.device("meta"):
+            net = timm.create_model(arch, num_classes=0)
+    except Exception:  # noqa: BLE001 - a model whose constructor needs real tensors: the usual stride
+        return native, 32, fixed
     patch = getattr(getattr(net, "patch_embed", None), "patch_size", None)
     if patch is not None and _is_vit(net):
         multiple = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
     else:
         infos = getattr(net, "feature_info", None) or []
         multiple = int(infos[-1]["reduction"]) if infos else 32
-    return native, multiple, bool(cfg is not None and cfg.fixed_input_size)
+    return native, multiple, fixed
 
 
 def spec(name: str) -> ModelSpec:
