@@ -67,6 +67,8 @@ OVERRIDES: dict[str, str] = {
     "--method mlm --model minilm --data reviews.txt --max-minutes 10": "--epochs 2",
     # a full MiniLM fine-tune runs ~10 sentences/s on a loaded 2-core CPU: 10 epochs would be 5 min a line
     "--columns text,label --model minilm": "--epochs 2",
+    # a ViT at 224 px costs 14x the 64 px of the small photos here
+    "--model timm:vit_tiny_patch16_224 --weights vit_tiny.safetensors --image-size 224": "--image-size 64",
 }
 # Lines and Python blocks (by a substring) that run but learn too little on the small data here to be
 # held to above-chance accuracy: seed-cnn from scratch for 2-3 epochs of ~5 steps. Each is a finding
@@ -298,6 +300,16 @@ def build_captions(ws: Path) -> None:
             f.unlink()
 
 
+def build_vit_tiny_safetensors(ws: Path) -> None:
+    """vit_tiny.safetensors: a timm vit_tiny_patch16_224 state dict, classifier included (random init:
+    no pretrained copy is available offline here), as `save_file(model.state_dict(), ...)` writes it."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    save_file(timm.create_model("vit_tiny_patch16_224").state_dict(), str(ws / "vit_tiny.safetensors"))
+
+
 # The data a README line may name, by its top-level name in the workspace, and what makes it.
 DATA: dict[str, Callable[[Path], None]] = {
     "photos": build_photos, "other_photos": build_other_photos, "img1.jpg": build_img1_jpg,
@@ -306,6 +318,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews,
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
+    "vit_tiny.safetensors": build_vit_tiny_safetensors,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",

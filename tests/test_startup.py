@@ -18,7 +18,7 @@ from tuneforge.tasks.plugins import load
 ROOT = Path(__file__).resolve().parents[1]
 # What the verbs' real work needs and start-up must not import.
 HEAVY = ("torch", "torchvision", "sklearn", "scipy", "numpy", "pandas", "PIL", "matplotlib", "transformers",
-         "safetensors", "tensorboard")
+         "safetensors", "tensorboard", "timm", "huggingface_hub")
 
 # In a fresh interpreter: each argv through cli.main (as the console script calls it), then
 # which heavy modules are loaded.

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import __version__
-from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig, PredictConfig,
-                     PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
+from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig,
+                     ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
 from .errors import ConfigError, TuneforgeError
 from .tasks import PLUGINS
 from .tasks.plugins import load
@@ -187,7 +187,8 @@ VERBS: dict[str, Verb] = {
                      "classify images by class-name prompts with an aligned pair"),
     "embed": Verb("tuneforge.commands:cmd_embed", EmbedConfig,
                   "embeddings of a folder of images with an aligned pair, saved as safetensors"),
-    "models": Verb("tuneforge.commands:cmd_models", None, "list the registered models"),
+    "models": Verb("tuneforge.commands:cmd_models", ModelsConfig,
+                   "list the registered models, or timm's architectures (--timm PATTERN)"),
     "recipes": Verb("tuneforge.commands:cmd_recipes", None, "list the named, measured recipes (fit --recipe NAME)"),
 }
 

@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 from . import api
-from .config import (BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, PredictConfig, RetrieveConfig,
-                     ServeConfig, Settings, ZeroshotConfig, build, flag)
-from .core.models import MODELS, ModelSpec, model_spec
+from .config import (BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, ModelsConfig, PredictConfig,
+                     RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, build, flag)
+from .core.models import MODELS, ModelSpec, model_spec, timm_zoo
 from .recipes import RECIPES
 from .tasks.align.workflow import evaluate_retrieval
 
@@ -176,7 +176,25 @@ def _weights_line(spec: ModelSpec) -> str:
     return "pretrained: none installed here, so it trains FROM SCRATCH unless given --weights FILE or --init RUN"
 
 
+def _timm_models(pattern: str) -> int:
+    """timm's architectures matching `pattern`, those with weights in the local HF cache marked."""
+    rows = timm_zoo.listing(pattern)
+    for arch, size, cached in rows:
+        where = f"pretrained: cached here: {cached}" if cached else \
+            "pretrained: not in the Hugging Face cache here (--weights FILE, or it trains from scratch)"
+        print(f"timm:{arch:40s} {size:4d}px  {where}")
+    n_cached = sum(1 for *_, c in rows if c)
+    print(f"\n{len(rows)} timm architectures match {pattern!r}, {n_cached} with pretrained weights cached here "
+          f"({timm_zoo.hub_cache()}); nothing is downloaded." if rows else
+          f"no timm architecture matches {pattern!r}; try a wider pattern such as '{pattern.rstrip('*')}*'",
+          file=sys.stdout if rows else sys.stderr)
+    return 0 if rows else 1
+
+
 def cmd_models(settings: dict) -> int:
+    cfg: ModelsConfig = _command(ModelsConfig, settings)
+    if cfg.timm:
+        return _timm_models(cfg.timm)
     made_elsewhere = []
     for name in MODELS.names():
         spec = model_spec(name)
@@ -185,6 +203,8 @@ def cmd_models(settings: dict) -> int:
             continue
         size = f"{spec.default_image_size:4d}px" if spec.modality == "image" else f"{spec.modality:>6s}"
         print(f"{name:22s} {size}  {spec.doc}\n{'':30s}{_weights_line(spec)}")
+    made_elsewhere.append("timm:NAME (image) is any architecture of timm (ViT, ConvNeXt, ResNet, MobileNet, ...); "
+                          "`tuneforge models --timm PATTERN` lists them")
     for line in made_elsewhere:
         print("\n" + textwrap.fill(line, 100))
     return 0

@@ -783,6 +783,15 @@ class EmbedConfig(Command):
 
 
 @dataclass
+class ModelsConfig(Command):
+    """`tuneforge models`: the registered models, or timm's architectures (`--timm PATTERN`)."""
+    verb: ClassVar[str] = "models"
+    timm: str | None = opt(None, "list timm's architectures matching PATTERN (e.g. 'convnext*'), each usable as "
+                                 "--model timm:NAME, marking those whose pretrained weights are in the local Hugging "
+                                 "Face cache", metavar="PATTERN")
+
+
+@dataclass
 class LrFindConfig(FitConfig):
     """`tuneforge lr-find`: the learning-rate range test on the data, model and optimizer a fit with
     the same settings would use; writes plots/lr_find.png and lr_find.json and prints the suggestion."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -210,7 +211,9 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
 
 def _default_dir(name: str) -> Path:
     """runs/NAME-TIMESTAMP, with -2, -3... when a run of the same second has it (two runs started
-    together by a script): only a folder named by the user is refused for existing."""
+    together by a script): only a folder named by the user is refused for existing. A model name's
+    ':' and '/' (`timm:NAME`, `hf:PATH`) become '-': one folder, a name every file system takes."""
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-") or "run"
     base = Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir, n = base, 1
     while run_dir.exists():

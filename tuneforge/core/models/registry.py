@@ -67,6 +67,7 @@ class ModelSpec:
 
 MODELS: Registry[ModelSpec] = Registry("model", "--model")
 _HF: list[Callable[[str], ModelSpec]] = []  # how an `hf:PATH` name becomes a spec (registered by text.py)
+_PREFIXES: dict[str, Callable[[str], ModelSpec]] = {}  # e.g. "timm:" -> its spec maker (timm_zoo.py)
 
 
 def register(name: str, spec: ModelSpec) -> None:
@@ -77,9 +78,17 @@ def register_hf(make: Callable[[str], ModelSpec]) -> None:
     _HF.append(make)
 
 
+def register_prefix(prefix: str, make: Callable[[str], ModelSpec]) -> None:
+    """Names `PREFIX...` (a whole zoo, e.g. `timm:NAME`) get their spec from `make(name)`."""
+    _PREFIXES[prefix] = make
+
+
 def model_spec(name: str) -> ModelSpec:
     if name.startswith("hf:") and _HF:  # any local Hugging Face encoder folder
         return _HF[0](name)
+    for prefix, make in _PREFIXES.items():
+        if name.startswith(prefix):
+            return make(name)
     return MODELS.create(name)
 
 
@@ -115,5 +124,7 @@ def create_model(name: str, num_classes: int, image_size: int | None = None, pre
         state = load_state_dict_file(weights)
         if any(k.startswith("backbone.") for k in state):
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        if hasattr(backbone, "adapt_state"):  # a zoo model's own file layout (timm_zoo.py)
+            state = backbone.adapt_state(state, weights)
         load_into(backbone, state, weights)
     return getattr(backbone, "classifier_cls", Classifier)(backbone, num_classes, dropout)
