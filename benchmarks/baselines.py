@@ -71,7 +71,8 @@ def rng_pair(s: str | None) -> tuple[int, int] | None:
 
 
 def run_one(ds: str, analyzer: str, ngrams: str | None, classifier: str, C: float | None, class_weight: str | None,
-            char_ngrams: str | None, max_features: int | None, min_df: int, val_fraction: float, seed: int) -> dict:
+            char_ngrams: str | None, max_features: int | None, min_df: int | None, val_fraction: float,
+            seed: int) -> dict:
     tr_texts, tr_labels = read_tsv(DATASETS / FILES[ds][0])
     dv_texts, dv_labels = read_tsv(DATASETS / FILES[ds][1])
     classes = sorted(set(tr_labels))
@@ -97,8 +98,9 @@ def run_one(ds: str, analyzer: str, ngrams: str | None, classifier: str, C: floa
     pred = np.concatenate(preds)
     meta, tensors = to_files(fit)
     return {"dataset": ds, "analyzer": fit.info["analyzer"], "ngrams": fit.info["ngram_range"],
-            "char_ngrams": fit.info["char_ngram_range"], "classifier": classifier, "C": fit.C,
-            "class_weight": class_weight, "min_df": min_df, "max_features": max_features,
+            "char_ngrams": fit.info["char_ngram_range"], "segmenter": fit.info.get("segmenter"),
+            "classifier": fit.classifier, "nb_weight": fit.info.get("nb_weight"), "C": fit.C,
+            "class_weight": class_weight, "min_df": fit.info["min_df"], "max_features": max_features,
             "train_texts": len(train), "val_accuracy": round(fit.info.get("val_accuracy", float("nan")), 4),
             "dev_accuracy": round(float((pred == ydev).mean()), 4), "dev_macro_f1": round(macro_f1(ydev, pred, len(classes)), 4),
             "train_s": round(train_s, 1), "predict_texts_per_s": round(len(dv_texts) / pred_s),
@@ -115,7 +117,7 @@ def record(rec: dict) -> None:
     with open(RESULTS, "a") as f:
         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     print(f"{rec['dataset']:5s} {rec['analyzer']:12s} {str(rec['ngrams']):7s} {str(rec['char_ngrams']):7s} "
-          f"{rec['classifier']:9s} C={rec['C']:<5g} cw={rec['class_weight']} val={rec['val_accuracy']:.4f} "
+          f"{rec['classifier']:9s} nb={rec['nb_weight']} mdf={rec['min_df']} C={rec['C']:<5g} cw={rec['class_weight']} val={rec['val_accuracy']:.4f} "
           f"dev={rec['dev_accuracy']:.4f} F1={rec['dev_macro_f1']:.4f} train={rec['train_s']}s "
           f"{rec['predict_texts_per_s']} texts/s V={rec['vocabulary']} json={rec['vocab_json_mb']}MB", flush=True)
 
@@ -123,14 +125,14 @@ def record(rec: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(FILES), required=True)
-    ap.add_argument("--analyzer", default="auto", help="auto | word | char | char_wb | word+char_wb")
+    ap.add_argument("--analyzer", default="auto", help="auto | word | char | char_wb | word+char_wb | word+char")
     ap.add_argument("--ngrams", default=None, help="n-gram range as MIN,MAX (default: word 1,2; char 1,3)")
     ap.add_argument("--char-ngrams", default=None, help="char_wb range of word+char_wb (default 2,4)")
-    ap.add_argument("--classifier", default="linearsvc", choices=["linearsvc", "logreg"])
+    ap.add_argument("--classifier", default="auto", choices=["auto", "linearsvc", "logreg", "svm+nb"])
     ap.add_argument("--C", type=float, default=None, help="default 0.5 (linearsvc), 10 (logreg)")
     ap.add_argument("--class-weight", default=None, choices=[None, "balanced"])
-    ap.add_argument("--max-features", type=int, default=500_000)
-    ap.add_argument("--min-df", type=int, default=2)
+    ap.add_argument("--max-features", type=int, default=2_000_000)
+    ap.add_argument("--min-df", type=int, default=None, help="default: 1 for CJK text, else 2")
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", action="store_true", help="run every setting listed in SWEEP for the dataset")
