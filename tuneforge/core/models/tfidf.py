@@ -5,13 +5,17 @@ Two halves that share nothing but plain data:
 
 - Training (`fit_tfidf`) uses scikit-learn (imported inside the function: it is heavy and
   optional at inference): a `TfidfVectorizer` (sublinear tf, smooth idf, L2 norm) and a
-  `LinearSVC` or `LogisticRegression`. It returns a `TfidfFit`: vocabulary, idf, analyzer
-  settings, linear weights and bias, a softmax temperature, and an `info` dict saying what was
-  chosen and why.
+  `LinearSVC` or `LogisticRegression`, or "svm+nb": the SVM plus a complement naive Bayes over
+  the same features, both linear, summed into one linear map with the NB share chosen on
+  validation. It returns a `TfidfFit`: vocabulary, idf, analyzer settings, linear weights and
+  bias, a softmax temperature, and an `info` dict saying what was chosen and why.
+- Chinese (and other CJK) text has no spaces between words: "auto" there takes jieba's word
+  segmentation (optional package) for word 1-2-grams plus character 1-3-grams across words
+  ("word+char"), or character n-grams alone when jieba is not installed.
 - Inference needs no scikit-learn. `TfidfFeaturizer` turns a text into the column ids of its
   known terms and their sublinear term frequencies (1 + log count), exactly as scikit-learn
   analyses it (same token regex, lowercasing, word n-grams joined by a space, char / char_wb
-  n-grams); it plays the tokenizer's part and carries no learned number but the vocabulary.
+  n-grams; jieba's words when the vocabulary was built with them); it plays the tokenizer's part and carries no learned number but the vocabulary.
   `TfidfClassifier` (a torch module) holds idf, the weights and the temperature as tensors:
   tf x idf, the L2 norm and the linear map happen in its forward, on an EmbeddingBag-style
   batch (indices, offsets, tf), so a batch costs memory in proportion to its terms, not to the
