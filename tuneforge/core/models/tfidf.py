@@ -116,7 +116,6 @@ def _jieba():
     except ImportError:
         raise ConfigError("tfidf: this analysis segments Chinese words with jieba, which is not installed "
                           "(pip install jieba, or 'tuneforge[cjk]')") from None
-    import logging
     jieba.setLogLevel(logging.WARNING)  # else it prints its dictionary loading on every first use
     return jieba
 

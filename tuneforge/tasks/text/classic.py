@@ -124,7 +124,9 @@ def _applies(report: dict) -> bool:
 def _section(page: Page) -> str:
     """What the classic model is made of and why (analysis chosen, vocabulary, C, calibration)."""
     info = page.report["tfidf"]
-    rows = [("analyzer", f"{info.get('analyzer')} {'-'.join(map(str, info.get('ngram_range') or []))}-grams"),
+    chars = info.get("char_ngram_range")
+    rows = [("analyzer", f"{info.get('analyzer')} {'-'.join(map(str, info.get('ngram_range') or []))}-grams"
+                         + (f" + characters {'-'.join(map(str, chars))}-grams" if chars else "")),
             ("why", info.get("why")), ("vocabulary", info.get("vocabulary_size")),
             ("words segmented by", info.get("segmenter")),
             ("classifier", f"{info.get('classifier')}, C={info.get('C')}"),
