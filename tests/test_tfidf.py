@@ -208,6 +208,9 @@ def test_svm_plus_nb_is_one_linear_layer_with_its_nb_share_chosen_on_validation(
     assert fit_tfidf(tr, y, 2, analyzer="word").classifier == "linearsvc"
     fit = fit_tfidf(tr, y, 2, analyzer="word", classifier="svm+nb")
     assert fit.info["nb_weight"] == 0.3 and "no validation" in fit.info["nb_choice"]
+    # a refit keeps the share chosen before, validation texts or not
+    fit = fit_tfidf(tr, y, 2, analyzer="word", classifier="svm+nb", nb_weight=1.0, val_texts=va, val_labels=yv)
+    assert fit.info["nb_weight"] == 1.0 and fit.info["nb_choice"] == "1, as given" and fit.info["nb_val_accuracy"] == {}
 
 
 def test_jieba_vocabulary_round_trips_and_says_when_jieba_is_missing_or_another_version(tnews, monkeypatch, caplog):

@@ -466,10 +466,12 @@ def _centred_std(scores: np.ndarray) -> float:
     return float((scores - scores.mean(1, keepdims=True)).std()) or 1.0
 
 
-def _svm_plus_nb(X, y: np.ndarray, fit: TfidfFit, Xval, yval: np.ndarray | None) -> tuple[float, dict]:
+def _svm_plus_nb(X, y: np.ndarray, fit: TfidfFit, Xval, yval: np.ndarray | None,
+                 fixed: float | None = None) -> tuple[float, dict]:
     """Fold a complement naive Bayes over the same features into the SVM's linear map:
     weight = W_svm / s_svm + w * W_nb / s_nb (each scaled by its spread on the training texts),
-    w chosen on validation among NB_WEIGHTS (0 keeps the SVM alone); 0.3 without validation.
+    w chosen on validation among NB_WEIGHTS (0 keeps the SVM alone); 0.3 without validation;
+    `fixed` when given (a refit on more texts with the share an earlier fit chose).
     Both are linear in the same L2-normalised tf-idf vector, so the sum is one linear layer and
     the bundle and the featurizer do not change. Returns (w, info)."""
     from sklearn.naive_bayes import ComplementNB
@@ -483,9 +485,11 @@ def _svm_plus_nb(X, y: np.ndarray, fit: TfidfFit, Xval, yval: np.ndarray | None)
     s_nb = _centred_std(np.asarray(X @ w_nb[present].T))
     w_svm, b_svm = fit.weight / s_svm, np.where(fit.bias <= -1e4, -1e4, fit.bias / s_svm).astype(np.float32)
     w_nb /= s_nb
-    if Xval is None:
+    accs = {}
+    if fixed is not None:
+        weight, tried = float(fixed), f"{fixed:g}, as given"
+    elif Xval is None:
         weight, tried = 0.3, "0.3 (no validation texts to choose on)"
-        accs = {}
     else:
         a, b = np.asarray(Xval @ w_svm.T) + b_svm, np.asarray(Xval @ w_nb.T)
         accs = {w: float(((a + w * b).argmax(1) == yval).mean()) for w in NB_WEIGHTS}
@@ -501,7 +505,8 @@ def fit_tfidf(texts: Sequence[str], labels: Sequence[int], num_classes: int, ana
               ngrams: tuple[int, int] | None = None, classifier: str = "auto", C: float | None = None,
               seed: int = 0, *, char_ngrams: tuple[int, int] | None = None, min_df: int | None = None,
               max_features: int | None = 2_000_000, class_weight: str | None = None,
-              val_texts: Sequence[str] | None = None, val_labels: Sequence[int] | None = None) -> TfidfFit:
+              val_texts: Sequence[str] | None = None, val_labels: Sequence[int] | None = None,
+              nb_weight: float | None = None) -> TfidfFit:
     """Train TF-IDF features + a linear classifier on `texts` (labels are class ids 0..K-1).
 
     analyzer: auto | word | char | char_wb | word+char_wb | word+char (see `choose_analysis`).
@@ -512,7 +517,8 @@ def fit_tfidf(texts: Sequence[str], labels: Sequence[int], num_classes: int, ana
     to 0.5 for the SVM and 10 for logistic regression. min_df drops terms seen in fewer texts
     (mostly typos and one-off n-grams: most of the vocabulary, little of the accuracy); None: 1
     for CJK text (its rare character n-grams still help: +0.3 point on TNEWS), 2 otherwise.
-    max_features keeps the most frequent terms so the vocabulary JSON stays bounded. With
+    max_features keeps the most frequent terms so the vocabulary JSON stays bounded. nb_weight
+    fixes svm+nb's NB share instead of choosing it (e.g. refitting on train + validation). With
     val_texts/val_labels the softmax temperature is fitted on their scores and `info` holds the
     validation accuracy."""
     if classifier not in (*CLASSIFIERS, "auto"):
@@ -540,7 +546,8 @@ def fit_tfidf(texts: Sequence[str], labels: Sequence[int], num_classes: int, ana
     fit = from_sklearn(vec, clf, num_classes)
     if classifier == "svm+nb":
         yv = np.asarray(val_labels, dtype=np.int64) if has_val else None
-        _, nb_info = _svm_plus_nb(X, y, fit, vec.transform(val_texts) if has_val else None, yv)
+        _, nb_info = _svm_plus_nb(X, y, fit, vec.transform(val_texts) if has_val and nb_weight is None else None,
+                                  yv, nb_weight)
         fit.classifier = fit.info["classifier"] = "svm+nb"
         fit.info.update(nb_info)
     fit.info.update(why=why, min_df=vec.min_df, max_features=max_features, C=C, class_weight=class_weight,
