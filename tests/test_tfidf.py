@@ -13,8 +13,10 @@ from safetensors.torch import load_file, save_file
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import ComplementNB
 from sklearn.svm import LinearSVC
 
+from tuneforge.core.models import tfidf as tfidf_mod
 from tuneforge.core.models.tfidf import (Analysis, TfidfFeaturizer, TfidfFit, fit_temperature, fit_tfidf, from_files,
                                          from_sklearn, predict_scores, to_files)
 from tuneforge.errors import ConfigError
@@ -138,11 +140,92 @@ def test_round_trip_through_json_and_safetensors_without_pickle(tnews, tmp_path)
         from_files(broken, tensors)
 
 
-def test_auto_analyzer_reads_the_script_and_says_why(tnews, sst2):
+def test_auto_analyzer_reads_the_script_and_says_why(tnews, sst2, monkeypatch):
     zh = fit_tfidf(tnews["train"][:1000], tnews["ytrain"][:1000], len(tnews["classes"]))
     en = fit_tfidf(sst2["train"][:1000], sst2["ytrain"][:1000], 2)
-    assert zh.info["analyzer"].startswith("char") and "CJK" in zh.info["why"]
+    assert (zh.info["analyzer"], zh.info["ngram_range"], zh.info["char_ngram_range"]) == ("word+char", [1, 2], [1, 3])
+    assert zh.info["segmenter"] == "jieba" and "CJK" in zh.info["why"] and "jieba" in zh.info["why"]
+    assert zh.info["min_df"] == 1 and en.info["min_df"] == 2
     assert en.info["analyzer"] == "word" and en.info["ngram_range"] == [1, 2] and "space-separated" in en.info["why"]
+    assert en.info["segmenter"] is None
+    # without jieba: character n-grams, and the reason says what installing it would bring
+    monkeypatch.setattr(tfidf_mod, "jieba_available", lambda: False)
+    zh = fit_tfidf(tnews["train"][:1000], tnews["ytrain"][:1000], len(tnews["classes"]))
+    assert zh.info["analyzer"] == "char_wb" and zh.info["segmenter"] is None and "install jieba" in zh.info["why"]
+
+
+def test_jieba_word_plus_char_terms_are_sklearns_analyzers_over_the_segmented_text(tnews, sst2):
+    import jieba
+    a = Analysis("word+char", (1, 2), (1, 3), segmenter="jieba")
+    word = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\S+").build_analyzer()
+    char = TfidfVectorizer(analyzer="char", ngram_range=(1, 3)).build_analyzer()
+    texts = tnews["dev"][:200] + ["Apple  发布 iPhone，价格？", "", "   "]
+    for t in texts:
+        assert a.terms(t) == word(" ".join(jieba.lcut(t.lower()))) + char(t)
+    assert any(" " in term for term in a.terms(tnews["dev"][0]))  # word bigrams are there
+
+
+def test_jieba_analysis_predicts_as_sklearn_over_the_same_terms(tnews):
+    import jieba
+    fit = fit_tfidf(tnews["train"][:3000], tnews["ytrain"][:3000], len(tnews["classes"]), classifier="linearsvc")
+    assert fit.featurizer.analysis.segmenter == "jieba"
+    assert fit.featurizer.analysis.segmenter_version == jieba.__version__
+    word = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\S+").build_analyzer()
+    char = TfidfVectorizer(analyzer="char", ngram_range=(1, 3)).build_analyzer()
+    vec = TfidfVectorizer(analyzer=lambda t: word(" ".join(jieba.lcut(t.lower()))) + char(t), sublinear_tf=True,
+                          min_df=1)
+    clf = LinearSVC(C=0.5, random_state=0).fit(vec.fit_transform(tnews["train"][:3000]), tnews["ytrain"][:3000])
+    assert vec.vocabulary_ == fit.featurizer.vocabulary
+    texts = tnews["dev"][:400]
+    np.testing.assert_allclose(predict_scores(fit, texts), clf.decision_function(vec.transform(texts)), atol=1e-4)
+
+
+def test_svm_plus_nb_is_one_linear_layer_with_its_nb_share_chosen_on_validation(tnews, sst2):
+    for d, k in ((tnews, len(tnews["classes"])), (sst2, 2)):
+        tr, y = d["train"][:2500], d["ytrain"][:2500]
+        va, yv = d["train"][2500:3000], d["ytrain"][2500:3000]
+        fit = fit_tfidf(tr, y, k, analyzer="char", ngrams=(1, 3), min_df=2, val_texts=va, val_labels=yv)
+        assert fit.classifier == "svm+nb"  # auto, with validation texts
+        w = fit.info["nb_weight"]
+        assert set(fit.info["nb_val_accuracy"]) == {"0", "0.3", "0.5", "1"}
+        assert fit.info["nb_val_accuracy"][f"{w:g}"] == max(fit.info["nb_val_accuracy"].values())
+        # the same sum from scikit-learn's own SVM and complement naive Bayes
+        vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+        X = vec.fit_transform(tr)
+        svm, nb = LinearSVC(C=0.5, random_state=0).fit(X, y), ComplementNB(alpha=0.1).fit(X, y)
+
+        def both(X):
+            a = svm.decision_function(X)
+            a = np.stack([-a / 2, a / 2], 1) if a.ndim == 1 else a
+            b = nb.predict_joint_log_proba(X)
+            return a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        a, b = both(X)
+        sa, sb = a.std(), b.std()
+        a, b = both(vec.transform(d["dev"][:400]))
+        got = predict_scores(fit, d["dev"][:400])
+        np.testing.assert_allclose(got - got.mean(1, keepdims=True), a / sa + w * b / sb, atol=1e-4)
+    # without validation texts auto is the SVM alone; svm+nb asked for takes the measured 0.3
+    assert fit_tfidf(tr, y, 2, analyzer="word").classifier == "linearsvc"
+    fit = fit_tfidf(tr, y, 2, analyzer="word", classifier="svm+nb")
+    assert fit.info["nb_weight"] == 0.3 and "no validation" in fit.info["nb_choice"]
+    # a refit keeps the share chosen before, validation texts or not
+    fit = fit_tfidf(tr, y, 2, analyzer="word", classifier="svm+nb", nb_weight=1.0, val_texts=va, val_labels=yv)
+    assert fit.info["nb_weight"] == 1.0 and fit.info["nb_choice"] == "1, as given" and fit.info["nb_val_accuracy"] == {}
+
+
+def test_jieba_vocabulary_round_trips_and_says_when_jieba_is_missing_or_another_version(tnews, monkeypatch, caplog):
+    fit = fit_tfidf(tnews["train"][:800], tnews["ytrain"][:800], len(tnews["classes"]))
+    d = json.loads(json.dumps(fit.featurizer.to_dict(), ensure_ascii=False))
+    assert d["segmenter"] == "jieba" and d["analyzer"] == "word+char"
+    back = TfidfFeaturizer.from_dict(d)
+    for t in tnews["dev"][:50]:
+        assert [a.tolist() for a in back.encode(t)] == [a.tolist() for a in fit.featurizer.encode(t)]
+    with caplog.at_level("WARNING", logger="tuneforge"):
+        TfidfFeaturizer.from_dict(dict(d, segmenter_version="0.1"), "v.json")
+    assert "v.json: words were segmented with jieba 0.1" in caplog.text
+    monkeypatch.setitem(sys.modules, "jieba", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install jieba"):
+        TfidfFeaturizer.from_dict(d)
 
 
 def test_trained_on_a_small_real_subset_it_beats_chance_by_a_margin(tnews, sst2):
@@ -177,7 +260,7 @@ def test_temperature_makes_svm_probabilities_more_likely_on_held_out_texts(sst2)
 def test_bad_settings_are_refused_by_name(sst2):
     with pytest.raises(ConfigError, match="analyzer 'chars'"):
         fit_tfidf(sst2["train"][:100], sst2["ytrain"][:100], 2, analyzer="chars")
-    with pytest.raises(ConfigError, match="classifier 'svm'"):
+    with pytest.raises(ConfigError, match="classifier 'svm'.*svm\\+nb"):
         fit_tfidf(sst2["train"][:100], sst2["ytrain"][:100], 2, classifier="svm")
     with pytest.raises(ConfigError, match="labels must be class ids 0..1"):
         fit_tfidf(sst2["train"][:100], sst2["ytrain"][:100] + 1, 2)

@@ -192,7 +192,7 @@ def test_tfidf_settings_reach_the_fit(sst2, tmp_path):
         tuneforge.fit(data=str(sst2), columns="text,label", model="tfidf", tfidf_ngrams="2", out=str(tmp_path / "x"), **QUICK)
 
 
-def test_chinese_texts_get_character_ngrams_and_round_trip_through_the_bundle(tmp_path):
+def test_chinese_texts_get_jieba_words_and_characters_and_round_trip_through_the_bundle(tmp_path):
     src = DATASETS / "tnews"
     if not (src / "train.tsv").is_file():
         pytest.fail(f"real test data missing: {src} (set TUNEFORGE_DATASETS to the datasets folder)")
@@ -201,7 +201,11 @@ def test_chinese_texts_get_character_ngrams_and_round_trip_through_the_bundle(tm
     (tmp_path / "test.tsv").write_text("".join(lines[4000:4300]), encoding="utf-8")
     r = tuneforge.fit(data=str(tmp_path / "train.tsv"), test=str(tmp_path / "test.tsv"), columns="text,label",
                       model="tfidf", out=str(tmp_path / "run"), **QUICK)
-    assert r.report["tfidf"]["analyzer"] == "char_wb" and "CJK" in r.report["tfidf"]["why"]
+    info = r.report["tfidf"]
+    assert (info["analyzer"], info["segmenter"], info["classifier"]) == ("word+char", "jieba", "svm+nb")
+    assert "CJK" in info["why"] and "chosen on validation" in info["nb_choice"]
+    card = json.loads((r.run_dir / "model" / "config.json").read_text(encoding="utf-8"))
+    assert card["preprocessing"]["segmenter"] == "jieba" and card["tfidf"]["classifier"] == "svm+nb"
     test = r.report["test"]
     majority = max(m["support"] for m in test["per_class"].values()) / test["n"]
     assert test["accuracy"] > majority + 0.15, (test["accuracy"], majority)  # ~0.12 majority; ~0.4 here

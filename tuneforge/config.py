@@ -285,7 +285,7 @@ class Vocab(Settings):
         _positive(self, "vocab_size", "min_freq")
 
 
-TFIDF_ANALYZERS = ("auto", "word", "char", "char_wb", "word+char_wb")  # core/models/tfidf.py implements these
+TFIDF_ANALYZERS = ("auto", "word", "char", "char_wb", "word+char_wb", "word+char")  # core/models/tfidf.py implements these
 
 
 @dataclass
@@ -293,11 +293,14 @@ class Tfidf(Settings):
     """The classic text model (--model tfidf): TF-IDF n-grams + a linear classifier (scikit-learn)."""
     group: ClassVar[str] = "tfidf"
     tfidf_analyzer: str = opt("auto", "--model tfidf: terms are word n-grams, character n-grams (across words: char; "
-                                      "inside words: char_wb) or both; auto: char_wb when the texts are mostly "
-                                      "CJK (no spaces between words), else word", TFIDF_ANALYZERS)
+                                      "inside words: char_wb) or both; auto: for mostly CJK texts (no spaces "
+                                      "between words) jieba's words + characters (word+char) when jieba is "
+                                      "installed, else char_wb; word otherwise", TFIDF_ANALYZERS)
     tfidf_ngrams: str | None = opt(None, "--model tfidf: n-gram lengths MIN,MAX (default: 1,2 for words, 1,3 for characters)")
-    tfidf_classifier: str = opt("linearsvc", "--model tfidf: linear SVM, or (multinomial) logistic regression",
-                                ("linearsvc", "logreg"))
+    tfidf_classifier: str = opt("auto", "--model tfidf: linear SVM, (multinomial) logistic regression, or the SVM "
+                                        "plus a naive Bayes folded into the same linear layer, its share chosen "
+                                        "on validation (svm+nb); auto: svm+nb when there is a validation split, "
+                                        "else linearsvc", ("auto", "linearsvc", "logreg", "svm+nb"))
     tfidf_c: float | None = opt(None, "--model tfidf: inverse regularisation strength C (default: 0.5 for linearsvc, "
                                       "10 for logreg)")
 

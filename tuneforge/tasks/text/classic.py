@@ -110,8 +110,8 @@ def fit_classic(cfg: FitConfig, run: Run) -> FitResult:
             "preprocessing": {"image_size": None, "tokenizer": VOCAB_FILE, **analysis, "tf": "1 + log(count)",
                               "idf": "smooth", "norm": "l2", "temperature": round(fit.temperature, 6)},
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
-            "tfidf": {k: info[k] for k in ("classifier", "C", "why", "calibration", "vocabulary_size", "min_df")
-                      if k in info},
+            "tfidf": {k: info[k] for k in ("classifier", "C", "nb_weight", "segmenter", "why", "calibration",
+                                           "vocabulary_size", "min_df") if info.get(k) is not None},
             "data": {"train_file": str(files["train"]), "train_rows": len(train), "text_column": cfg.text_column or "text",
                      "label_column": cfg.label_column, "columns": cfg.columns, "encoding": cfg.encoding}}
     state = {"history": [], "fit_s": fit_s}
@@ -127,9 +127,13 @@ def _applies(report: dict) -> bool:
 def _section(page: Page) -> str:
     """What the classic model is made of and why (analysis chosen, vocabulary, C, calibration)."""
     info = page.report["tfidf"]
-    rows = [("analyzer", f"{info.get('analyzer')} {'-'.join(map(str, info.get('ngram_range') or []))}-grams"),
+    chars = info.get("char_ngram_range")
+    rows = [("analyzer", f"{info.get('analyzer')} {'-'.join(map(str, info.get('ngram_range') or []))}-grams"
+                         + (f" + characters {'-'.join(map(str, chars))}-grams" if chars else "")),
             ("why", info.get("why")), ("vocabulary", info.get("vocabulary_size")),
-            ("classifier", f"{info.get('classifier')}, C={info.get('C')}"), ("probabilities", info.get("calibration")),
+            ("words segmented by", info.get("segmenter")),
+            ("classifier", f"{info.get('classifier')}, C={info.get('C')}"),
+            ("naive-Bayes share", info.get("nb_choice")), ("probabilities", info.get("calibration")),
             ("featurize / train", f"{info.get('featurize_s')} s / {info.get('train_s')} s")]
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
     return f"<section><h2>TF-IDF model</h2><table>{body}</table></section>"
