@@ -12,6 +12,7 @@ its minutes. Test data is shown, never used to decide who wins.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .models import create_model
 from .models.base import Classifier, extract_features
 from .models.tfidf import TfidfFit, fit_tfidf
 
@@ -127,6 +129,13 @@ def tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, 
 
 
 # ---------------------------------------------------------------- images
+
+
+@functools.lru_cache(maxsize=2)
+def pretrained_backbone(name: str, image_size: int) -> Classifier:
+    """`name` with its pretrained weights, kept for the process: a notebook or a test session
+    that fits many small models from scratch loads the probe's weights once."""
+    return create_model(name, 2, image_size, pretrained=True).eval()
 
 
 def image_features(model: Classifier, images: torch.Tensor, batch_size: int) -> np.ndarray:

@@ -192,7 +192,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     log.info("data: %d train, %d val, %d test %s, %s, mean length %.1f (max %d) (%.1fs)", len(splits["train"]),
              len(splits.get("val", [])), len(splits.get("test", [])), "sequences" if seq else "texts",
              f"{len(classes)} classes" if classes else "regression", lens.mean(), cfg.max_length, data_s)
-    baseline = train_baseline(cfg, splits, seq, scale)
+    baseline = train_baseline(cfg, splits, seq, scale) if run.range_test is None else None  # lr_find stops before training
 
     torch.manual_seed(cfg.seed)
     weights = resolve_init(cfg.init, cfg.model) if cfg.init else cfg.weights  # a `pretrain --method mlm` run or a file
