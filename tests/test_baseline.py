@@ -151,3 +151,22 @@ def test_sequence_baselines_and_a_regression_comparison():
     out = bl.compare(report, r, warned.append)
     assert out["winner_on_val"] == "baseline" and out["metric"] == "rmse" and warned == [out["message"]]
     assert out["message"].startswith("The baseline (ridge regression") and "RMSE" in out["message"]
+
+
+def test_image_text_baseline_is_tfidf_on_the_text_column_of_the_same_rows(banking5):
+    from types import SimpleNamespace
+    from tuneforge.tasks.multimodal.fit import train_baseline
+
+    rows = list(csv.DictReader(open(banking5 / "train.csv", newline="", encoding="utf-8")))
+    classes = sorted({r["category"] for r in rows})
+    table = SimpleNamespace(texts=[r["text"] for r in rows[:-1]] + [None])  # a row without text reads as ""
+    y = torch.tensor([classes.index(r["category"]) for r in rows])
+    idx = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    splits = {"train": (table, idx[:150], y[idx[:150]]), "val": (table, idx[150:], y[idx[150:]])}
+    cfg = SimpleNamespace(baseline=True, text_column="text", seed=0)
+    b = train_baseline(cfg, splits, len(classes))
+    assert b.name == "tfidf" and b.val["n"] == 50 and b.val["accuracy"] >= 0.6 and b.test is None
+    assert train_baseline(SimpleNamespace(baseline=False), splits, len(classes)) is None
+    empty = SimpleNamespace(texts=[None] * len(rows))
+    none = train_baseline(cfg, {"train": (empty, idx[:150], y[idx[:150]])}, len(classes))
+    assert none["skipped"] == "the training rows' 'text' column holds no text"

@@ -28,13 +28,14 @@ from .models.tfidf import TfidfFit, fit_tfidf
 log = logging.getLogger("tuneforge")
 
 # The probe learns from at most this many training images per class (seeded): a logistic
-# regression on 1280 features fits in seconds on ~2,000 rows, and the probe's accuracy grows
-# slowly past a few hundred per class. Validation and test are scored in full from cached
-# features; when the features must be computed for the baseline alone (a fine-tuned or
-# from-scratch fit), on at most EVAL_MAX images each (seeded, stratified), so its cost stays
-# one forward pass over a few thousand images.
-PROBE_PER_CLASS = 200
-EVAL_MAX = 2000
+# regression on 1280 features fits in seconds on ~1,000 rows. Validation and test are scored in
+# full from cached features; when the features must be computed for the baseline alone (a
+# fine-tuned or from-scratch fit), on at most EVAL_MAX images each (seeded, stratified), so its
+# cost stays one forward pass over a few thousand images: CIFAR-10 `--recipe fast` (10 classes,
+# 5,000 val, 10,000 test) at 200 per class and 2,000 took 485 s at a load average of 22 on 2
+# cores (12-19 images/s at 32 px), which these halve (BENCHMARKS.md).
+PROBE_PER_CLASS = 100
+EVAL_MAX = 1000
 
 CLASSIFIER_WORDS = {"linearsvc": "linear SVM", "logreg": "logistic regression"}
 
@@ -146,10 +147,11 @@ def image_features(model: Classifier, images: torch.Tensor, batch_size: int) -> 
 
 def probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
                    num_classes: int, backbone: str, seed: int = 0, seconds: float = 0.0, note: str = "",
-                   same_kind: bool = False) -> Baseline:
+                   same_kind: bool = False, train_total: int | None = None) -> Baseline:
     """The linear probe (core/probe.py: a logistic regression on standardised features, to
     convergence) trained on at most PROBE_PER_CLASS training rows per class of `train` (N, D)
-    features, scored on each `evaluate` split. `seconds`: what computing the features cost."""
+    features, scored on each `evaluate` split. `seconds`: what computing the features cost;
+    `train_total`: the training split's size when `train` is already a sample of it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -160,8 +162,9 @@ def probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tup
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
     clf.fit(x[keep], y[keep])
     scores = {name: class_scores(clf.predict(f), labels, num_classes) for name, (f, labels) in evaluate.items() if len(f)}
-    capped = f"{len(keep)} of {len(y)} training images ({PROBE_PER_CLASS} per class at most)" if len(keep) < len(y) \
-        else f"all {len(y)} training images"
+    total = max(train_total or 0, len(y))
+    capped = f"{len(keep)} of {total} training images ({PROBE_PER_CLASS} per class at most)" if len(keep) < total \
+        else f"all {total} training images"
     return _trained(Baseline(
         "linear probe", f"linear probe of {backbone}'s frozen features (logistic regression)",
         round(seconds + time.perf_counter() - t0, 2), scores.get("val"), scores.get("test"),

@@ -221,7 +221,7 @@ def train_baseline(cfg: FitConfig, model, splits: dict[str, ImageSet], inputs: d
     return probe_baseline((feats["train"], labels["train"][picks["train"]]),
                           {n: (feats[n], labels[n][picks[n]]) for n in ("val", "test") if n in feats}, num_classes, name,
                           cfg.seed, extract_s, f"one forward pass of {name} at {size}px over {counted} images "
-                          f"({EVAL_MAX} val/test images at most)")
+                          f"({EVAL_MAX} val/test images at most)", train_total=len(labels["train"]))
 
 
 def fit(cfg: FitConfig, run: Run) -> FitResult:
