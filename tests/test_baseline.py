@@ -103,14 +103,14 @@ def _counting(monkeypatch) -> list[int]:
 
 def test_frozen_image_fit_probes_its_cached_features_without_another_pass(cifar3, tmp_path, monkeypatch):
     seen = _counting(monkeypatch)
-    run = tuneforge.fit(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="backbone", augment="flip", epochs=1,
+    run = tuneforge.fit(data=str(cifar3), model="efficientnet_lite0", image_size=32, freeze="backbone", augment="flip", epochs=1,
                         batch_size=32, val_fraction=0.2, out=str(tmp_path / "r"), **IMAGE)
     assert seen == []  # the fit's cached features, no forward pass of the baseline's own
     b = json.loads((run.run_dir / "report.json").read_text())["baseline"]
     assert b["name"] == "linear probe" and "efficientnet_lite0" in b["description"]
     assert "cached features" in b["note"] and b["seconds"] < 20
     # 3 classes (chance 33%): ImageNet features separate airplanes, frogs and trucks
-    assert b["val"]["accuracy"] >= 0.7 and b["test"]["accuracy"] >= 0.7 and b["test"]["n"] == 90
+    assert b["val"]["accuracy"] >= 0.6 and b["test"]["accuracy"] >= 0.6 and b["test"]["n"] == 90
     assert b["winner_on_val"] in ("model", "baseline", "tie") and not b["same_kind"]
 
 
