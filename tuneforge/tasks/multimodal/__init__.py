@@ -8,7 +8,7 @@ def detect(cfg) -> bool:
 
 
 PLUGIN = register_plugin(Plugin(
-    "image+text", groups=("run", "optim", "model", "image", "table", "text", "fusion"),
+    "image+text", groups=("run", "optim", "model", "image", "table", "text", "fusion", "baseline"),
     detect="tuneforge.tasks.multimodal:detect", fit="tuneforge.tasks.multimodal.fit:fit_multimodal",
     tasks=("image-text-classification",), infer="tuneforge.tasks.multimodal.infer",
     unread=("tta", "head_init", "channels_last", "limit_per_class", "columns", "skip_bad_rows", "weights", "init"),

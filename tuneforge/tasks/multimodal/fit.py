@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...config import FitConfig
+from ...core.baseline import Baseline, compare, skipped, tfidf_baseline
 from ...core.bundle import save_bundle
 from ...core.data.cache import digest, memoised
 from ...core.data.images import _cache_key, decode_cached
@@ -124,6 +125,18 @@ def _load_tables(cfg: FitConfig, run_dir: Path, allow_missing: bool, resume: boo
     return rows, tables, classes, {"folded": folded}
 
 
+def train_baseline(cfg: FitConfig, splits: dict, num_classes: int) -> Baseline | dict | None:
+    """TF-IDF + linear SVM on the text column of the same rows (core/baseline.py): seconds, where
+    a one-modality model (--modalities text) runs an encoder. None with --no-baseline."""
+    if not cfg.baseline:
+        return None
+    texts = {n: [table.texts[i] or "" for i in idx.tolist()] for n, (table, idx, _) in splits.items()}
+    if not any(t.strip() for t in texts["train"]):
+        return skipped("tfidf", f"the training rows' {cfg.text_column!r} column holds no text")
+    return tfidf_baseline((texts["train"], splits["train"][2].numpy()),
+                          {n: (texts[n], splits[n][2].numpy()) for n in ("val", "test") if n in splits}, num_classes, cfg.seed)
+
+
 def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
     """Fit a fusion model (or a one-modality baseline) on an image+text table."""
     run_dir = run.dir
@@ -174,6 +187,8 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
     if len(splits["train"][1]) == 0:
         raise DataError(f"{cfg.data}: no usable training rows")
     data_s = time.perf_counter() - t_data
+
+    baseline = train_baseline(cfg, splits, len(classes)) if run.range_test is None else None
 
     torch.manual_seed(cfg.seed)
     model_args = {"image_model": cfg.image_model, "text_model": cfg.text_model, "modalities": ",".join(mods),
@@ -293,6 +308,10 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                         "texts": [table.texts[i] or "" for i in idx.tolist()], "logits": out["logits"].numpy(),
                         "targets": y.numpy(), "paths": [f"{cfg.data if table is rows['train'][0] else ''}:{table.rows[i]}"
                                                          for i in idx.tolist()]}
+    if isinstance(baseline, Baseline):
+        compare(report, baseline, run.warn)
+    elif baseline is not None:
+        report["baseline"] = baseline
     if "text" in mods and hasattr(b.text, "hf_config"):
         model_args["hf_config"] = b.text.hf_config()
     pre = {"image_size": image_size, "resize": cfg.resize, "scale": 1 / 255, "max_length": cfg.max_length, "pad_id": pad_id,

@@ -14,6 +14,7 @@ import torch
 
 from ...config import FitConfig
 from ...core.data.duplicates import text_duplicates
+from ...core.baseline import Baseline, compare, tfidf_baseline, window_baseline
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
@@ -145,6 +146,21 @@ def _model_setup(cfg: FitConfig, splits: dict, seq: bool) -> tuple[dict, TextEnc
     return {**args, "vocab_size": len(vocab), "pad_id": vocab.pad_id}, TextEncoding(cfg.max_length, vocab=vocab), 2e-3
 
 
+def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) -> Baseline | None:
+    """The classic baseline on the fit's own split (core/baseline.py): TF-IDF + linear SVM for
+    texts, a linear model on the flattened window for numeric sequences; None with --no-baseline."""
+    if not cfg.baseline:
+        return None
+    train, rest = splits["train"], {n: s for n, s in splits.items() if n in ("val", "test")}
+    if seq:
+        target = (scale or {}).get("target")
+        unscale = (lambda v: v * target[1] + target[0]) if target else (lambda v: v)
+        return window_baseline((train.seqs, train.labels.numpy()), {n: (s.seqs, s.labels.numpy()) for n, s in rest.items()},
+                               target is not None, len(train.classes or []), min(32, cfg.max_length), cfg.seed, unscale)
+    return tfidf_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
+                          len(train.classes), cfg.seed)
+
+
 def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     """Fit a text or numeric-sequence model (plugins `text` and `sequence`)."""
     run_dir = run.dir
@@ -181,6 +197,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     log.info("data: %d train, %d val, %d test %s, %s, mean length %.1f (max %d) (%.1fs)", len(splits["train"]),
              len(splits.get("val", [])), len(splits.get("test", [])), "sequences" if seq else "texts",
              f"{len(classes)} classes" if classes else "regression", lens.mean(), cfg.max_length, data_s)
+    baseline = train_baseline(cfg, splits, seq, scale) if run.range_test is None else None  # lr_find stops before training
 
     torch.manual_seed(cfg.seed)
     weights = resolve_init(cfg.init, cfg.model) if cfg.init else cfg.weights  # a `pretrain --method mlm` run or a file
@@ -254,6 +271,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
             s = splits[name]
             examples = {"texts": s.texts, "logits": logits.numpy(), "targets": s.labels.numpy(),
                         "paths": [f"{s.path}:{l}" for l in s.lines] if isinstance(s, TextSet) else s.ids}
+    if baseline is not None:
+        compare(report, baseline, run.warn)
     backbone = model.backbone
     if getattr(backbone, "lora", False):
         backbone.merge_lora()  # the bundle holds a plain encoder with the adapters folded in
