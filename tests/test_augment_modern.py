@@ -116,25 +116,25 @@ def test_fit_with_randaugment_mixup_and_ema_learns_without_the_feature_cache(cif
     caplog.set_level(logging.INFO, logger="tuneforge")
     # a frozen pretrained backbone with a trained head: learns in seconds, and the feature cache
     # would apply were it not for the new ops
-    kw = dict(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="backbone", lr=0.03, epochs=4,
+    kw = dict(data=str(cifar3), model="efficientnet_lite0", image_size=64, freeze="backbone", lr=0.03, epochs=3,
               batch_size=32, val_fraction=0.2, patience=0, **QUICK)
     res = tuneforge.fit(out=str(tmp_path / "r"), augment="flip,randaugment,mixup=0.2", ema=0.99, **kw)
     assert "cached features" not in caplog.text  # the new ops change pixels: the backbone runs each step
     assert res.report["test"]["accuracy"] >= 0.6, res.report["test"]  # chance is 0.33
     ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert any(k.startswith("ema.") for k in ckpt) and int(ckpt["steps"]) == 4 * -(-res.report["data"]["train"] // 32)
+    assert any(k.startswith("ema.") for k in ckpt) and int(ckpt["steps"]) == 3 * -(-res.report["data"]["train"] // 32)
     caplog.clear()
     tuneforge.fit(out=str(tmp_path / "flip"), augment="flip", epochs=1, **{k: v for k, v in kw.items() if k != "epochs"})
     assert "cached features" in caplog.text  # the control: flip alone keeps the cache
 
 
 def test_resume_with_ema_and_the_new_ops_equals_uninterrupted(cifar3, tmp_path, monkeypatch):
-    kw = dict(data=str(cifar3), model="seed-cnn", epochs=3, batch_size=32, optimizer="adam", patience=0, ema=0.9,
+    kw = dict(data=str(cifar3), model="seed-cnn", epochs=2, batch_size=32, optimizer="adam", patience=0, ema=0.9,
               augment="flip,crop=0.125,randaugment,erase=0.25,mixup=0.2,cutmix=1.0", label_smoothing=0.1, **QUICK)
     full = tuneforge.fit(out=str(tmp_path / "full"), **kw)
-    restore = ctrl_c_in_epoch(monkeypatch, 2)
+    restore = ctrl_c_in_epoch(monkeypatch, 1)
     cut = tuneforge.fit(out=str(tmp_path / "cut"), **kw)
-    assert cut.report["epochs_run"] == 2
+    assert cut.report["epochs_run"] == 1
     restore()
     resumed = tuneforge.fit(resume=str(tmp_path / "cut"), progress=False)
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
