@@ -100,24 +100,28 @@ def _solarize(x, m, g):
     return torch.where(x >= t, 1 - x, x)
 
 
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+def _geometric_batch(x: torch.Tensor, kind: torch.Tensor, m: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    """Image i gets geometric op GEOMETRIC[kind[i]] at magnitude m[i] (random sign): one affine
+    matrix per image, one resample for all of them."""
+    b = len(x)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    v = _signed(m, g)
+    a = torch.where(kind == 0, v * math.pi / 6, torch.zeros_like(v))  # rotate: up to 30 degrees
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
+    theta[:, 0, 1] += torch.where(kind == 1, 0.3 * v, 0.0)
+    theta[:, 1, 0] += torch.where(kind == 2, 0.3 * v, 0.0)
+    theta[:, 0, 2] = torch.where(kind == 3, 0.6 * v, 0.0)  # 0.3 of the side, in [-1, 1] grid units
+    theta[:, 1, 2] = torch.where(kind == 4, 0.6 * v, 0.0)
+    return _affine(x, theta).clamp_(0, 1)
+
+
 def _geometric(kind: str):
     def op(x, m, g):
-        b = len(x)
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1
-        v = _signed(m, g)
-        if kind == "rotate":  # up to 30 degrees
-            a = v * math.pi / 6
-            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
-        elif kind == "shear_x":
-            theta[:, 0, 1] = 0.3 * v
-        elif kind == "shear_y":
-            theta[:, 1, 0] = 0.3 * v
-        elif kind == "translate_x":
-            theta[:, 0, 2] = 0.6 * v  # 0.3 of the width, in [-1, 1] grid units
-        else:
-            theta[:, 1, 2] = 0.6 * v
-        return _affine(x, theta).clamp_(0, 1)
+        return _geometric_batch(x, torch.full((len(x),), GEOMETRIC.index(kind)), m, g)
     return op
 
 
@@ -128,12 +132,19 @@ RAND_OPS = {"identity": lambda x, m, g: x, "autocontrast": _autocontrast, "equal
             "translate_x": _geometric("translate_x"), "translate_y": _geometric("translate_y")}
 
 
+_FIRST_GEOMETRIC = list(RAND_OPS).index(GEOMETRIC[0])
+
+
 def _apply_drawn(x: torch.Tensor, pick: torch.Tensor, mag: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    """Each op once, on the images that drew it (in place on `x`, a copy)."""
-    for k, op in enumerate(RAND_OPS.values()):
+    """Each op once, on the images that drew it (in place on `x`, a copy); the geometric ops
+    (the last five) as one resample of all the images that drew any of them."""
+    for k, op in enumerate(list(RAND_OPS.values())[:_FIRST_GEOMETRIC]):
         sel = (pick == k).nonzero().squeeze(1)
         if len(sel) and k:  # op 0 is the identity
             x[sel] = op(x[sel], mag[sel], g)
+    sel = (pick >= _FIRST_GEOMETRIC).nonzero().squeeze(1)
+    if len(sel):
+        x[sel] = _geometric_batch(x[sel], pick[sel] - _FIRST_GEOMETRIC, mag[sel], g)
     return x
 
 
