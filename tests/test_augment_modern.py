@@ -155,3 +155,15 @@ def test_ema_with_a_method_that_keeps_no_average_is_refused(cifar3, tmp_path):
     with pytest.raises(ConfigError, match="--ema"):
         tuneforge.fit(data=str(cifar3), model="seed-cnn", semi="fixmatch", unlabeled=str(cifar3 / "test"), ema=0.99,
                       out=str(tmp_path / "r"), **QUICK)
+
+
+def test_text_fits_read_ema_too(tmp_path):
+    rows = [f"{w} {i},{'p' if w == 'good' else 'n'}" for i in range(40) for w in ("good", "bad")]
+    (tmp_path / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    run = tuneforge.fit(data=str(tmp_path / "train.csv"), model="gru", epochs=2, embed_dim=16, hidden_size=16,
+                        num_layers=1, batch_size=16, ema=0.9, patience=0, out=str(tmp_path / "run"), progress=False,
+                        tensorboard=False, threads=2)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, ckpt["ema." + k]), k  # the bundle is the average
+    assert int(ckpt["steps"]) == 2 * -(-run.report["data"]["train"] // 16)
