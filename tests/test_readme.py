@@ -65,6 +65,8 @@ OVERRIDES: dict[str, str] = {
     "--recipe semi --unlabeled unlabeled/ --semi fixmatch --max-minutes 20": "--epochs 1 --semi-steps 4",
     "--recipe semi --epochs 250": "--epochs 20",
     "--method mlm --model minilm --data reviews.txt --max-minutes 10": "--epochs 2",
+    # the uncached frozen backbone (RandAugment changes pixels every step) at 224 px: minutes; 64 px as above
+    "--augment flip,randaugment,erase=0.25,mixup=0.2 --ema 0.99": "--image-size 64",
     # a full MiniLM fine-tune runs ~10 sentences/s on a loaded 2-core CPU: 10 epochs would be 5 min a line
     "--columns text,label --model minilm": "--epochs 2",
     # a ViT at 224 px costs 14x the 64 px of the small photos here

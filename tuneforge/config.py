@@ -221,7 +221,9 @@ class Image(Settings):
                                             "side, at most the model's own and rounded down to its stride; pretrain and "
                                             "image+text: the model's own)")
     resize: str = opt("crop", "how images are brought to size: shorter side + centre crop, or squash", ("crop", "squash"))
-    augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2' or 'none' (see tuneforge.core.augment)")
+    augment: str = opt("flip,crop=0.125", "batch augmentations, e.g. 'flip,shear=0.2,zoom=0.2', "
+                                          "'flip,crop=0.125,randaugment=2/9,erase=0.25,mixup=0.8,cutmix=1' "
+                                          "(also trivialaugment) or 'none' (see tuneforge.core.augment)")
     tta: bool = opt(False, "test-time augmentation: average predictions over the image and its mirror (val, test, predict)")
     head_init: str = opt("random", "class folders: 'probe' starts the head from the linear probe (logistic regression to "
                                    "convergence on the frozen backbone's features, then training goes on: LP-FT); the "
@@ -377,8 +379,9 @@ class Fusion(Settings):
 class EMA(Settings):
     """One EMA decay, read by the method that keeps an averaged copy of the weights."""
     group: ClassVar[str] = "ema"
-    ema: float | None = opt(None, "EMA decay of the averaged network (default: 0.999 for the mean teacher, 0.99 for "
-                                  "byol's target)")
+    ema: float | None = opt(None, "EMA decay of the averaged weights: a supervised fit keeps an average (e.g. 0.999) "
+                                  "and validates, selects and saves it; the mean teacher's teacher (default 0.999); "
+                                  "byol's target (default 0.99)")
 
     def _check(self) -> None:
         if self.ema is not None and not 0 <= self.ema < 1:
@@ -409,6 +412,9 @@ class Semi(EMA):
             raise ConfigError(f"--semi {self.semi} needs --unlabeled DIR (a folder of unlabeled images; text: a file of texts)")
         # without --semi the semi settings are inert, like --semi-threshold (a recipe for few labels
         # sets them, and its labelled-only baseline runs the same recipe without --semi)
+        if self.ema is not None and self.semi in ("fixmatch", "pseudo-label"):
+            raise ConfigError(f"--ema is the mean teacher's decay in a semi-supervised fit; --semi {self.semi} keeps no "
+                              f"average (leave --ema out, or use --semi mean-teacher)")
         if self.semi_align and self.semi is not None and self.semi not in ("fixmatch", "pseudo-label"):
             raise ConfigError(f"--semi-align works with --semi fixmatch or pseudo-label (hard pseudo-labels), not {self.semi}")
         if self.unlabeled and not self.semi:

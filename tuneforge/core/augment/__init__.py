@@ -8,11 +8,20 @@ Named as Keras' ImageDataGenerator names them, with the same meaning of strength
   flip          horizontal flip with probability 1/2 (Keras horizontal_flip)
   crop=P        pad P pixels (reflect) and take a random crop of the original size
                 (the CIFAR/ResNet standard; P < 1 means a fraction of the side)
+The policies timm users know (core/augment/policies.py), applied after those, per image:
+  randaugment[=N/M]  RandAugment: N ops per image (default 2) at magnitude M of 10 (default 9),
+                     timm's rand-m9-n2; randaugment=M sets M alone
+  trivialaugment     TrivialAugment: one op per image at a random magnitude
+  erase=P            random erasing with probability P (a noise-filled rectangle, timm-style)
+and, on the batch, last (they change the targets: the Supervised strategy then trains on soft
+labels, label smoothing included):
+  mixup=ALPHA        mixup with lambda ~ Beta(ALPHA, ALPHA) (timm: 0.8; 0.2 for short runs)
+  cutmix=ALPHA       CutMix; with mixup too, one or the other per batch (p=1/2), as timm does
 Keras' `rescale=1/255` is not an augmentation here: scaling is part of each backbone's
 preprocessing and is applied to train, validation, test and served inputs alike.
 All geometric ops are folded into one affine matrix per image, so the batch is resampled
 once (grid_sample), with border fill like Keras' default fill_mode='nearest'.
-Spec strings: "flip,shear=0.2,zoom=0.2" or "none".
+Spec strings: "flip,shear=0.2,zoom=0.2", "flip,crop=0.125,randaugment,mixup=0.2" or "none".
 """
 from __future__ import annotations
 
@@ -22,13 +31,34 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
+from .policies import mix_batch, rand_augment, random_erase, trivial_augment
 
-OPS = {"shear", "zoom", "rotate", "shift", "flip", "crop"}
+OPS = {"shear", "zoom", "rotate", "shift", "flip", "crop", "randaugment", "trivialaugment", "erase", "mixup", "cutmix"}
 FLAG_OPS = {"flip"}
+MIX_OPS = {"mixup", "cutmix"}  # batch-level: they change the targets
+RANDAUGMENT_DEFAULT = (2, 9.0)  # N ops per image, magnitude M of 10: timm's rand-m9-n2
 
 
-def parse_spec(spec: str, flag: str = "--augment") -> dict[str, float]:
-    ops: dict[str, float] = {}
+def parse_randaugment(value: str, flag: str = "--augment") -> tuple[int, float]:
+    """'' -> (2, 9); 'M' -> (2, M); 'N/M' -> (N, M); N >= 1, M in [0, 10]."""
+    n, m = RANDAUGMENT_DEFAULT
+    try:
+        if "/" in value:
+            first, _, second = value.partition("/")
+            n, m = int(first), float(second)
+        elif value:
+            m = float(value)
+    except ValueError:
+        raise ConfigError(f"{flag}: randaugment takes N/M (ops per image / magnitude of 10) or M, as in "
+                          f"randaugment=2/9 or randaugment=9 (got {value!r})") from None
+    if n < 1 or not 0 <= m <= 10:
+        raise ConfigError(f"{flag}: randaugment=N/M needs N >= 1 and M in [0, 10], got {value!r}")
+    return n, m
+
+
+def parse_spec(spec: str, flag: str = "--augment") -> dict:
+    """name -> strength (a float; randaugment: (N, M)), in the order given."""
+    ops: dict = {}
     if not spec or spec.strip() in ("none", ""):
         return ops
     for part in spec.split(","):
@@ -39,12 +69,24 @@ def parse_spec(spec: str, flag: str = "--augment") -> dict[str, float]:
         if name in FLAG_OPS:
             ops[name] = 1.0 if not value else float(value)
             continue
+        if name == "randaugment":
+            ops[name] = parse_randaugment(value, flag)
+            continue
+        if name == "trivialaugment":
+            if value:
+                raise ConfigError(f"{flag}: trivialaugment takes no value (its magnitudes are random), got {part.strip()!r}")
+            ops[name] = 1.0
+            continue
         try:
             ops[name] = float(value)
         except ValueError:
             raise ConfigError(f"{flag}: {name} needs a number, as in {name}=0.2 (got {part.strip()!r})") from None
         if ops[name] < 0:
             raise ConfigError(f"{flag}: {name} must be >= 0, got {ops[name]}")
+        if name == "erase" and ops[name] > 1:
+            raise ConfigError(f"{flag}: erase=P is a probability, in [0, 1]; got {ops[name]}")
+    if "randaugment" in ops and "trivialaugment" in ops:
+        raise ConfigError(f"{flag}: randaugment and trivialaugment are two policies for the same job; choose one")
     return ops
 
 
@@ -57,6 +99,15 @@ class Augment:
 
     def __bool__(self) -> bool:
         return bool(self.ops)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether `mix` does anything (mixup or cutmix with alpha > 0)."""
+        return any(self.ops.get(k) for k in MIX_OPS)
+
+    def mix(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+        """The batch mixed by mixup/cutmix and lambda, its own labels' share (policies.mix_batch)."""
+        return mix_batch(x, generator, self.ops.get("mixup", 0.0), self.ops.get("cutmix", 0.0))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         ops = self.ops
@@ -99,6 +150,13 @@ class Augment:
         if ops.get("flip"):
             flip = torch.rand(b, generator=generator) < 0.5 * ops["flip"]
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+        if "randaugment" in ops:
+            n, m = ops["randaugment"]
+            x = rand_augment(x, generator, n, m / 10)
+        if "trivialaugment" in ops:
+            x = trivial_augment(x, generator)
+        if ops.get("erase"):
+            x = random_erase(x, generator, ops["erase"])
         return x
 
 

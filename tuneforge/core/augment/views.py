@@ -9,45 +9,20 @@
 Why not torchvision.transforms.v2.RandAugment: called on a batch tensor it draws *one* op and
 magnitude for the whole batch, and per-image calls cost a Python loop over 448 images a step.
 Here each op is applied, vectorised, to the images that drew it, with per-image magnitudes;
-the op list and ranges follow FixMatch's RandAugment (Sohn et al., 2020). Every draw comes from
+the op list and ranges follow FixMatch's RandAugment (Sohn et al., 2020); the ops are in
+policies.py, shared with `--augment randaugment`. Every draw comes from
 the given generator, so the engine's per-epoch generator makes the views reproducible."""
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import random_crop
+from .policies import RAND_OPS, _affine, _bc, _blend, _u, grey, rand_augment  # noqa: F401 (RAND_OPS: re-exported)
 
 # Y, I, Q rows: hue jitter is a rotation of the (I, Q) chroma plane (a per-image 3x3 matrix).
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-
-
-def _u(b: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(b, generator=g) * (hi - lo) + lo
-
-
-def _bc(v: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, 1, 1, 1)
-
-
-def grey(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GREY.to(x.dtype)).sum(1, keepdim=True)
-
-
-def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """b + f * (a - b): PIL ImageEnhance's blend (f=1: a unchanged, f=0: b), clamped."""
-    return (b + _bc(f) * (a - b)).clamp_(0, 1)
-
-
-def _affine(x: torch.Tensor, theta: torch.Tensor, fill: float | None = 0.5) -> torch.Tensor:
-    """One bilinear resample per batch; outside pixels are `fill` (grey) or the border."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    if fill is None:
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
 def random_resized_crop(x: torch.Tensor, g: torch.Generator | None, scale: tuple[float, float] = (0.2, 1.0),
@@ -102,97 +77,6 @@ def weak_view(x: torch.Tensor, g: torch.Generator | None, crop: float = 0.125) -
     x = torch.where(_bc(flip), x.flip(3), x)
     pad = max(1, round(crop * min(x.shape[-2:])))
     return random_crop(x, pad, g)
-
-
-# --- RandAugment, batched: op(x, m) with per-image magnitudes m in [0, 1] ---
-
-def _signed(m: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    return torch.where(torch.rand(len(m), generator=g) < 0.5, -m, m)
-
-
-def _enhance_factor(m: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    return 1 + 0.95 * _signed(m, g)  # PIL enhance factor in [0.05, 1.95]
-
-
-def _autocontrast(x, m, g):
-    lo, hi = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
-    return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
-
-
-def _equalize(x, m, g):
-    from torchvision.transforms.v2.functional import equalize
-    return equalize(x.mul(255).round_().to(torch.uint8)).float().div_(255)
-
-
-def _brightness(x, m, g):
-    return (x * _bc(_enhance_factor(m, g))).clamp_(0, 1)
-
-
-def _color(x, m, g):
-    return _blend(x, grey(x).expand_as(x), _enhance_factor(m, g))
-
-
-def _contrast(x, m, g):
-    return _blend(x, grey(x).mean((2, 3), keepdim=True).expand_as(x), _enhance_factor(m, g))
-
-
-def _sharpness(x, m, g):
-    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype) / 13
-    blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3).contiguous(), groups=3)
-    return _blend(x, blur, _enhance_factor(m, g))
-
-
-def _posterize(x, m, g):
-    levels = _bc(2.0 ** (8 - (m * 4).round()))  # keep 8..4 bits
-    return (x * 255 / (256 / levels)).floor_().mul_(256 / levels / 255).clamp_(0, 1)
-
-
-def _solarize(x, m, g):
-    t = _bc(1 - m)
-    return torch.where(x >= t, 1 - x, x)
-
-
-def _geometric(kind: str):
-    def op(x, m, g):
-        b = len(x)
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1
-        v = _signed(m, g)
-        if kind == "rotate":  # up to 30 degrees
-            a = v * math.pi / 6
-            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
-        elif kind == "shear_x":
-            theta[:, 0, 1] = 0.3 * v
-        elif kind == "shear_y":
-            theta[:, 1, 0] = 0.3 * v
-        elif kind == "translate_x":
-            theta[:, 0, 2] = 0.6 * v  # 0.3 of the width, in [-1, 1] grid units
-        else:
-            theta[:, 1, 2] = 0.6 * v
-        return _affine(x, theta).clamp_(0, 1)
-    return op
-
-
-RAND_OPS = {"identity": lambda x, m, g: x, "autocontrast": _autocontrast, "equalize": _equalize,
-            "brightness": _brightness, "color": _color, "contrast": _contrast, "sharpness": _sharpness,
-            "posterize": _posterize, "solarize": _solarize, "rotate": _geometric("rotate"),
-            "shear_x": _geometric("shear_x"), "shear_y": _geometric("shear_y"),
-            "translate_x": _geometric("translate_x"), "translate_y": _geometric("translate_y")}
-
-
-def rand_augment(x: torch.Tensor, g: torch.Generator | None, n: int = 2) -> torch.Tensor:
-    """n rounds; in each, every image draws one op and a magnitude in [0, 1]; each op runs once
-    on the images that drew it."""
-    ops = list(RAND_OPS.values())
-    x = x.clone()
-    for _ in range(n):
-        pick = torch.randint(0, len(ops), (len(x),), generator=g)
-        mag = torch.rand(len(x), generator=g)
-        for k, op in enumerate(ops):
-            sel = (pick == k).nonzero().squeeze(1)
-            if len(sel) and k:  # op 0 is the identity
-                x[sel] = op(x[sel], mag[sel], g)
-    return x
 
 
 def cutout(x: torch.Tensor, g: torch.Generator | None, max_frac: float = 0.5) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError
 from ..augment import Augment
 
 
@@ -17,6 +18,8 @@ class FusionSupervised:
     def __init__(self, modality_dropout: float = 0.0, label_smoothing: float = 0.0, augment: str = "none"):
         self.p, self.label_smoothing = modality_dropout, label_smoothing
         self.augment = Augment(augment)
+        if self.augment.mixes:  # a mixed row would need both its image and its text mixed
+            raise ConfigError("--augment: mixup and cutmix are for image classification, not image+text fits")
 
     def train_step(self, model, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, y = batch

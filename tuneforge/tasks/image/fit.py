@@ -28,6 +28,7 @@ from ...core.models.weights import resolve_init
 from ...core.probe import init_head_from_probe
 from ...core.run import FitResult, Run, finish, train_model
 from ...core.strategies import Supervised
+from ...core.strategies.ema import EMAModel, with_ema
 from ...core.strategies.features import CachedFeatures
 from ...errors import DataError
 from ..semi.setup import setup_semi
@@ -308,10 +309,14 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         semi = setup_semi(cfg, model, trainable, strategy, train, inputs["train"], val.paths if val else [],
                           test.paths if test else [], image_size, run.dir, encode)
         trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
+    else:  # --ema: validated, selected and saved with the averaged weights (semi: the mean teacher's decay)
+        trainable, strategy = with_ema(trainable, strategy, cfg.ema)
     val_loader = BatchLoader(inputs["val"], val.labels, cfg.eval_batch_size) if val else None
     plan_memory(run, trainable, strategy, train_loader)  # says the step's peak memory; splits it or refuses
     engine, state = train_model(run, trainable, strategy, train_loader, val_loader,
                            extra_callbacks=tuple(semi.callbacks) if semi else ())
+    if isinstance(trainable, EMAModel):
+        trainable.finalize()
 
     report = {"model": cfg.model, "classes": train.classes, "best_epoch": state.get("best_epoch"),
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],

@@ -31,6 +31,7 @@ from ...core.models.base import HeadOnly
 from ...core.models.text import extract_text_features, hf_model_path, load_tokenizer
 from ...core.models.weights import resolve_init
 from ...core.strategies import Supervised
+from ...core.strategies.ema import EMAModel, with_ema
 from ...core.strategies.features import CachedFeatures
 from ...core.strategies.regression import Regression
 from ...core.run import FitResult, Run, finish, train_model
@@ -228,12 +229,16 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         semi = setup_semi_text(cfg, model, trainable, strategy, splits, unlabeled, enc, inputs["train"] if not cached
                                else feats["train"], run_dir, cached)
         trainable, strategy, train_loader = semi.model, semi.strategy, semi.loader
+    else:  # --ema: validated, selected and saved with the averaged weights (semi: the mean teacher's decay)
+        trainable, strategy = with_ema(trainable, strategy, cfg.ema)
     trainable_params = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
     log.info("model %s: %d trainable of %d parameters", cfg.model, trainable_params, sum(p.numel() for p in model.parameters()))
     plan_memory(run, trainable, strategy, train_loader)  # says the step's peak memory; splits it or refuses
     engine, state = train_model(run, trainable, strategy, train_loader,
                           make("val") if "val" in splits else None, default_lr,
                            extra_callbacks=tuple(semi.callbacks) if semi else ())
+    if isinstance(trainable, EMAModel):
+        trainable.finalize()
 
     report = {"model": cfg.model, "task": "regression" if regression else "classification", "classes": classes,
               "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
