@@ -77,7 +77,7 @@ def text_duplicates(splits: dict[str, object], classes: list[str] | None) -> dic
         texts = getattr(s, "texts", None)
         if texts is None:  # numeric sequences: no text to compare
             continue
-        lines = s.lines or list(range(1, len(texts) + 1))
+        lines = getattr(s, "lines", None) or list(range(1, len(texts) + 1))
         labels = s.labels.tolist()
         items += [(name, f"{s.path}:{line}", classes[int(l)] if classes else None, text_digest(t))
                   for t, l, line in zip(texts, labels, lines)]
