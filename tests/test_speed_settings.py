@@ -4,10 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
 from tuneforge.core.engine import build_optimizer
+from tuneforge.core.models import create_model
 
 
 def test_fused_adamw_takes_the_same_steps_as_the_foreach_update():
@@ -40,3 +42,25 @@ def test_openmp_threads_sleep_by_default_unless_the_user_says_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's own setting wins
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ACTIVE"
+
+
+@pytest.mark.parametrize("size", [64, 37])
+def test_lite0_same_padding_equals_the_package_convolution(size):
+    """Symmetric padding inside the convolution, asymmetric (stride 2) padded first: outputs and
+    gradients equal the package's Conv2dDynamicSamePadding, odd input sizes included."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", 3, size, pretrained=False).eval()  # no random drop-connect
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and type(m).__name__ == "_SamePaddingConv"]
+    assert len(convs) > 30 and any(m.stride[0] == 2 for m in convs)
+    x = torch.rand(2, 3, size, size)
+    ours = model(x)
+    ours.sum().backward()
+    grads = [m.weight.grad.clone() for m in convs]
+    model.zero_grad()
+    for m in convs:
+        m.__class__ = Conv2dDynamicSamePadding
+    theirs = model(x)
+    theirs.sum().backward()
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert all(torch.allclose(a, m.weight.grad, atol=1e-4) for a, m in zip(grads, convs))
