@@ -38,7 +38,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
     # foreach kernels update all tensors of a group in a few calls instead of one per tensor; the
     # fused CPU kernel does the whole Adam update in one pass over each tensor: a Lite0 training
     # step at 64 px, batch 64, 1 thread went from 27.4 to 29.5 images/s (+8%, medians of 5
-    # alternating pairs, load ~11; benchmarks/lite0_speed.py). Fused needs float tensors on the CPU.
+    # alternating pairs, load ~11; benchmarks/lite0_speed.py). Fused needs float CPU tensors.
     fused = all(p.device.type == "cpu" and p.is_floating_point() for g in groups for p in g["params"])
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
