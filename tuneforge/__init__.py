@@ -1,6 +1,15 @@
 """tuneforge: from a pretrained model to a deployed task model, on the hardware you have."""
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+
+# Before torch is imported (it reads this once, when its OpenMP runtime loads): OpenMP threads
+# that wait at the end of each operator by sleeping, not spinning. On a shared CPU, spinning
+# threads wait for each other's time slices: a Lite0 training step at 64 px on 2 threads ran at
+# 1.8-2.3 images/s spinning and 23-25 sleeping (load ~20 on 2 cores; 1 thread: 10-12). A user's
+# own OMP_WAIT_POLICY wins; it has no effect when torch was imported before tuneforge.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig  # noqa: E402
 
 __all__ = ["fit", "lr_find", "Callback", "LrFindConfig", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",

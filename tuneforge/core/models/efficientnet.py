@@ -5,8 +5,10 @@ quantize. Their weights expect pixels scaled as (x - 127) / 128."""
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
@@ -46,6 +48,9 @@ class EfficientNetLiteBackbone(Backbone):
             state = torch.load(path, map_location="cpu", weights_only=True)
             load_into(self.net, state, path, ignore=("_fc.",))
         self.net._fc = nn.Identity()  # the 1000-class ImageNet head is replaced by ours
+        for m in self.net.modules():
+            if type(m).__name__ == "Conv2dDynamicSamePadding":
+                m.__class__ = _SamePaddingConv
         # The TF port keeps TF's BatchNorm momentum (0.99, i.e. 0.01 here): running statistics
         # then lag far behind the new domain in a short fine-tune and evaluation collapses.
         for m in self.net.modules():
@@ -88,6 +93,31 @@ class EfficientNetLiteBackbone(Backbone):
         n = self.net
         blocks = [nn.ModuleList(n._blocks[a:b]) for a, b in self._cuts]
         return [nn.ModuleList([n._conv_stem, n._bn0]), *blocks, nn.ModuleList([n._conv_head, n._bn1])]
+
+
+def same_padding_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The package's Conv2dDynamicSamePadding (TF "same" padding for any input size), with the
+    padding left to the convolution itself whenever it is symmetric (every stride-1 convolution):
+    the package pads every 3x3 and 5x5 input with F.pad first, a copy of the map forward and a
+    zero-fill plus copy backward. Those pads were ~8% of a Lite0 training step at 64 px
+    (torch.profiler, batch 64); without them the step went from 50.3 to 62.2 images/s (2 threads,
+    medians of 7 alternating pairs, load ~11; benchmarks/lite0_speed.py). Same zeros, same result."""
+    ih, iw = x.shape[-2:]
+    kh, kw = conv.weight.shape[-2:]
+    sh, sw = conv.stride
+    pad_h = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * conv.dilation[0] + 1 - ih, 0)
+    pad_w = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * conv.dilation[1] + 1 - iw, 0)
+    if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel on the bottom/right: pad explicitly
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        pad_h = pad_w = 0
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, (pad_h // 2, pad_w // 2), conv.dilation, conv.groups)
+
+
+class _SamePaddingConv(nn.Conv2d):
+    """Conv2dDynamicSamePadding with `same_padding_conv` as its forward (same parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return same_padding_conv(self, x)
 
 
 def _lite(variant: int):
