@@ -42,22 +42,22 @@ PORTFOLIOS: dict[str, tuple[Member, ...]] = {
         # encoding at 125 texts/s (64 tokens), then 20 head epochs on cached features
         Member("minilm-frozen", "text", {"model": "minilm", "freeze": "backbone", "max_length": 64, "epochs": 20,
                                          "lr": 3e-3, "batch_size": 256, "patience": 5},
-               start_s=3.0, pass_s=8e-3, step_s=1e-5, share=0.4, scale="rows", min_rows=200),
+               start_s=3.0, pass_s=8e-3, step_s=1e-5, share=0.3, scale="rows", min_rows=200),
         # full fine-tune: 55 texts/s training, 111/s predicting val and test; one epoch on the rows that fit
         Member("minilm-finetune", "text", {"model": "minilm", "freeze": "none", "max_length": 64, "epochs": 1,
                                            "lr": 5e-5, "batch_size": 32, "weight_decay": 0.01, "warmup_epochs": 0.1,
                                            "patience": 0},
-               start_s=3.0, pass_s=9e-3, step_s=1.8e-2, share=1.0, scale="rows", min_rows=200),
+               start_s=3.0, pass_s=9e-3, step_s=1.8e-2, share=1.0, scale="rows", min_rows=500),
     ),
     "image": (
         # the linear probe: frozen ImageNet EfficientNet-Lite0 + head on cached features
         Member("lite0-probe", "image", {"model": "efficientnet_lite0", "freeze": "backbone", "epochs": 10},
-               start_s=1.0, pass_s=4e-3, step_s=1e-5, share=0.3, scale="rows", min_rows=100),
+               start_s=1.0, pass_s=4e-3, step_s=1e-5, share=0.2, scale="rows", min_rows=100),
         # `--recipe fast` (2 epochs: 1.3 min an epoch on 47.5k CIFAR-10 images), more epochs when there is time
-        Member("fast-cnn", "image", {"recipe": "fast"}, start_s=0.5, pass_s=6e-4, step_s=1.6e-3, share=0.65,
+        Member("fast-cnn", "image", {"recipe": "fast"}, start_s=0.5, pass_s=6e-4, step_s=1.6e-3, share=0.7,
                scale="epochs", max_epochs=12),
         # `--recipe balanced` for one epoch at 64 px (7 min an epoch on 47.5k images), on the rows that fit
         Member("lite0-finetune", "image", {"recipe": "balanced", "epochs": 1}, start_s=1.0, pass_s=3e-3, step_s=9e-3,
-               share=1.0, scale="rows", min_rows=200),
+               share=1.0, scale="rows", min_rows=2000),
     ),
 }
