@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
@@ -24,13 +25,14 @@ import numpy as np
 
 from ... import config as cfgmod
 from ...config import FitConfig
+from ...core.bundle import load_bundle
 from ...core.data.images import scan_class_folders
 from ...core.data.split import stratified_split
 from ...core.data.text import find_text_splits, is_text_data, read_rows
 from ...core.report import Page, register_section, print_summary, write_report
 from ...core.run import FitResult, Run, open_run
 from ...errors import ConfigError, DataError
-from ..plugins import PLUGINS, plugin_for
+from ..plugins import PLUGINS, Plugin, plugin_for
 from .portfolio import PORTFOLIOS, Member
 
 log = logging.getLogger("tuneforge")
@@ -59,7 +61,7 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
              ", ".join(m.name for m in PORTFOLIOS[kind]))
     factor = _load_factor()
     board: list[dict] = []
-    results: dict[str, FitResult] = {}
+    deadline = run.t_start + budget_s - RESERVE_S
     for member in PORTFOLIOS[kind]:
         left = budget_s - (time.perf_counter() - run.t_start) - RESERVE_S
         plan = _plan(member, split, left, factor)
@@ -71,20 +73,19 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
             continue
         log.info("auto: %s: %s (estimated %.0fs of %.0fs left)", member.name, plan["said"], plan["estimate_s"], left)
         started = time.perf_counter()
-        try:
-            result = _fit_member(cfg, run, member, split, plan["settings"])
-        except (ConfigError, DataError, RuntimeError, ValueError, OSError) as e:
-            # one member that cannot fit this data (too few rows for a setting, say) leaves the others
-            board.append({**row, "status": "failed", "why": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                          "wall_s": round(time.perf_counter() - started, 2)})
-            log.warning("auto: %s failed: %s", member.name, board[-1]["why"])
-            continue
+        # until one member is trained it is waited for past the budget: the run always ends with a model
+        trained = any(r["status"] == "trained" for r in board)
+        status, result = _fit_member(cfg, run, member, split, plan["settings"], deadline if trained else None)
         took = time.perf_counter() - started
+        if status != "trained":
+            # one member that cannot fit this data, or is still running when the budget ends, leaves the others
+            board.append({**row, "status": status, "why": result, "wall_s": round(took, 2)})
+            log.warning("auto: %s %s: %s", member.name, status, result)
+            continue
         factor = min(4.0, max(0.5, took / max(plan["raw_s"], 1e-6)))  # this machine now, for the next estimates
-        results[member.name] = result
         board.append({**row, "status": "trained", "wall_s": round(took, 2), "estimate_s": round(plan["estimate_s"], 1),
-                      "val": _scores(result.report.get("val")), "test": _scores(result.report.get("test")),
-                      "run": str(Path("members") / member.name)})
+                      "val": _scores(result.get("val")), "test": _scores(result.get("test")),
+                      "model": result.get("model", row["model"]), "run": str(Path("members") / member.name)})
     chosen = _choose(board)
     if chosen is None:
         raise ConfigError(f"--time-budget {cfg.time_budget}: no member of the {kind} portfolio could be trained "
@@ -92,7 +93,7 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
                           f"give a larger budget")
     for row in board:
         row["chosen"] = row["name"] == chosen
-    return _finish(cfg, run, kind, board, results[chosen], budget_s, time.perf_counter() - t0)
+    return _finish(cfg, run, kind, board, run.dir / "members" / chosen, budget_s, time.perf_counter() - t0)
 
 
 def _kind(cfg: FitConfig) -> str:
@@ -229,8 +230,48 @@ def _plan(member: Member, split: dict, left_s: float, factor: float) -> dict:
 
 # --------------------------------------------------------------------------- members
 
-def _fit_member(cfg: FitConfig, run: Run, member: Member, split: dict, settings: dict) -> FitResult:
-    """One member as an ordinary fit of its plugin, into RUN/members/NAME."""
+def _fit_member(cfg: FitConfig, run: Run, member: Member, split: dict, settings: dict,
+                deadline: float | None) -> tuple[str, dict | str]:
+    """One member as an ordinary fit of its plugin into RUN/members/NAME, in a child process that
+    is stopped at `deadline` (perf_counter seconds; None: waited for): a fit cannot be interrupted
+    mid-epoch or mid-encoding, a process can. ("trained", its report) or ("failed" | "stopped", why)."""
+    try:
+        mcfg, plugin = _member_settings(cfg, run, member, split, settings)
+    except (ConfigError, DataError) as e:
+        return "failed", str(e).splitlines()[0]
+    folder, error = Path(mcfg.out), run.dir / "members" / f".{member.name}.error"
+    # fork: the child has the settings and the split already (nothing to pickle or import again)
+    child = multiprocessing.get_context("fork").Process(target=_member_child, args=(mcfg, plugin, error))
+    child.start()
+    child.join(None if deadline is None else max(deadline - time.perf_counter(), 0.0))
+    if child.is_alive():
+        child.terminate()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        shutil.rmtree(folder, ignore_errors=True)
+        return "stopped", "still training when the budget ran out"
+    if child.exitcode != 0 or not (folder / "report.json").is_file():
+        why = error.read_text(encoding="utf-8") if error.is_file() else f"exit code {child.exitcode}"
+        error.unlink(missing_ok=True)
+        return "failed", why
+    return "trained", json.loads((folder / "report.json").read_text(encoding="utf-8"))
+
+
+def _member_child(mcfg: FitConfig, plugin: Plugin, error: Path) -> None:
+    """The member's fit (in the child process); why it failed, in `error`, for the parent."""
+    try:
+        with open_run(mcfg, None, Path(mcfg.out).name) as mrun:  # a member that fails leaves no folder
+            plugin.function("fit")(mcfg, mrun)
+    except Exception as e:
+        error.write_text((str(e).splitlines() or [type(e).__name__])[0], encoding="utf-8")
+        raise SystemExit(1) from None
+
+
+def _member_settings(cfg: FitConfig, run: Run, member: Member, split: dict, settings: dict) -> tuple[FitConfig, Plugin]:
+    """The member's validated settings (the user's that its plugin reads, the member's own, the
+    budget's scaling, the shared split) and its plugin, resolved as api.fit would."""
     given = {k: v for k, v in cfg.explicit().items() if k not in _OWN and k in PLUGINS["auto"].reads(FitConfig)}
     paths = split["paths"]
     where = ({"data": str(paths["train"]), "val": str(paths["val"]), "test": str(paths["test"]) if "test" in paths else None}
@@ -239,8 +280,7 @@ def _fit_member(cfg: FitConfig, run: Run, member: Member, split: dict, settings:
         settings["limit_per_class"] = min(settings["limit_per_class"], given["limit_per_class"])
     kwargs = {**given, **split["settings"], **settings, **where, "out": str(run.dir / "members" / member.name),
               "val_fraction": 0.0}
-    layered = cfgmod.with_recipe(kwargs)
-    plugin = plugin_for(cfgmod.build(FitConfig, layered).validate())
+    plugin = plugin_for(cfgmod.build(FitConfig, cfgmod.with_recipe(kwargs)).validate())
     if plugin.name != member.plugin:
         raise ConfigError(f"auto member {member.name}: its settings select {plugin.name}, not {member.plugin}")
     reads = plugin.reads(FitConfig) | {"model"}
@@ -249,8 +289,7 @@ def _fit_member(cfg: FitConfig, run: Run, member: Member, split: dict, settings:
     mcfg = cfgmod.build(FitConfig, layered).validate()
     if plugin.resolve:
         plugin.function("resolve")(mcfg, set(layered))
-    with open_run(mcfg, None, member.name) as mrun:  # a member that fails leaves no folder
-        return plugin.function("fit")(mcfg, mrun)
+    return mcfg, plugin
 
 
 def _scores(metrics: dict | None) -> dict | None:
@@ -272,26 +311,28 @@ def _choose(board: list[dict]) -> str | None:
     return best
 
 
-def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], winner: FitResult, budget_s: float,
+def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], member_dir: Path, budget_s: float,
             members_s: float) -> FitResult:
     """The winner's bundle and split as the run's; report.json/html with the leaderboard."""
-    member_dir = winner.run_dir
     shutil.copytree(member_dir / "model", run.dir / "model")
     if (member_dir / "split.json").exists():
         shutil.copy2(member_dir / "split.json", run.dir / "split.json")
+    won = json.loads((member_dir / "report.json").read_text(encoding="utf-8"))
+    history = [json.loads(line) for line in (member_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()] if (member_dir / "metrics.jsonl").is_file() else []
     chosen = next(r for r in board if r.get("chosen"))
-    report = {k: v for k, v in winner.report.items() if k in ("task", "classes", "val", "test", "data")}
+    report = {k: v for k, v in won.items() if k in ("task", "classes", "val", "test", "data")}
     report.update({
-        "model": f"auto ({chosen['name']})", "chosen": chosen["name"], "chosen_model": winner.report.get("model"),
+        "model": f"auto ({chosen['name']})", "chosen": chosen["name"], "chosen_model": won.get("model"),
         "leaderboard": board,
         "auto": {"kind": kind, "time_budget_min": cfg.time_budget, "members_s": round(members_s, 2),
                  "chosen_by": "validation accuracy (then macro-F1); test scores are reported, never used"},
-        "best_epoch": winner.report.get("best_epoch"), "epochs_run": winner.report.get("epochs_run"),
-        "warnings": [*run.warnings, *(f"{chosen['name']}: {w}" for w in winner.report.get("warnings", []))],
+        "best_epoch": won.get("best_epoch"), "epochs_run": won.get("epochs_run"),
+        "warnings": [*run.warnings, *(f"{chosen['name']}: {w}" for w in won.get("warnings", []))],
         "config": cfg.to_dict()})
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
     report["within_budget"] = report["wall_s"] <= budget_s
-    paths = write_report(run.dir, report, winner.history, None)
+    paths = write_report(run.dir, report, history, None)
     report["html_path"] = str(paths["html"])
     for row in board:
         v, t = row.get("val") or {}, row.get("test") or {}
@@ -300,7 +341,7 @@ def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], winner: FitR
                  "  <- chosen" if row.get("chosen") else "")
     if cfg.progress:
         print_summary(report)
-    return FitResult(run.dir, winner.model, report, cfg, list(winner.history))
+    return FitResult(run.dir, load_bundle(run.dir / "model")[0], report, cfg, history)
 
 
 def _pct(v) -> str:
