@@ -13,8 +13,8 @@ import tuneforge
 from conftest import DATASETS
 from tuneforge.errors import ConfigError
 
-# What the run may take beyond its budget: the member running when the budget runs out finishes its
-# epoch (the engine's time limit stops between epochs), then the report is written.
+# What the run may take beyond its budget: stopping the member that is still running when it runs out,
+# copying the winner's bundle, writing the report.
 MARGIN_S = 15
 
 
@@ -77,7 +77,11 @@ def test_images_within_budget(cifar3, tmp_path):
     budget = 0.3
     run = _auto(cifar3, tmp_path / "run", budget, cache_dir="")
     chosen = _check_leaderboard(run.report)
-    assert run.report["wall_s"] <= budget * 60 + MARGIN_S, run.report["leaderboard"]
+    board = run.report["leaderboard"]
+    if board[0]["wall_s"] < budget * 60:
+        assert run.report["wall_s"] <= budget * 60 + MARGIN_S, board
+    else:  # the first member is waited for past the budget (a run ends with a model); nothing else then runs
+        assert all(r["status"] in ("skipped", "stopped") for r in board[1:]), board
     img = next((cifar3 / "test" / "frog").iterdir())
     [pred] = tuneforge.predict(tmp_path / "run", [img])
     assert pred["label"] in ("airplane", "frog", "truck")
