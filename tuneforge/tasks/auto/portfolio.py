@@ -52,7 +52,7 @@ PORTFOLIOS: dict[str, tuple[Member, ...]] = {
     "image": (
         # the linear probe: frozen ImageNet EfficientNet-Lite0 + head on cached features
         Member("lite0-probe", "image", {"model": "efficientnet_lite0", "freeze": "backbone", "epochs": 10},
-               start_s=1.0, pass_s=4e-3, step_s=1e-5, share=0.2, scale="rows", min_rows=100),
+               start_s=1.0, pass_s=4e-3, step_s=1e-5, share=0.2, scale="rows", min_rows=1000),
         # `--recipe fast` (2 epochs: 1.3 min an epoch on 47.5k CIFAR-10 images), more epochs when there is time
         Member("fast-cnn", "image", {"recipe": "fast"}, start_s=0.5, pass_s=6e-4, step_s=1.6e-3, share=0.7,
                scale="epochs", max_epochs=12),
