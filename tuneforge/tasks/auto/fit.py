@@ -39,6 +39,8 @@ log = logging.getLogger("tuneforge")
 
 # Seconds kept back from the members for copying the winner's bundle and writing the report.
 RESERVE_S = 2.0
+# Seconds a member's child process takes to start (import torch and tuneforge) on a quiet machine.
+START_S = 5.0
 # A carved validation split holds at most this many rows (+-1.1 points at 2,000): every member predicts
 # it, and on a large training set a tenth of it would cost the budget minutes of encoder passes.
 MAX_VAL = 2000
@@ -62,9 +64,10 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
     factor = _load_factor()
     board: list[dict] = []
     deadline = run.t_start + budget_s - RESERVE_S
+    start_s = START_S  # a member's child process importing tuneforge, before its fit starts (measured as they run)
     for member in PORTFOLIOS[kind]:
         left = budget_s - (time.perf_counter() - run.t_start) - RESERVE_S
-        plan = _plan(member, split, left, factor)
+        plan = _plan(member, split, left - start_s, factor)
         row = {"name": member.name, "model": member.settings.get("model") or member.settings.get("recipe"),
                "plan": plan.get("said")}
         if plan.get("skip"):
@@ -82,7 +85,9 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
             board.append({**row, "status": status, "why": result, "wall_s": round(took, 2)})
             log.warning("auto: %s %s: %s", member.name, status, result)
             continue
-        factor = min(4.0, max(0.5, took / max(plan["raw_s"], 1e-6)))  # this machine now, for the next estimates
+        fit_s = float(result.get("wall_s") or took)
+        start_s = max(took - fit_s, 0.0)
+        factor = min(4.0, max(0.5, fit_s / max(plan["raw_s"], 1e-6)))  # this machine now, for the next estimates
         board.append({**row, "status": "trained", "wall_s": round(took, 2), "estimate_s": round(plan["estimate_s"], 1),
                       "val": _scores(result.get("val")), "test": _scores(result.get("test")),
                       "model": result.get("model", row["model"]), "run": str(Path("members") / member.name)})
@@ -240,8 +245,9 @@ def _fit_member(cfg: FitConfig, run: Run, member: Member, split: dict, settings:
     except (ConfigError, DataError) as e:
         return "failed", str(e).splitlines()[0]
     folder, error = Path(mcfg.out), run.dir / "members" / f".{member.name}.error"
-    # fork: the child has the settings and the split already (nothing to pickle or import again)
-    child = multiprocessing.get_context("fork").Process(target=_member_child, args=(mcfg, plugin, error))
+    # spawn, not fork: a process forked after torch ran parallel work (a notebook's, a test's) can hang in
+    # OpenMP; a spawned child imports tuneforge again (seconds) and gets the settings pickled
+    child = multiprocessing.get_context("spawn").Process(target=_member_child, args=(mcfg, plugin, error))
     child.start()
     child.join(None if deadline is None else max(deadline - time.perf_counter(), 0.0))
     if child.is_alive():
