@@ -6,6 +6,9 @@
     python benchmarks/baselines.py --dataset tnews --analyzer char_wb   # the same without jieba
     python benchmarks/baselines.py --dataset tnews --analyzer char --ngrams 1,4 --C 0.3
     python benchmarks/baselines.py --dataset tnews --sweep         # every setting of BENCHMARKS.md, one by one
+    python benchmarks/baselines.py --auto sst2                     # fit --model auto --time-budget 15 on SST-2
+    python benchmarks/baselines.py --auto cifar10                  # fit --model auto --time-budget 10 on CIFAR-10
+    python benchmarks/baselines.py --auto cifar10-fast             # the --recipe fast run it is held against
 
 Trains on train minus a stratified-by-seed validation slice (--val-fraction of train: the
 slice tuneforge's own fits would hold out; it fits the softmax temperature and gives the
@@ -120,6 +123,37 @@ def run_one(ds: str, analyzer: str, ngrams: str | None, classifier: str, C: floa
             "temperature": round(fit.temperature, 3), "why": fit.info["why"]}
 
 
+# `--auto CASE`: one `tuneforge fit` each; the auto runs' leaderboards also hold the members they are
+# compared with (tfidf, frozen minilm; fast-cnn) trained on the same split.
+AUTO = {
+    "sst2": ["--data", "sst2/sentiment-train", "--test", "sst2/sentiment-dev", "--columns", "text,label",
+             "--model", "auto", "--time-budget", "15"],
+    "cifar10": ["--data", "cifar10", "--model", "auto", "--time-budget", "10"],
+    "cifar10-fast": ["--data", "cifar10", "--recipe", "fast"],
+}
+
+
+def run_auto(case: str) -> dict:
+    """One `tuneforge fit` of AUTO[case] into /tmp/tuneforge-bench/auto-CASE; its report summarised."""
+    out = Path("/tmp/tuneforge-bench") / f"auto-{case}"
+    args = [str(DATASETS / a) if i and AUTO[case][i - 1] in ("--data", "--test") else a for i, a in enumerate(AUTO[case])]
+    cmd = [sys.executable, "-m", "tuneforge", "fit", *args, "--out", str(out), "--overwrite", "--no-progress",
+           "--no-tensorboard"]
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    report = json.loads((out / "report.json").read_text())
+    board = [{k: r.get(k) for k in ("name", "status", "plan", "wall_s", "why")} |
+             {"val": (r.get("val") or {}).get("accuracy"), "test": (r.get("test") or {}).get("accuracy")}
+             for r in report.get("leaderboard", [])]
+    return {"benchmark": "auto", "case": case, "command": "tuneforge fit " + " ".join(args), "load_before": load,
+            "wall_s": round(wall, 1), "report_wall_s": report.get("wall_s"), "chosen": report.get("chosen"),
+            "val_accuracy": (report.get("val") or {}).get("accuracy"),
+            "test_accuracy": (report.get("test") or {}).get("accuracy"),
+            "test_macro_f1": (report.get("test") or {}).get("macro_f1"), "leaderboard": board}
+
+
 def record(rec: dict) -> None:
     rec = {"benchmark": "baselines", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **rec}
@@ -134,7 +168,8 @@ def record(rec: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=sorted(FILES), required=True)
+    ap.add_argument("--dataset", choices=sorted(FILES))
+    ap.add_argument("--auto", choices=sorted(AUTO), help="instead: one `tuneforge fit` of the --model auto cases")
     ap.add_argument("--analyzer", default="auto", help="auto | word | char | char_wb | word+char_wb | word+char")
     ap.add_argument("--ngrams", default=None, help="n-gram range as MIN,MAX (default: word 1,2; char 1,3)")
     ap.add_argument("--char-ngrams", default=None, help="char range of word+char_wb (default 2,4) / word+char (1,3)")
@@ -149,6 +184,16 @@ def main() -> None:
     ap.add_argument("--refit-all", action="store_true",
                     help="after choosing on the validation slice, refit on all of train with the same choices")
     a = ap.parse_args()
+    if a.auto:
+        rec = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **run_auto(a.auto)}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        print(json.dumps(rec, indent=1), flush=True)
+        return
+    if not a.dataset:
+        ap.error("give --dataset (or --auto CASE)")
     settings = SWEEP[a.dataset] if a.sweep else [(a.analyzer, a.ngrams, a.classifier, a.C, a.class_weight, a.char_ngrams)]
     for analyzer, ngrams, classifier, C, cw, char in settings:
         record(run_one(a.dataset, analyzer, ngrams, classifier, C, cw, char, a.max_features, a.min_df,

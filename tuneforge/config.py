@@ -2,7 +2,7 @@
 key and one keyword argument of the Python API; help texts and allowed values live here only.
 
 A group (`Run`, `Optim`, `Model`, `Image`, `Table`, `Text`, `Lora`, `Vocab`, `Tfidf`, `Arch`, `Sequence`,
-`Fusion`, `Semi`, `Baseline`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
+`Fusion`, `Semi`, `Baseline`, `Auto`, `SSL`, `MLM`, `AlignHeads`, ...) is a dataclass of the settings one concern
 reads, with its own checks (`_check`). A verb's settings class inherits the groups it offers:
 `FitConfig`, `PretrainConfig`, `AlignConfig`; the verbs that use a trained model have one small
 class each (`EvaluateConfig` ... `EmbedConfig`, `COMMANDS`), whose positional arguments and required
@@ -438,10 +438,23 @@ class Baseline(Settings):
                                "and report the model against it (--no-baseline: skip it)", resume_safe=True)
 
 
+@dataclass
+class Auto(Settings):
+    """`--model auto`: a small portfolio of models trained within a time budget, chosen on validation."""
+    group: ClassVar[str] = "auto"
+    time_budget: float | None = opt(None, "--model auto: minutes for the whole run; members are trained in order of "
+                                          "cost while the rest of the budget fits one, and the best on validation "
+                                          "is the run's model")
+
+    def _check(self) -> None:
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
+
+
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Baseline, Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+class FitConfig(Auto, Baseline, Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 
@@ -819,7 +832,7 @@ class LrFindConfig(FitConfig):
     end_lr: float = opt(10.0, "range test: the last learning rate (the test stops earlier when the loss explodes)")
     num_steps: int = opt(100, "range test: optimizer steps, the learning rate growing exponentially between the two")
     # what only a real fit reads (how long, when to stop, where to continue)
-    UNOFFERED: ClassVar[tuple[str, ...]] = ("lr", "epochs", "patience", "max_minutes", "resume")
+    UNOFFERED: ClassVar[tuple[str, ...]] = ("lr", "epochs", "patience", "max_minutes", "resume", "time_budget")
 
     def _check(self) -> None:
         if not 0 < self.start_lr < self.end_lr:

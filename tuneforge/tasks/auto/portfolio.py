@@ -1,0 +1,63 @@
+"""The portfolios of `--model auto`: per kind of data, the members in order of cost, each an
+ordinary fit (its FitConfig settings and the plugin that must fit it) with a cost model.
+
+The cost model is seconds on this project's 2-core CPU at load ~1, from BENCHMARKS.md (SST-2,
+CIFAR-10): `start_s` (loading the model), `pass_s` per row of every split (decoding, a frozen
+encoder's features, val/test predictions) and `step_s` per training row and epoch. The budget
+code (fit.py) scales it by what the machine measured on the members already run.
+`scale` says how a member is fitted to its share of the budget: "fixed" (as it is), "rows" (fewer
+training rows, `--limit-per-class`) or "epochs" (more epochs when there is time, up to `max_epochs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    plugin: str  # the kind of fit (tasks/plugins.py) these settings must select
+    settings: dict = field(default_factory=dict)
+    start_s: float = 1.0
+    pass_s: float = 0.0
+    step_s: float = 0.0
+    share: float = 1.0  # at most this fraction of the budget left when it starts
+    scale: str = "fixed"
+    min_rows: int = 0  # "rows": fewer training rows than this are not worth a start
+    max_epochs: int = 1  # "epochs": the most it trains
+
+    def seconds(self, train_rows: int, eval_rows: int, epochs: int) -> float:
+        """Estimated wall seconds at load ~1."""
+        return self.start_s + self.pass_s * (train_rows + eval_rows) + self.step_s * train_rows * epochs
+
+    @property
+    def epochs(self) -> int:
+        return int(self.settings.get("epochs", 1))
+
+
+PORTFOLIOS: dict[str, tuple[Member, ...]] = {
+    "text": (
+        # SST-2: 67k texts featurised and fitted in ~4 s
+        Member("tfidf", "tfidf", {"model": "tfidf"}, start_s=1.0, pass_s=1e-4),
+        # encoding at 125 texts/s (64 tokens), then 20 head epochs on cached features
+        Member("minilm-frozen", "text", {"model": "minilm", "freeze": "backbone", "max_length": 64, "epochs": 20,
+                                         "lr": 3e-3, "batch_size": 256, "patience": 5},
+               start_s=3.0, pass_s=8e-3, step_s=1e-5, share=0.3, scale="rows", min_rows=200),
+        # full fine-tune: 55 texts/s training, 111/s predicting val and test; one epoch on the rows that fit
+        Member("minilm-finetune", "text", {"model": "minilm", "freeze": "none", "max_length": 64, "epochs": 1,
+                                           "lr": 5e-5, "batch_size": 32, "weight_decay": 0.01, "warmup_epochs": 0.1,
+                                           "patience": 0},
+               start_s=3.0, pass_s=9e-3, step_s=1.8e-2, share=1.0, scale="rows", min_rows=500),
+    ),
+    "image": (
+        # the linear probe: frozen ImageNet EfficientNet-Lite0 + head on cached features
+        Member("lite0-probe", "image", {"model": "efficientnet_lite0", "freeze": "backbone", "epochs": 10},
+               start_s=1.0, pass_s=4e-3, step_s=1e-5, share=0.2, scale="rows", min_rows=1000),
+        # `--recipe fast` (2 epochs: 1.3 min an epoch on 47.5k CIFAR-10 images), more epochs when there is time
+        Member("fast-cnn", "image", {"recipe": "fast"}, start_s=0.5, pass_s=6e-4, step_s=1.6e-3, share=0.7,
+               scale="epochs", max_epochs=12),
+        # `--recipe balanced` for one epoch at 64 px (7 min an epoch on 47.5k images), on the rows that fit
+        Member("lite0-finetune", "image", {"recipe": "balanced", "epochs": 1}, start_s=1.0, pass_s=3e-3, step_s=9e-3,
+               share=1.0, scale="rows", min_rows=2000),
+    ),
+}
