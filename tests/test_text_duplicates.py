@@ -1,9 +1,12 @@
 """The same text in two splits, or under two labels, is warned about and recorded in
-report.json's data.duplicates (as for images), naming file:line."""
+report.json's data.duplicates (as for images), naming file:line; texts TF-IDF finds no terms in."""
 import json
 import logging
 
+import pytest
+
 import tuneforge
+from tuneforge.errors import DataError
 
 
 def _table(path, rows):
@@ -35,3 +38,14 @@ def test_distinct_texts_report_no_duplicates(tmp_path):
     run = tuneforge.fit(data=str(_table(tmp_path / "t.csv", rows)), model="tfidf", out=str(tmp_path / "run"))
     d = json.loads((run.run_dir / "report.json").read_text())["data"]["duplicates"]
     assert d["across_splits"]["count"] == 0 and d["across_classes"]["count"] == 0
+
+
+def test_texts_without_tfidf_terms_are_refused_by_tfidf_and_skip_the_baseline_of_other_models(tmp_path):
+    # one-letter words only: the word analyzer's token pattern (2+ characters) finds no term
+    rows = [(" ".join("ab"[(i >> k) & 1] for k in range(4)), "x" if i % 2 else "y") for i in range(60)]
+    data = _table(tmp_path / "t.csv", rows)
+    with pytest.raises(DataError, match="no terms"):
+        tuneforge.fit(data=str(data), model="tfidf", tfidf_analyzer="word", out=str(tmp_path / "a"))
+    run = tuneforge.fit(data=str(data), model="gru", vocab="char", epochs=1, out=str(tmp_path / "b"), progress=False)
+    baseline = json.loads((run.run_dir / "report.json").read_text())["baseline"]
+    assert baseline["name"] == "tfidf" and "no terms" in baseline["skipped"]

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from .registry import ModelSpec, register
 
 log = logging.getLogger("tuneforge")
@@ -539,7 +539,13 @@ def fit_tfidf(texts: Sequence[str], labels: Sequence[int], num_classes: int, ana
         min_df = 1 if cjk_share(texts[:: max(1, len(texts) // 20000)]) > CJK_SHARE else 2
     t0 = time.perf_counter()
     vec = _vectorizer(analysis, min_df if len(texts) >= 50 else 1, max_features)
-    X = vec.fit_transform(texts)
+    try:
+        X = vec.fit_transform(texts)
+    except ValueError as e:  # scikit-learn's "empty vocabulary": not one term survived the analysis
+        if "vocabulary" not in str(e):
+            raise
+        raise DataError(f"TF-IDF: the {len(texts)} training texts give no terms with {why} ({e}); texts of one-letter "
+                        "words or symbols only need --tfidf-analyzer char") from None
     t_feat = time.perf_counter() - t0
     clf = _classifier("logreg" if classifier == "logreg" else "linearsvc", C, class_weight, seed)
     clf.fit(X, y)

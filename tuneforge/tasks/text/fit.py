@@ -14,7 +14,7 @@ import torch
 
 from ...config import FitConfig
 from ...core.data.duplicates import text_duplicates
-from ...core.baseline import Baseline, compare, tfidf_baseline, window_baseline
+from ...core.baseline import Baseline, compare, skipped, tfidf_baseline, window_baseline
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
@@ -147,7 +147,7 @@ def _model_setup(cfg: FitConfig, splits: dict, seq: bool) -> tuple[dict, TextEnc
     return {**args, "vocab_size": len(vocab), "pad_id": vocab.pad_id}, TextEncoding(cfg.max_length, vocab=vocab), 2e-3
 
 
-def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) -> Baseline | None:
+def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) -> Baseline | dict | None:
     """The classic baseline on the fit's own split (core/baseline.py): TF-IDF + linear SVM for
     texts, a linear model on the flattened window for numeric sequences; None with --no-baseline."""
     if not cfg.baseline:
@@ -158,8 +158,11 @@ def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) 
         unscale = (lambda v: v * target[1] + target[0]) if target else (lambda v: v)
         return window_baseline((train.seqs, train.labels.numpy()), {n: (s.seqs, s.labels.numpy()) for n, s in rest.items()},
                                target is not None, len(train.classes or []), min(32, cfg.max_length), cfg.seed, unscale)
-    return tfidf_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
-                          len(train.classes), cfg.seed)
+    try:
+        return tfidf_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
+                              len(train.classes), cfg.seed)
+    except DataError as e:  # texts TF-IDF finds no terms in can still train this model
+        return skipped("tfidf", str(e))
 
 
 def fit_text(cfg: FitConfig, run: Run) -> FitResult:
@@ -276,8 +279,10 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
             s = splits[name]
             examples = {"texts": s.texts, "logits": logits.numpy(), "targets": s.labels.numpy(),
                         "paths": [f"{s.path}:{l}" for l in s.lines] if isinstance(s, TextSet) else s.ids}
-    if baseline is not None:
+    if isinstance(baseline, Baseline):
         compare(report, baseline, run.warn)
+    elif baseline is not None:
+        report["baseline"] = baseline
     backbone = model.backbone
     if getattr(backbone, "lora", False):
         backbone.merge_lora()  # the bundle holds a plain encoder with the adapters folded in
