@@ -305,6 +305,10 @@ class Tfidf(Settings):
                                         "else linearsvc", ("auto", "linearsvc", "logreg", "svm+nb"))
     tfidf_c: float | None = opt(None, "--model tfidf: inverse regularisation strength C (default: 0.5 for linearsvc, "
                                       "10 for logreg)")
+    tfidf_refit: bool = opt(False, "--model tfidf: after C, the naive-Bayes share and the temperature are chosen on "
+                                   "the validation split, refit on train + validation with those choices (the bundle "
+                                   "learns from every labelled training text; report.json's val scores stay those of "
+                                   "the held-out fit, its test scores are the refit's)")
 
     def _check(self) -> None:
         if self.tfidf_c is not None and self.tfidf_c <= 0:
