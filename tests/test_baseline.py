@@ -15,6 +15,7 @@ import torch
 import tuneforge
 from conftest import DATASETS, ctrl_c_in_epoch
 from tuneforge.core import baseline as bl
+from tuneforge.core import probe
 from tuneforge.core.report import print_summary
 from tuneforge.errors import ConfigError
 
@@ -89,15 +90,16 @@ def test_tfidf_is_its_own_baseline_and_refuses_the_flag(banking5, tmp_path):
 
 
 def _counting(monkeypatch) -> list[int]:
-    """Count the images the baseline passes through a backbone (core/baseline.extract_features)."""
+    """Count the images the baseline passes through a backbone (core/probe.pooled_features'
+    extract_features: the fit's own passes call core/models/base's directly)."""
     seen: list[int] = []
-    real = bl.extract_features
+    real = probe.extract_features
 
     def counted(model, images, *a, **k):
         seen.append(len(images))
         return real(model, images, *a, **k)
 
-    monkeypatch.setattr(bl, "extract_features", counted)
+    monkeypatch.setattr(probe, "extract_features", counted)
     return seen
 
 

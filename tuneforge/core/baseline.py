@@ -21,9 +21,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .data.split import subsample_per_class
 from .models import create_model
-from .models.base import Classifier, extract_features
-from .models.tfidf import TfidfFit, fit_tfidf
+from .models.base import Classifier
+from .models.tfidf import TfidfFit, fit_tfidf, predict_scores
+from .probe import fit_linear_probe, pooled_features
 
 log = logging.getLogger("tuneforge")
 
@@ -72,13 +74,12 @@ def regression_scores(pred: np.ndarray, target: np.ndarray) -> dict:
 
 
 def per_class_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of at most `per_class` rows of each class (seeded); all when None."""
+    """Sorted indices of at most `per_class` rows of each class (seeded: core/data's
+    `subsample_per_class`); all when None."""
     labels = np.asarray(labels)
     if per_class is None:
         return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+    return subsample_per_class(labels, per_class, seed) if len(labels) else np.zeros(0, dtype=np.int64)
 
 
 def stratified_cap(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -107,21 +108,13 @@ def tfidf_description(fit: TfidfFit) -> str:
             f"{CLASSIFIER_WORDS.get(info.get('classifier'), info.get('classifier'))}")
 
 
-@torch.inference_mode()
-def _tfidf_predict(fit: TfidfFit, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
-    model = fit.module()
-    out = [model(*fit.featurizer.batch(list(texts[i:i + batch_size]))).argmax(1).numpy()
-           for i in range(0, len(texts), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
 def tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, tuple[Sequence[str], np.ndarray]],
                    num_classes: int, seed: int = 0) -> Baseline:
     """TF-IDF + linear SVM with `--model tfidf`'s defaults (core/models/tfidf.py `fit_tfidf`)
     on the training texts; scored on each `evaluate` split (val, test)."""
     t0 = time.perf_counter()
     fit = fit_tfidf(list(train[0]), np.asarray(train[1]), num_classes, seed=seed)
-    scores = {name: class_scores(_tfidf_predict(fit, texts), labels, num_classes)
+    scores = {name: class_scores(predict_scores(fit, list(texts)).argmax(1), labels, num_classes)
               for name, (texts, labels) in evaluate.items() if len(texts)}
     return _trained(Baseline(
         "tfidf", tfidf_description(fit), round(time.perf_counter() - t0, 2), scores.get("val"), scores.get("test"),
@@ -141,8 +134,7 @@ def pretrained_backbone(name: str, image_size: int) -> Classifier:
 
 def image_features(model: Classifier, images: torch.Tensor, batch_size: int) -> np.ndarray:
     """The pooled features (N, D) of `model`'s backbone as it is now (before any training)."""
-    with torch.no_grad():
-        return extract_features(model, images, batch_size)[:, 0].float().numpy()
+    return pooled_features(model, images, batch_size)
 
 
 def probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -152,15 +144,10 @@ def probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tup
     convergence) trained on at most PROBE_PER_CLASS training rows per class of `train` (N, D)
     features, scored on each `evaluate` split. `seconds`: what computing the features cost;
     `train_total`: the training split's size when `train` is already a sample of it."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     t0 = time.perf_counter()
     x, y = train
     keep = per_class_subset(y, PROBE_PER_CLASS, seed)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
-    clf.fit(x[keep], y[keep])
+    clf = fit_linear_probe(x[keep], y[keep], seed=seed)
     scores = {name: class_scores(clf.predict(f), labels, num_classes) for name, (f, labels) in evaluate.items() if len(f)}
     total = max(train_total or 0, len(y))
     capped = f"{len(keep)} of {total} training images ({PROBE_PER_CLASS} per class at most)" if len(keep) < total \

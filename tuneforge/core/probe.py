@@ -11,25 +11,34 @@ from .models import create_model
 from .models.base import extract_features
 
 
+def pooled_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The pooled features (N, D) of `model`'s backbone as its weights are now, for uint8 images."""
+    with torch.no_grad():
+        return extract_features(model, images, batch_size)[:, 0].float().numpy()
+
+
 def probe_features(model_name: str, image_size: int, images: dict[str, torch.Tensor], batch_size: int = 256,
                    num_classes: int = 2) -> dict[str, np.ndarray]:
     """The pooled features of `model_name`'s pretrained backbone for each set of uint8 images."""
     model = create_model(model_name, num_classes, image_size, pretrained=True)
-    with torch.no_grad():
-        return {k: extract_features(model, v, batch_size)[:, 0].float().numpy() for k, v in images.items()}
+    return {k: pooled_features(model, v, batch_size) for k, v in images.items()}
 
 
-def linear_probe(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
-                 C: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Accuracy on each `evaluate` set of a multinomial logistic regression fitted on the
-    standardised `train` features (lbfgs to convergence: the probe is not undertrained, so a fit
-    that beats it beats the features as they are)."""
+def fit_linear_probe(x: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0):
+    """A multinomial logistic regression fitted on the standardised features `x` (lbfgs to
+    convergence: the probe is not undertrained, so a fit that beats it beats the features as
+    they are); a scikit-learn pipeline that predicts from raw features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed))
-    clf.fit(*train)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed)).fit(x, y)
+
+
+def linear_probe(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
+                 C: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """Accuracy on each `evaluate` set of the linear probe (`fit_linear_probe`) of `train`."""
+    clf = fit_linear_probe(*train, C=C, seed=seed)
     return {name: float((clf.predict(x) == y).mean()) for name, (x, y) in evaluate.items()}
 
 
