@@ -25,6 +25,7 @@ from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, build,
 from .core.bundle import load_bundle, read_bundle_config
 from .core.metrics import classification_metrics
 from .core.report import print_summary, write_report
+from .core import leaderboard
 from .core import run as core_run
 from .core.data import frames
 from .core.engine import Callback
@@ -40,7 +41,7 @@ from .tasks.registry import Labelled, softmax
 from .tasks.align import workflow
 
 __all__ = ["fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-           "embed", "pretrain", "FitResult"]
+           "embed", "pretrain", "runs", "FitResult"]
 
 
 @dataclass
@@ -163,6 +164,15 @@ def zeroshot(*args, **kwargs):
 def embed(*args, **kwargs):
     """Embeddings of a folder of images with an aligned pair, saved as safetensors."""
     return workflow.embed(*args, **kwargs)
+
+
+def runs(*dirs: str | Path, sort: str | None = None, top: int | None = None) -> list[dict]:
+    """The leaderboard of run folders (`tuneforge runs`): each of `dirs` is a run folder or a folder
+    holding run folders (a study's trials, runs/). One dict per run, best first by `sort` (e.g.
+    "val_accuracy", "val_macro_f1", "test_rmse"; default val accuracy, else val loss): "run",
+    "model", "task", "state" (finished, stopped early, interrupted, failed, unfinished),
+    "epochs_run", "wall_s", "settings", and every val/test metric of its report as "val_accuracy"..."""
+    return leaderboard.leaderboard(list(dirs), sort, top)
 
 
 def load(path: str | Path) -> torch.nn.Module:

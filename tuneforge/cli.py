@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import __version__
 from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig,
-                     ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
+                     ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, RunsConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
 from .errors import ConfigError, TuneforgeError
 from .tasks import PLUGINS
 from .tasks.plugins import load
@@ -189,6 +189,9 @@ VERBS: dict[str, Verb] = {
                   "embeddings of a folder of images with an aligned pair, saved as safetensors"),
     "models": Verb("tuneforge.commands:cmd_models", ModelsConfig,
                    "list the registered models, or timm's architectures (--timm PATTERN)"),
+    "runs": Verb("tuneforge.commands:cmd_runs", RunsConfig,
+                 "a leaderboard of run folders (a study's trials, separate fits): settings, state, epochs, wall "
+                 "time and metrics, sorted by a metric; a table, csv or json"),
     "recipes": Verb("tuneforge.commands:cmd_recipes", None, "list the named, measured recipes (fit --recipe NAME)"),
 }
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import api
 from .config import (BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, ModelsConfig, PredictConfig,
-                     RetrieveConfig, ServeConfig, Settings, ZeroshotConfig, build, flag)
+                     RetrieveConfig, RunsConfig, ServeConfig, Settings, ZeroshotConfig, build, flag)
+from .core.leaderboard import render, table_cells
 from .core.models import MODELS, ModelSpec, model_spec, timm_zoo
 from .recipes import RECIPES
 from .tasks.align.workflow import evaluate_retrieval
@@ -159,6 +160,24 @@ def cmd_embed(settings: dict) -> int:
 
 
 # --------------------------------------------------------------------------- listings
+
+def cmd_runs(settings: dict) -> int:
+    cfg: RunsConfig = _command(RunsConfig, settings)
+    rows = api.runs(*cfg.dirs, sort=cfg.sort, top=cfg.top)
+    if cfg.format != "table" or not sys.stdout.isatty():
+        # piped: plain text (no colours, no wrapping) that scripts and files read as shown
+        sys.stdout.write(render(rows, cfg.format, cfg.sort))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.markup import escape
+    header, body = table_cells(rows, cfg.sort)
+    table = Table(*header, title=f"{len(rows)} run(s)")
+    for line in body:
+        table.add_row(*map(escape, line))
+    Console().print(table)
+    return 0
+
 
 def _weights_line(spec: ModelSpec) -> str:
     """What `--model` would start from here: installed pretrained weights, or random init and why."""

@@ -826,6 +826,26 @@ class ModelsConfig(Command):
                                  "Face cache", metavar="PATTERN")
 
 
+RUNS_FORMATS = ("table", "csv", "json")
+
+
+@dataclass
+class RunsConfig(Command):
+    """`tuneforge runs`: a leaderboard of run folders (core/leaderboard.py)."""
+    verb: ClassVar[str] = "runs"
+    dirs: list[str] | None = opt(None, "run folders, or folders holding run folders (a study's trials/, runs/), "
+                                       "searched 3 levels down", positional=True, nargs="+", required=True,
+                                 metavar="DIR")
+    sort: str | None = opt(None, "the metric to rank by, as SPLIT_METRIC (val_accuracy, val_macro_f1, test_rmse, "
+                                 "val_loss...); loss, rmse, mae rank ascending, the others descending (default: "
+                                 "val_accuracy, else val_loss)", metavar="METRIC")
+    format: str = opt("table", "a table on the terminal, or csv / json (every metric of report.json)", RUNS_FORMATS)
+    top: int | None = opt(None, "show only the K best runs", metavar="K")
+
+    def _check(self) -> None:
+        _positive(self, "top")
+
+
 @dataclass
 class LrFindConfig(FitConfig):
     """`tuneforge lr-find`: the learning-rate range test on the data, model and optimizer a fit with

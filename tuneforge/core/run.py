@@ -9,6 +9,7 @@ behind (the bundle of the best weights, report.json/html, the console summary).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ from .memory import accumulation
 from .report import print_summary, write_report
 
 log = logging.getLogger("tuneforge")
+FAILED = "failed.json"  # core/leaderboard.py reads it
 
 
 def setup(threads: int) -> None:
@@ -73,6 +75,7 @@ class Run:
         if not self.committed:
             for folder in (self.dir, self.dir / "checkpoints", self.dir / "plots"):
                 remove_stale_temps(folder)  # left by a writer killed mid-write (SIGKILL, power cut)
+            (self.dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
             write_config(self.cfg, self.dir / "config.yaml")
             self.committed = True
 
@@ -97,6 +100,17 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.discard()
+            if self.dir.is_dir() and self.committed:  # epochs were saved: the folder stays, saying why it ended
+                self.failed(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        """failed.json: the error that ended a run whose saved epochs keep its folder (`tuneforge runs`
+        shows it as failed, or interrupted for Ctrl-C outside the epochs); `--resume` removes it."""
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        try:
+            atomic_write_text(self.dir / FAILED, json.dumps({"error": what}) + "\n")
+        except OSError:
+            pass  # the disk that failed the run may fail this too: the error itself is what matters
 
 
 class RangeTestDone(Exception):
