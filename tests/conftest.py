@@ -134,3 +134,17 @@ def live_server():
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL server for the session (tests/postgres_cluster.py): its SQLAlchemy URL,
+    postgresql+psycopg://tuneforge@127.0.0.1:PORT/tuneforge; a missing server fails the test, saying what to install."""
+    from postgres_cluster import throwaway_cluster
+    try:
+        cluster = throwaway_cluster()
+        url = cluster.__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield url
+    cluster.__exit__(None, None, None)
