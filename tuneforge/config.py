@@ -15,6 +15,7 @@ This module imports nothing of tuneforge but errors and recipes (layering: error
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -143,8 +144,13 @@ class Run(Settings):
     tensorboard: bool = opt(True, "write TensorBoard event files", resume_safe=True)
     progress: bool = opt(True, "show progress (a live bar on a terminal, a line per epoch otherwise)", resume_safe=True)
     resume: str | None = opt(None, "continue the run in this folder from its last complete epoch", resume_safe=True)
+    track: str | None = opt(None, "also log settings, per-epoch metrics, the report and the bundle to an experiment "
+                                  "tracker: mlflow ($MLFLOW_TRACKING_URI, else ./mlruns/; pip install "
+                                  "'tuneforge[mlflow]')", ("mlflow",), resume_safe=True)
 
     def _check(self) -> None:
+        if self.track == "mlflow" and importlib.util.find_spec("mlflow") is None:
+            raise ConfigError("--track mlflow: MLflow is not installed here; pip install 'tuneforge[mlflow]'")
         if self.data is None and self.resume is None:
             raise ConfigError(f"{flag('data')} is required ({self.__dataclass_fields__['data'].metadata['help']})")
         _positive(self, "eval_batch_size", "limit_per_class")
@@ -856,7 +862,7 @@ class LrFindConfig(FitConfig):
     end_lr: float = opt(10.0, "range test: the last learning rate (the test stops earlier when the loss explodes)")
     num_steps: int = opt(100, "range test: optimizer steps, the learning rate growing exponentially between the two")
     # what only a real fit reads (how long, when to stop, where to continue)
-    UNOFFERED: ClassVar[tuple[str, ...]] = ("lr", "epochs", "patience", "max_minutes", "resume", "time_budget")
+    UNOFFERED: ClassVar[tuple[str, ...]] = ("lr", "epochs", "patience", "max_minutes", "resume", "time_budget", "track")
 
     def _check(self) -> None:
         if not 0 < self.start_lr < self.end_lr:

@@ -33,6 +33,7 @@ from .engine.checkpoint import load_checkpoint
 from .fs import atomic_write_text, remove_stale_temps, storage_errors
 from .memory import accumulation
 from .report import print_summary, write_report
+from .tracking import EpochMetrics, track
 
 log = logging.getLogger("tuneforge")
 FAILED = "failed.json"  # core/leaderboard.py reads it
@@ -62,6 +63,7 @@ class Run:
     lr_found: dict | None = None  # `--lr auto`: the range test's result, for report.json
     memory: dict | None = None  # core/memory.plan_memory: the step's estimate and split, for the Engine and report.json
     warnings: list[str] = field(default_factory=list)  # said on the console and kept for report.json
+    tracker: Any = None  # core/tracking.py's (--track mlflow), started with the first commit
 
     def warn(self, message: str) -> None:
         """A warning about this run: on the console now, and in report.json's "warnings" (and at
@@ -78,6 +80,8 @@ class Run:
             (self.dir / FAILED).unlink(missing_ok=True)  # a resumed run is no longer the failed one
             write_config(self.cfg, self.dir / "config.yaml")
             self.committed = True
+            if self.tracker is None:  # its settings are final now (a resumed run's identity is checked)
+                self.tracker = track(self.cfg, self.dir, self.resuming)
 
     def discard(self) -> None:
         """Remove the folder open_run made for this run, if no epoch was saved in it: a command
@@ -99,6 +103,8 @@ class Run:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
+            if self.tracker is not None:
+                self.tracker.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
             self.discard()
             if self.dir.is_dir() and self.committed:  # epochs were saved: the folder stays, saying why it ended
                 self.failed(exc)
@@ -353,7 +359,7 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     # without selection (no or a too small validation set) the last epoch is the model
     early = [EarlyStopping(cfg.monitor, cfg.patience, run.dir)] if select else []
     callbacks = [*extra_callbacks, *early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
-                 Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
+                 *([EpochMetrics(run)] if getattr(cfg, "track", None) else []), Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
@@ -420,6 +426,8 @@ def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: di
             save_bundle(run.dir / "model", model, meta)
     paths = write_report(run.dir, report, state["history"], examples)
     report["html_path"] = str(paths["html"])
+    if run.tracker is not None:
+        run.tracker.finish(report, run.dir)
     if run.cfg.progress:
         (summary or print_summary)(report)
     return FitResult(run.dir, model, report, run.cfg, list(state["history"]))
