@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_runs import _table
+from test_leaderboard import _table
 
 ROOT = Path(__file__).resolve().parents[1]
 

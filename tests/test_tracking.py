@@ -8,7 +8,7 @@ import json
 import tuneforge
 from tuneforge.core.tracking import tracking_uri
 
-from test_runs import QUICK, _table
+from test_leaderboard import QUICK, _table
 
 
 def test_fits_are_tracked_in_mlflow(tmp_path, monkeypatch):
