@@ -172,7 +172,10 @@ def cmd_runs(settings: dict) -> int:
     from rich.table import Table
     from rich.markup import escape
     header, body = table_cells(rows, cfg.sort)
-    table = Table(*header, title=f"{len(rows)} run(s)")
+    table = Table(title=f"{len(rows)} run(s)")
+    for name in header:  # only the settings wrap: a number or a path cut in two reads wrong
+        table.add_column(name, no_wrap=name != "settings", overflow="fold",
+                         justify="right" if name not in ("run", "model", "state", "settings") else "left")
     for line in body:
         table.add_row(*map(escape, line))
     Console().print(table)
