@@ -48,7 +48,8 @@ class Boom(tuneforge.Callback):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     """study/trials/{0000,0001}: TF-IDF fits with C 10 and 0.1; study/other/gru-failed: a GRU
-    fit failed in epoch 2; study/other/gru-killed: its copy without failed.json (what kill -9 leaves)."""
+    fit failed in epoch 2; study/other/gru-killed: its copy without failed.json (what kill -9 leaves);
+    study/trials/0002: a failed search trial."""
     root = tmp_path_factory.mktemp("study")
     data = _table(root / "t.csv")
     for i, c in enumerate((10.0, 0.1)):
@@ -60,17 +61,22 @@ def study(tmp_path_factory) -> Path:
                       callbacks=[Boom()], **QUICK)
     shutil.copytree(root / "other" / "gru-failed", root / "other" / "gru-killed")
     (root / "other" / "gru-killed" / "failed.json").unlink()
+    # a search trial that failed before its fit opened a run folder: `tuneforge search` writes FAILED.txt
+    (root / "trials" / "0002").mkdir()
+    (root / "trials" / "0002" / "FAILED.txt").write_text("ConfigError: --lr must be > 0\n")
     return root
 
 
 def test_rows_sorted_with_states_settings_and_metrics(study):
     rows = tuneforge.runs(study)
     by_run = {Path(r["run"]).name: r for r in rows}
-    assert set(by_run) == {"0000", "0001", "gru-failed", "gru-killed"}
+    assert set(by_run) == {"0000", "0001", "0002", "gru-failed", "gru-killed"}
+    assert by_run["0002"]["state"] == "failed" and by_run["0002"]["error"] == "ConfigError: --lr must be > 0"
+    assert rows[-1]["run"].endswith("0002")  # no metric: last
     c01, c10 = by_run["0001"], by_run["0000"]
     # val accuracy, descending (the default), read from each report.json
     accs = [r.get("val_accuracy") for r in rows]
-    assert accs == sorted(accs, reverse=True) and [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert accs[:4] == sorted(accs[:4], reverse=True) and [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     for name in ("0000", "0001"):
         report = json.loads((study / "trials" / name / "report.json").read_text())
         assert by_run[name]["val_accuracy"] == report["val"]["accuracy"]
@@ -88,7 +94,7 @@ def test_rows_sorted_with_states_settings_and_metrics(study):
     assert failed["epochs_run"] == 2 and failed["val_loss"] > 0  # from metrics.jsonl: 2 epochs logged
 
     # ascending for a loss, and --top
-    by_loss = tuneforge.runs(study / "trials", study / "other", sort="val_loss", top=3)
+    by_loss = tuneforge.runs(study / "other", study / "trials", sort="val_loss", top=3)
     losses = [r["val_loss"] for r in by_loss]
     assert len(by_loss) == 3 and losses == sorted(losses)
     assert lower_is_better("val_loss") and lower_is_better("test_rmse") and not lower_is_better("val_macro_f1")
@@ -96,7 +102,7 @@ def test_rows_sorted_with_states_settings_and_metrics(study):
 
 def test_cli_csv_json_table_and_refusals(study, capsys, tmp_path):
     assert main(["runs", str(study / "trials"), "--format", "csv", "--sort", "val.macro_f1"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    rows = [r for r in csv.DictReader(io.StringIO(capsys.readouterr().out)) if r["state"] != "failed"]
     f1 = {n: json.loads((study / "trials" / n / "report.json").read_text())["val"]["macro_f1"] for n in ("0000", "0001")}
     assert [Path(r["run"]).name for r in rows] == sorted(f1, key=f1.get, reverse=True)
     assert [float(r["val_macro_f1"]) for r in rows] == sorted(f1.values(), reverse=True)

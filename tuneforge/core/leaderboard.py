@@ -7,7 +7,7 @@ by loading a model: this module imports no torch and no training code.
 
 A row is a flat dict: "run" (the folder), "model", "task" (the bundle's task), "state",
 "stopped_because", "epochs_run", "best_epoch", "wall_s", "settings" (the key settings and every
-setting that differs between the rows), "error" (a failed run's), and one "SPLIT_METRIC" key per
+setting that differs between the runs of a model), "error" (a failed run's), and one "SPLIT_METRIC" key per
 number of report.json's val and test sections ("val_accuracy", "test_macro_f1", "val_rmse"...).
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ import yaml
 
 from ..errors import ConfigError
 
-# FAILED: written by core/run.py's Run when an error ends a run that keeps its folder
-REPORT, CONFIG, HISTORY, FAILED = "report.json", "config.yaml", "metrics.jsonl", "failed.json"
+# FAILED: written by core/run.py's Run when an error ends a run that keeps its folder;
+# FAILED_TRIAL: by `tuneforge search` into a trial's folder (the trial's error, as text)
+REPORT, CONFIG, HISTORY, FAILED, FAILED_TRIAL = "report.json", "config.yaml", "metrics.jsonl", "failed.json", "FAILED.txt"
 # Folders below DIR searched for run folders: STUDY/trials/0007 is two levels down.
 MAX_DEPTH = 3
 # Shown for every run that has them; any other setting only when it differs between the rows.
@@ -38,8 +39,11 @@ TABLE_METRICS = ("accuracy", "macro_f1", "loss", "rmse", "mae", "r2")
 
 
 def is_run(folder: Path) -> bool:
-    """A run folder: config.yaml written by a run (a study's own config or report is not one)
-    with a report, or the per-epoch log of a run that has not finished."""
+    """A run folder: config.yaml written by a run (a study's own search.yaml and report are not
+    one) with a report, or the per-epoch log of a run that has not finished; or a search trial
+    that failed, with or without the run it started."""
+    if (folder / FAILED_TRIAL).is_file():
+        return True
     if not (folder / CONFIG).is_file():
         return False
     return any((folder / f).exists() for f in (REPORT, HISTORY, FAILED, "checkpoints"))
@@ -138,6 +142,8 @@ def _best_record(history: list[dict], monitor: str) -> dict:
 def read_run(folder: Path) -> dict[str, Any]:
     """One row: what the run folder says about itself."""
     report, failed = _read_json(folder / REPORT), _read_json(folder / FAILED)
+    if failed is None and (folder / FAILED_TRIAL).is_file():
+        failed = {"error": (folder / FAILED_TRIAL).read_text(encoding="utf-8", errors="replace").strip()}
     try:
         config = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
