@@ -57,6 +57,7 @@ def test_two_optuna_workers_share_a_postgres_study(postgres_url):
     assert sorted(pids.count(p.pid) for p in procs) == [3, 3]  # both workers ran their share
 
 
+@pytest.mark.slow  # two workers each start tuneforge (torch, scikit-learn) and write a study report
 @pytest.mark.skipif(importlib.util.find_spec("tuneforge.tasks.search") is None,
                     reason="tuneforge search is not in this tree yet")
 def test_two_tuneforge_search_workers_share_a_postgres_study(postgres_url, tmp_path):
