@@ -33,7 +33,7 @@ KEY_SETTINGS = ("recipe", "lr", "epochs", "batch_size", "freeze", "optimizer")
 _NOT_SETTINGS = {"data", "val", "test", "out", "resume", "overwrite", "progress", "threads", "tensorboard",
                  "eval_batch_size", "cache_dir", "unlabeled", "image_root", "init", "weights", "track"}
 # Metrics where smaller is better (sorted ascending).
-_LOWER_IS_BETTER = ("loss", "rmse", "mae", "mse", "error", "perplexity", "wall_s", "ece")
+_LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "error", "perplexity", "ece", "s"}  # s: seconds (wall_s)
 # The table's metric columns, in this order, when any row has them (csv and json carry all).
 TABLE_METRICS = ("accuracy", "macro_f1", "loss", "rmse", "mae", "r2")
 
@@ -180,13 +180,14 @@ def _with_settings(rows: list[dict]) -> None:
                      if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in peers}) > 1}
         order = [*KEY_SETTINGS, *sorted(differing - set(KEY_SETTINGS))]
         # a model fitted without epochs (--model tfidf) reads no training settings: their defaults are noise
-        trained = row["epochs_run"] is not None or row["state"] != "finished"
+        trained = row["epochs_run"] is not None
         row["settings"] = {k: config[k] for k in order if k in config and config[k] is not None
                            and (k in differing or (k in KEY_SETTINGS and (trained or k == "recipe")))}
 
 
 def lower_is_better(metric: str) -> bool:
-    return any(word in metric for word in _LOWER_IS_BETTER)
+    """By the metric's words: val_loss, test_rmse, wall_s ascending; val_macro_f1 descending."""
+    return bool(set(metric_name(metric).lower().split("_")) & _LOWER_IS_BETTER)
 
 
 def metric_name(name: str) -> str:
