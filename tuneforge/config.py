@@ -538,10 +538,11 @@ class PretrainConfig(MLM, SSL, Table, Text, Image, Model, Optim, Run):
     eval_batch_size: int = opt(512, "batch size of the probe's feature extraction", resume_safe=True)
     # There is no validation split to select on: the last epoch is the model.
     patience: int = opt(0, "pretraining has no validation split: the last epoch is the model (0: never stop early)", resume_safe=True)
-    # Settings of the groups above that pretraining does not offer (refused by name if given).
+    # Settings of the groups above that pretraining does not offer (refused by name if given); --track
+    # logs fits (core/run.finish), and pretraining writes its report itself.
     UNOFFERED: ClassVar[tuple[str, ...]] = (
         "val", "test", "recipe", "val_fraction", "limit_per_class", "label_smoothing", "monitor", "weights", "freeze",
-        "cache_features", "dropout", "augment", "tta", "head_init", "pooling", "skip_bad_rows")
+        "cache_features", "dropout", "augment", "tta", "head_init", "pooling", "skip_bad_rows", "track")
 
     def _check(self) -> None:
         mlm = self.method == "mlm"  # defaults that differ between image methods and MLM on text
@@ -612,7 +613,7 @@ class AlignConfig(AlignHeads, Table, Text, Image, Optim, Run):
     tensorboard: bool = opt(False, "write TensorBoard event files", resume_safe=True)
     UNOFFERED: ClassVar[tuple[str, ...]] = (
         "val", "test", "recipe", "limit_per_class", "label_smoothing", "augment", "tta", "head_init", "channels_last",
-        "pooling", "label_column", "columns", "skip_bad_rows")
+        "pooling", "label_column", "columns", "skip_bad_rows", "track")
 
     def _check(self) -> None:
         if self.batch_size < 2:

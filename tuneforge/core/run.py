@@ -102,6 +102,10 @@ class Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.tracker is not None and not self.tracker.ended:
+            # a kind that writes its report itself, not through finish (--model auto)
+            report = json.loads((self.dir / "report.json").read_text()) if (self.dir / "report.json").is_file() else {}
+            self.tracker.finish(report, self.dir)
         if exc_type is not None:
             if self.tracker is not None:
                 self.tracker.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")

@@ -51,6 +51,7 @@ class MlflowTracker:
     tracking stops there: the run itself goes on (its folder is the record)."""
 
     broken = False
+    ended = False
 
     def __init__(self, cfg: Any, run_dir: Path, resuming: bool):
         import mlflow
@@ -112,6 +113,7 @@ class MlflowTracker:
             self.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()]))
 
     def finish(self, report: dict, run_dir: Path) -> None:
+        self.ended = True
         self._guarded("logging the report and bundle", lambda: self._finish(report, run_dir))
 
     def _finish(self, report: dict, run_dir: Path) -> None:
@@ -131,6 +133,7 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, "KILLED" if report.get("stopped_because") == "interrupted" else "FINISHED")
 
     def end(self, status: str) -> None:
+        self.ended = True
         self._guarded("ending the run", lambda: self.client.set_terminated(self.run_id, status))
 
 
