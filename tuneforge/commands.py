@@ -54,6 +54,15 @@ def cmd_pretrain(settings: dict) -> int:
     return 0
 
 
+def cmd_search(settings: dict) -> int:
+    report = api.search(**settings)
+    best = report.get("best") or {}
+    print(json.dumps({"study": report["out"], "report": report.get("html_path"), "best_trial": best.get("number"),
+                      "best_value": best.get("value"), "objective": report["objective"],
+                      "best_bundle": best.get("bundle"), "trials": report["counts"]}))
+    return 0
+
+
 def cmd_align(settings: dict) -> int:
     result = api.align(**settings)
     r = result.report["retrieval"]
