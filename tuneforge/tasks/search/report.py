@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
 from ...core.report import (Page, card, duration, escape, image, new_figure, register_section, save_figure, section,
@@ -180,6 +181,7 @@ def _plot_history(report: dict, path: Path) -> Path:
             xs.append(n)
             ys.append(best)
         ax.step(xs, ys, where="post", color="#cf222e", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"val {report['objective']}")
     ax.legend(fontsize=8)

@@ -83,7 +83,7 @@ def parse_space(space: Any, fit: dict, reads: set[str], kind: str) -> list[Dimen
         if name in NOT_SEARCHED:
             raise ConfigError(f"{where}: set by the search for each trial, not searched over")
         if name not in reads:
-            raise ConfigError(f"{where}: a {kind} fit never reads {flag(name)}")
+            raise ConfigError(f"{where}: the {kind} fit never reads {flag(name)}")
         dim = _dimension(name, where, spec)
         for value in dim.choices or (dim.low, dim.high):
             _check_value(fit, name, value, where, dim.kind)

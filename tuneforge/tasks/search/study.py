@@ -184,9 +184,10 @@ def _claim(s: Search) -> None:
             raise ConfigError(f"--out {s.dir}: holds a study already; continue it with `tuneforge search --resume "
                               f"{s.dir}`, or choose another --out")
         return
-    with storage_errors(s.dir):
-        (s.dir / "trials").mkdir(parents=True, exist_ok=True)
+    # search.yaml first: a worker started at the same moment on the same folder sees a study, not stray files
     atomic_write_text(s.dir / "search.yaml", yaml.safe_dump(record, sort_keys=False))
+    with storage_errors(s.dir):
+        (s.dir / "trials").mkdir(exist_ok=True)
 
 
 # --------------------------------------------------------------------------- storage and study
@@ -291,14 +292,14 @@ def _fail_dead_workers(study: optuna.Study, s: Search) -> None:
         worker = trial.user_attrs.get("worker")
         if worker is None or _alive(worker):
             continue
+        why = f"the worker ({worker}) died during this trial; its settings are tried once more"
         try:
+            storage.set_trial_user_attr(trial._trial_id, "state_reason", why)
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker failed it first
         retry(study, storage.get_trial(trial._trial_id))
-        why = f"the worker ({worker}) died during this trial; its settings are tried once more"
-        storage.set_trial_user_attr(trial._trial_id, "state_reason", why)
         _write_failed(Path(trial.user_attrs.get("run_dir") or s.dir / "trials" / f"{trial.number:04d}"), why)
         log.warning("search: trial %d: %s", trial.number, why)
 
@@ -393,13 +394,16 @@ def run_trial(s: Search, trial: optuna.Trial, params: dict) -> float:
         trial.set_user_attr("wall_s", round(time.perf_counter() - t0, 2))
         epochs = report.get("epochs_run")
         trial.set_user_attr("epochs", epochs if epochs is not None else len(result.history))
-        if report.get("stopped_because") == "interrupted":
-            _write_failed(folder, "interrupted (Ctrl-C) during this trial; its settings are tried once more on --resume")
+        if report.get("stopped_because") == "interrupted":  # the engine took the Ctrl-C, ending the epoch
             raise KeyboardInterrupt
         value = objective_value(report, s.objective, trial.number)
         trial.set_user_attr("objective", value)
         if not pruning.reason and not math.isfinite(value):
             raise ConfigError(f"--objective {s.objective}: trial {trial.number}'s value is {value}")
+    except KeyboardInterrupt:
+        trial.set_user_attr("state_reason", "interrupted (Ctrl-C)")
+        _write_failed(folder, "interrupted (Ctrl-C) during this trial; its settings are tried once more on --resume")
+        raise
     except Exception as e:
         trial.set_user_attr("wall_s", round(time.perf_counter() - t0, 2))
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -439,7 +443,6 @@ def _interrupted(study: optuna.Study, s: Search) -> None:
     """Ctrl-C: the trial that was running is failed (by Optuna) and its settings queued once more."""
     last = _my_last(study)
     if last is not None and last.state == TrialState.FAIL and "error" not in last.user_attrs:
-        study._storage.set_trial_user_attr(last._trial_id, "state_reason", "interrupted (Ctrl-C)")
         RetryHeartbeatStaleTrialCallback(max_retry=1)(study, last)
     log.warning("search: interrupted; continue with: tuneforge search --resume %s", s.dir)
 
