@@ -523,6 +523,12 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
     elif verb == "zeroshot":
         printed = _json_lines(out)[-1]
         assert 0 <= printed["accuracy"] <= 1 and printed["n"] > 0 and Path(printed["report"]).is_file(), f"{where}: {printed}"
+    elif verb == "search":
+        printed = _json_lines(out)[-1]
+        report = json.loads((Path(printed["study"]) / "report.json").read_text())
+        assert printed["best_trial"] is not None and (Path(printed["best_bundle"]) / "config.json").is_file(), \
+            f"{where}: {printed}"
+        assert report["best"]["value"] == max(t["value"] for t in report["trials"] if t["state"] == "complete"), where
     elif verb in ("models", "recipes"):
         assert len(out.splitlines()) >= 3, f"{where}: {out!r}"
 
@@ -760,7 +766,8 @@ def test_readme_has_the_blocks_this_test_knows_how_to_run():
     text = README.read_text(encoding="utf-8")
     fences = re.findall(r"^ *```(\w*)\n", text, re.M)
     opening = fences[::2]  # openings and closings alternate
-    assert set(opening) <= {"bash", "python", ""}, opening
+    # a yaml block is a file the README shows (the search file): a builder writes it from the README (DATA)
+    assert set(opening) <= {"bash", "python", "yaml", ""}, opening
     assert len(BLOCKS) == opening.count("bash") + opening.count("python")
     for block in BLOCKS:
         if block.kind == "bash":
