@@ -55,7 +55,10 @@ def cmd_pretrain(settings: dict) -> int:
 
 
 def cmd_search(settings: dict) -> int:
-    report = api.search(**settings)
+    try:
+        report = api.search(**settings)
+    except KeyboardInterrupt:  # the study's report is written and the way to go on said (tasks/search/study.py)
+        return 130
     best = report.get("best") or {}
     print(json.dumps({"study": report["out"], "report": report.get("html_path"), "best_trial": best.get("number"),
                       "best_value": best.get("value"), "objective": report["objective"],
