@@ -73,6 +73,9 @@ OVERRIDES: dict[str, str] = {
     "--model timm:vit_tiny_patch16_224 --weights vit_tiny.safetensors --image-size 224": "--image-size 64",
     # --model auto on the 300 sentences of sst2/: a budget that fits the cheap members
     "--model auto --time-budget 15": "--time-budget 0.5",
+    # the search quick start: 30 trials, then 10 more; 2 + 1 trials (of 2 epochs: build_search_yaml) show it works
+    "search --config search.yaml --out runs/search --trials 30": "--trials 2",
+    "search --resume runs/search --trials 40": "--trials 3",
 }
 # Lines and Python blocks (by a substring) that run but learn too little on the small data here to be
 # held to above-chance accuracy: seed-cnn from scratch for 2-3 epochs of ~5 steps. Each is a finding
@@ -314,6 +317,16 @@ def build_vit_tiny_safetensors(ws: Path) -> None:
     save_file(timm.create_model("vit_tiny_patch16_224").state_dict(), str(ws / "vit_tiny.safetensors"))
 
 
+def build_search_yaml(ws: Path) -> None:
+    """search.yaml: the README's search file (its ```yaml block starting `fit:`) as written, but for
+    `epochs: 10`, which becomes 2 (each trial a few seconds on photos/)."""
+    text = re.search(r"^```yaml\n(fit:.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M).group(1)
+    assert "  epochs: 10\n" in text, "README's search file changed: update build_search_yaml"
+    if not (ws / "photos").exists():
+        build_photos(ws)
+    (ws / "search.yaml").write_text(text.replace("  epochs: 10\n", "  epochs: 2\n"), encoding="utf-8")
+
+
 # The data a README line may name, by its top-level name in the workspace, and what makes it.
 DATA: dict[str, Callable[[Path], None]] = {
     "photos": build_photos, "other_photos": build_other_photos, "img1.jpg": build_img1_jpg,
@@ -322,7 +335,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews,
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
-    "vit_tiny.safetensors": build_vit_tiny_safetensors,
+    "vit_tiny.safetensors": build_vit_tiny_safetensors, "search.yaml": build_search_yaml,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",
@@ -514,6 +527,12 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
     elif verb == "zeroshot":
         printed = _json_lines(out)[-1]
         assert 0 <= printed["accuracy"] <= 1 and printed["n"] > 0 and Path(printed["report"]).is_file(), f"{where}: {printed}"
+    elif verb == "search":
+        printed = _json_lines(out)[-1]
+        report = json.loads((Path(printed["study"]) / "report.json").read_text())
+        assert printed["best_trial"] is not None and (Path(printed["best_bundle"]) / "config.json").is_file(), \
+            f"{where}: {printed}"
+        assert report["best"]["value"] == max(t["value"] for t in report["trials"] if t["state"] == "complete"), where
     elif verb in ("models", "recipes"):
         assert len(out.splitlines()) >= 3, f"{where}: {out!r}"
 
@@ -751,7 +770,8 @@ def test_readme_has_the_blocks_this_test_knows_how_to_run():
     text = README.read_text(encoding="utf-8")
     fences = re.findall(r"^ *```(\w*)\n", text, re.M)
     opening = fences[::2]  # openings and closings alternate
-    assert set(opening) <= {"bash", "python", ""}, opening
+    # a yaml block is a file the README shows (the search file): a builder writes it from the README (DATA)
+    assert set(opening) <= {"bash", "python", "yaml", ""}, opening
     assert len(BLOCKS) == opening.count("bash") + opening.count("python")
     for block in BLOCKS:
         if block.kind == "bash":

@@ -14,13 +14,14 @@ import os  # noqa: E402
 # machine of your own.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig  # noqa: E402
+from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, SearchConfig  # noqa: E402
 
 __all__ = ["fit", "lr_find", "Callback", "LrFindConfig", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-           "embed", "AlignConfig", "pretrain", "PretrainConfig", "FitConfig", "FitResult", "runs", "__version__"]
+           "embed", "AlignConfig", "pretrain", "PretrainConfig", "FitConfig", "FitResult", "runs", "search", "SearchConfig",
+           "__version__"]
 
 _API = {"fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-        "embed", "pretrain", "runs", "FitResult"}
+        "embed", "pretrain", "runs", "search", "FitResult"}
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, build, refuse_unread
+from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, SearchConfig, build
 from .core.bundle import load_bundle, read_bundle_config
 from .core.metrics import classification_metrics
 from .core.report import print_summary, write_report
@@ -30,18 +30,18 @@ from .core import run as core_run
 from .core.data import frames
 from .core.engine import Callback
 from .core.fs import storage_errors
-from .core.run import RangeTestDone, open_run, settings as run_settings, setup
+from .core.run import setup
 from .deploy.batch import predict_to_file
 from .deploy.export import export_bundle
 from .deploy.predictor import Predictor
 from .errors import ConfigError
-from .recipes import RECIPES
 from .tasks import PLUGINS, plugin_for
+from .tasks.launch import launch
 from .tasks.registry import Labelled, softmax
 from .tasks.align import workflow
 
 __all__ = ["fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-           "embed", "pretrain", "runs", "FitResult"]
+           "embed", "pretrain", "runs", "search", "FitResult"]
 
 
 @dataclass
@@ -100,28 +100,8 @@ def _fit(config: FitConfig | None, kwargs: dict, callbacks: tuple = (), range_te
     try:
         if staged is not None:
             kwargs = frames.materialise(kwargs, staged)
-        cfg, resume_dir = run_settings(FitConfig, config, kwargs)
-        plugin = plugin_for(cfg)
-        given = {**(config.explicit() if config else {}), **kwargs}
-        defaults = {f.name: f.default for f in FitConfig.offered()}
-        # a setting given at its default value (a config.yaml of another kind, say) is not refused
-        named = {k.replace("-", "_") for k, v in given.items() if v != defaults.get(k.replace("-", "_"))} - {"resume", "out"}
-        recipe = set(RECIPES[cfg.recipe].settings) - named if cfg.recipe and not resume_dir else set()
-        refuse_unread(cfg, named, plugin.reads(FitConfig), plugin.name, recipe)
-        if plugin.resolve:
-            # derived defaults yield to the settings given (None: "the default", as not given)
-            plugin.function("resolve")(cfg, {k for k, v in given.items() if v is not None})
-        name = Path(cfg.model[3:]).name if cfg.model.startswith("hf:") else cfg.model  # hf:/path/to/model -> model
-        if range_test is not None:
-            name = "lr-find-" + name
-        with open_run(cfg, resume_dir, name) as run:  # a run refused before its first epoch leaves no folder
-            if staged is not None:
-                _adopt(run, staged)
-            run.callbacks, run.range_test = callbacks, range_test
-            try:
-                return plugin.function("fit")(cfg, run)
-            except RangeTestDone as done:  # lr_find: the range test ran on the model and data the fit built
-                return done.result
+        adopt = (lambda run: _adopt(run, staged)) if staged is not None else None
+        return launch(config, kwargs, callbacks, range_test, on_open=adopt)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
@@ -149,6 +129,20 @@ def pretrain(config: PretrainConfig | None = None, **kwargs):
 def align(config: AlignConfig | None = None, **kwargs):
     """Align an image and a text encoder on image-caption pairs; every keyword is an AlignConfig field."""
     return PLUGINS["align"].function("fit")(config, **kwargs)
+
+
+def search(config: SearchConfig | str | Path | None = None, **kwargs) -> dict:
+    """Hyperparameter search (Optuna): every trial an ordinary fit into OUT/trials/NNNN, the best
+    trial's bundle copied to OUT/best, OUT/report.html the leaderboard. `config`: the search
+    file (its `fit:` and `space:` keys, and any SearchConfig setting) or a SearchConfig; keywords:
+    SearchConfig fields, and `fit`/`space` dicts as the file's. Returns the study's report."""
+    try:
+        run_search = PLUGINS["search"].function("fit")
+    except ModuleNotFoundError as e:
+        if e.name != "optuna":
+            raise
+        raise ConfigError("tuneforge search needs Optuna: pip install 'tuneforge[search]'") from None
+    return run_search(config, **kwargs)
 
 
 def retrieve(*args, **kwargs):

@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import __version__
 from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig,
-                     ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, RunsConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
+                     ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, RunsConfig, SearchConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
 from .errors import ConfigError, TuneforgeError
 from .tasks import PLUGINS
 from .tasks.plugins import load
@@ -170,6 +170,9 @@ VERBS: dict[str, Verb] = {
     "pretrain": Verb("tuneforge.commands:cmd_pretrain", PretrainConfig,
                      "self-supervised pretraining of a backbone on unlabeled images, or MLM of a text encoder on "
                      "unlabeled texts (--method mlm); fit --init RUN"),
+    "search": Verb("tuneforge.commands:cmd_search", SearchConfig,
+                   "hyperparameter search (Optuna) over a fit's settings: pruned, resumable, several workers on one "
+                   "database; the best trial's bundle in OUT/best"),
     "evaluate": Verb("tuneforge.commands:cmd_evaluate", EvaluateConfig,
                      "evaluate a run or bundle on labelled data of its kind (report.json + report.html)"),
     "predict": Verb("tuneforge.commands:cmd_predict", PredictConfig,
@@ -204,6 +207,8 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, verb in VERBS.items():
         description = _fit_description() if name == "fit" else verb.help[0].upper() + verb.help[1:] + "."
+        if name == "search":  # what its --config file holds
+            description += "\n\n" + textwrap.fill(" ".join(SearchConfig.__doc__.split()), 100)
         sp = sub.add_parser(name, help=verb.help, description=description,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=verb.run, settings=verb.settings, config=None)

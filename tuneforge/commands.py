@@ -55,6 +55,18 @@ def cmd_pretrain(settings: dict) -> int:
     return 0
 
 
+def cmd_search(settings: dict) -> int:
+    try:
+        report = api.search(**settings)
+    except KeyboardInterrupt:  # the study's report is written and the way to go on said (tasks/search/study.py)
+        return 130
+    best = report.get("best") or {}
+    print(json.dumps({"study": report["out"], "report": report.get("html_path"), "best_trial": best.get("number"),
+                      "best_value": best.get("value"), "objective": report["objective"],
+                      "best_bundle": best.get("bundle"), "trials": report["counts"]}))
+    return 0
+
+
 def cmd_align(settings: dict) -> int:
     result = api.align(**settings)
     r = result.report["retrieval"]

@@ -872,6 +872,46 @@ class LrFindConfig(FitConfig):
             raise ConfigError(f"--num-steps must be >= 5, got {self.num_steps}")
 
 
+# --------------------------------------------------------------------------- search
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "sha", "none")
+
+
+@dataclass
+class SearchConfig(Command):
+    """`tuneforge search`: a hyperparameter search (Optuna) over the settings of a fit. The --config
+    file holds `fit:` (the base settings, as `fit --config`) and `space:` (setting -> {log_uniform:
+    [a, b]}, {uniform: [a, b]}, {int: [a, b], step: k}, {float: [a, b], step: s} or {choice: [...]})."""
+    verb: ClassVar[str] = "search"
+    out: str | None = opt(None, "study folder: trials/NNNN (one run folder per trial), best/ (the best trial's "
+                                "bundle), report.html, study.db (default: runs/search-TIMESTAMP)")
+    trials: int | None = opt(None, "trials to finish (completed or pruned), over every worker and --resume")
+    max_minutes: float | None = opt(None, "minutes of trials over the whole study: no trial starts after them, the "
+                                          "running one is stopped at them", resume_safe=True)
+    storage: str | None = opt(None, "Optuna storage URL shared by the workers of one study (postgresql://..., "
+                                    "sqlite:///...; default: sqlite:///OUT/study.db)")
+    study: str | None = opt(None, "study name in --storage (default: the OUT folder's name)")
+    resume: str | None = opt(None, "continue the study in this folder (its search.yaml) until its budget is spent",
+                             resume_safe=True)
+    sampler: str = opt("tpe", "how trials choose settings (grid: every combination of choices / stepped ranges)",
+                       SAMPLERS)
+    pruner: str = opt("median", "stop a trial whose per-epoch validation score is worse than the others' at the "
+                                "same epoch (sha: successive halving)", PRUNERS)
+    objective: str | None = opt(None, "the validation metric to optimise: accuracy, macro_f1, loss, top5_accuracy, "
+                                      "rmse, mae, r2 (default: accuracy, rmse for regression)")
+    direction: str = opt("auto", "auto: minimise loss, rmse and mae, maximise the others",
+                         ("auto", "maximize", "minimize"))
+    seed: int = opt(0, "seed of the sampler (each trial's fit keeps the fit's own --seed)")
+    heartbeat: int = opt(10, "seconds between a running trial's heartbeats; a trial silent for twice as long is "
+                             "failed and its settings tried once more", resume_safe=True)
+
+    def _check(self) -> None:
+        _positive(self, "trials", "heartbeat")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
+
+
 COMMANDS: tuple[type[Command], ...] = (EvaluateConfig, PredictConfig, ExportConfig, ServeConfig, BatchConfig,
                                       RetrieveConfig, ZeroshotConfig, EmbedConfig)
 

@@ -455,6 +455,10 @@ def _img(path: Path, alt: str, css: str = "plot") -> str:
     return f'<img class="{css}" src="{_png_uri(path.read_bytes())}" alt="{_e(alt)}">'
 
 
+# The helpers a section registered elsewhere (tasks/search, tasks/auto) builds its HTML and plots with.
+escape, section, image, card, duration, new_figure, save_figure = _e, _section, _img, _card, _duration, _new_figure, _save
+
+
 # ---------------------------------------------------------------- sections
 #
 # report.html is made of sections. A section says whether it applies to a report dict and
