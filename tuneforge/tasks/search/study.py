@@ -319,6 +319,21 @@ def _spent(study: optuna.Study, s: Search) -> str | None:
     return None
 
 
+class BudgetTaken(Exception):
+    """A worker asked for a trial the budget no longer has room for (recorded as failed, never run)."""
+
+
+def _surplus(trial: optuna.Trial, s: Search) -> bool:
+    """Whether this trial is one too many. Two workers can both see one trial left in `_spent` and
+    both ask for it; the storage numbers trials atomically, so the later number gives way."""
+    n = _trial_budget(s)
+    if n is None:
+        return False
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(t.number < trial.number and t.state in live for t in trial.study.get_trials(deepcopy=False))
+    return ahead >= n
+
+
 def _trial_budget(s: Search) -> int | None:
     if s.cfg.sampler != "grid":
         return s.cfg.trials
@@ -375,6 +390,9 @@ def run_trial(s: Search, trial: optuna.Trial, params: dict) -> float:
     trial raises optuna.TrialPruned, a failed one its error (FAILED.txt in its folder)."""
     folder = s.dir / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("worker", _worker())
+    if _surplus(trial, s):
+        trial.set_user_attr("state_reason", "not run: other workers took the study's last trials")
+        raise BudgetTaken(f"trial {trial.number}: the --trials budget was taken by other workers")
     trial.set_user_attr("run_dir", str(folder))
     trial.set_user_attr("command", command(s, params, trial.number))
     retry_of = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
