@@ -6,7 +6,7 @@ JSON line (commands, date, CPU, `uptime` load, numbers) to benchmarks/results/se
         label smoothing) around `--recipe fast` on a 10,000-image CIFAR-10 train subset (validation
         carved from it by the fit; test/ untouched, the full 10,000 test images), then the best
         configuration trained on the whole subset and tested beside `--recipe fast` with the same epochs.
-    python benchmarks/search.py --pruning [--trials 12] [--per-class 100] [--epochs 4]
+    python benchmarks/search.py --pruning [--trials 12] [--per-class 100] [--epochs 4] [--sampler tpe|random]
         The same kind of study with the median pruner and without it, on the same seeds: epochs trained
         over all trials, and the best validation accuracy each reached.
     python benchmarks/search.py --sst2 [--minutes 30] [--limit-per-class 5000]
@@ -154,7 +154,8 @@ def pruning(args: argparse.Namespace) -> None:
     results, commands = {}, []
     for pruner in ("median", "none"):
         study, c = search(f"pruning-{pruner}", fit_, CIFAR_SPACE,
-                          ["--trials", str(args.trials), "--pruner", pruner, "--seed", str(args.seed)])
+                          ["--trials", str(args.trials), "--pruner", pruner, "--seed", str(args.seed),
+                           "--sampler", args.sampler])
         commands += c
         results[pruner] = {"epochs_trained": study["epochs_trained"], "best_val": study["best"]["value"],
                            "counts": study["counts"], "wall_s": study["wall_s"]}
@@ -196,6 +197,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="--pruning: epochs per trial")
     p.add_argument("--limit-per-class", type=int, default=5000, help="--sst2: training sentences per class")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--sampler", default="tpe", help="--pruning: the sampler of both studies (random: both try the "
+                   "same settings, so the comparison is the pruner's alone)")
     args = p.parse_args()
     if args.cifar:
         args.minutes, args.per_class = args.minutes or 60, args.per_class or 1000
