@@ -430,10 +430,10 @@ def _baseline_section(report: dict, board: list[dict], won: dict, run: Run) -> N
         return
     baseline = Baseline(row["name"], f"{_describe(run.dir / row['run'])}: the leaderboard's {row['name']}",
                         row.get("wall_s", 0.0), row.get("val"), row.get("test"),
-                        "a member of this run's leaderboard, trained and validated on the same split as the others",
-                        same_kind=bool(row.get("chosen")))
+                        "a member of this run's leaderboard, trained and validated on the same split as the others")
     out = compare(report, baseline, run.warn)
     if row.get("chosen"):
+        out["same_kind"] = True
         out["message"] = (f"The baseline ({row['name']}) is the chosen model: no other member beat it on validation "
                           f"({_pct((row.get('val') or {}).get('accuracy'))}).")
 
