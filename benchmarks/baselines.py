@@ -9,6 +9,8 @@
     python benchmarks/baselines.py --auto sst2                     # fit --model auto --time-budget 15 on SST-2
     python benchmarks/baselines.py --auto cifar10                  # fit --model auto --time-budget 10 on CIFAR-10
     python benchmarks/baselines.py --auto cifar10-fast             # the --recipe fast run it is held against
+    python benchmarks/baselines.py --all-labelled --budget 4       # --model auto on every labelled dataset, one
+                                                                   # markdown row each: chosen vs its baseline on val
 
 Trains on train minus a stratified-by-seed validation slice (--val-fraction of train: the
 slice tuneforge's own fits would hold out; it fits the softmax temperature and gives the
@@ -154,6 +156,126 @@ def run_auto(case: str) -> dict:
             "test_macro_f1": (report.get("test") or {}).get("macro_f1"), "leaderboard": board}
 
 
+# `--all-labelled`: every dataset of ../shared/datasets with labels, as `tuneforge fit --model auto` reads it
+# (paths relative to DATASETS; "{tmp}" is a folder the benchmark writes, never the repository), or why not.
+LABELLED = {
+    "cifar10": {"label": "class folder (10)", "prepare": "cifar10_subset",
+                "args": ["--data", "{tmp}/cifar10", "--model", "auto"]},
+    "sst2": {"label": "label (2)",  # phrases in train: a sentence-level validation set (README, --val)
+             "args": ["--data", "sst2/sentiment-train", "--val", "sst2/sentiment-test", "--test", "sst2/sentiment-dev",
+                      "--columns", "text,label", "--model", "auto"]},
+    "tnews": {"label": "label (15)",  # no labelled test: dev is the test, validation carved from train
+              "args": ["--data", "tnews/train.tsv", "--test", "tnews/dev.tsv", "--columns", "text,label",
+                       "--model", "auto"]},
+    "banking77": {"label": "category (77)",
+                  "args": ["--data", "banking77/train.csv", "--test", "banking77/test.csv", "--text-column", "text",
+                           "--label-column", "category", "--model", "auto"]},
+    "fashion_products": {"label": "articleType (75; < 10 training rows -> other)", "prepare": "fashion_rows",
+                         "args": ["--data", "{tmp}/fashion.csv", "--image-column", "image", "--text-column",
+                                  "productDisplayName", "--label-column", "articleType", "--test-fraction", "0.15",
+                                  "--min-class-count", "10", "--model", "auto"]},
+    "medmnist/pneumoniamnist": {"label": "normal / pneumonia (2)", "prepare": "pneumonia_png",
+                                "args": ["--data", "{tmp}/pneumoniamnist", "--model", "auto"]},
+    "nlupp_banking": {"skip": "multi-label (48 intents, 2.25 per utterance): not supported until issue 20; not measured"},
+    "flickr8k": {"skip": "image-caption pairs, no class labels: retrieval (`tuneforge align`), out of scope"},
+    "finance_vix": {"skip": "a daily series with no labels: forecasting, no classification target; out of scope"},
+}
+
+
+def cifar10_subset(tmp: Path, a) -> str:
+    """CIFAR-10 class folders of links: the first --cifar-train images of each class (by file name)
+    from train/, the first --cifar-test of each from test/."""
+    for part, n in (("train", a.cifar_train), ("test", a.cifar_test)):
+        for cls in sorted(p.name for p in (DATASETS / "cifar10" / part).iterdir()):
+            d = tmp / "cifar10" / part / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for f in sorted((DATASETS / "cifar10" / part / cls).iterdir())[:n]:
+                os.symlink(f, d / f.name)
+    return f"subset: {a.cifar_train}/class train, {a.cifar_test}/class test (first by file name)"
+
+
+def fashion_rows(tmp: Path, a) -> str:
+    """The first --fashion-rows rows of metadata.csv, image paths made absolute (the table moves to tmp)."""
+    import csv
+    with open(DATASETS / "fashion_products" / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:a.fashion_rows]
+    with open(tmp / "fashion.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "image": str(DATASETS / "fashion_products" / r["image"])} for r in rows)
+    return f"first {len(rows)} of 9,583 rows; test 15%, val 10% of the rest, stratified, seed 0"
+
+
+def pneumonia_png(tmp: Path, a) -> str:
+    """pneumoniamnist.npz as PNG class folders train/, val/, test/ (tuneforge reads .npz from issue 20 on)."""
+    from PIL import Image
+    arrays = np.load(DATASETS / "medmnist" / "pneumoniamnist.npz")
+    names = {0: "normal", 1: "pneumonia"}
+    for part in ("train", "val", "test"):
+        for i, (img, y) in enumerate(zip(arrays[f"{part}_images"], arrays[f"{part}_labels"].reshape(-1))):
+            d = tmp / "pneumoniamnist" / part / names[int(y)]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i:05d}.png")
+    return "the npz arrays as 28x28 PNG class folders; its own val split"
+
+
+def run_labelled(name: str, spec: dict, a) -> dict:
+    """One `tuneforge fit --model auto --time-budget B` of LABELLED[name]; its report's chosen model
+    against the report's baseline on validation."""
+    import shutil
+    import tempfile
+    if "skip" in spec:
+        return {"dataset": name, "label": "—", "skipped": spec["skip"]}
+    tmp = Path(tempfile.mkdtemp(prefix="tuneforge-labelled-"))
+    try:
+        prepared = globals()[spec["prepare"]](tmp, a) if "prepare" in spec else ""
+        budget = a.budget_image_text if "--image-column" in spec["args"] else a.budget
+        args = [(x.format(tmp=tmp) if "{tmp}" in x else str(DATASETS / x)) if i and spec["args"][i - 1] in
+                ("--data", "--val", "--test") else x for i, x in enumerate(spec["args"])]
+        args += ["--time-budget", str(budget)]
+        out = Path("/tmp/tuneforge-bench") / f"labelled-{name.replace('/', '-')}"
+        cmd = [sys.executable, "-m", "tuneforge", "fit", *args, "--out", str(out), "--overwrite", "--no-progress",
+               "--no-tensorboard"]
+        load = os.getloadavg()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = time.perf_counter() - t0
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = json.loads((out / "report.json").read_text())
+    val, test, base = report.get("val") or {}, report.get("test") or {}, report.get("baseline") or {}
+    bval = base.get("val") or {}
+    margin = None if bval.get("accuracy") is None else round(100 * (val["accuracy"] - bval["accuracy"]), 2)
+    return {"dataset": name, "label": spec["label"], "prepared": prepared, "budget_min": budget,
+            "command": "tuneforge fit " + " ".join(args).replace(str(DATASETS), "../shared/datasets"),
+            "chosen": report.get("chosen"), "val_accuracy": val.get("accuracy"), "val_macro_f1": val.get("macro_f1"),
+            "baseline": base.get("name"), "baseline_val_accuracy": bval.get("accuracy"),
+            "baseline_val_macro_f1": bval.get("macro_f1"), "margin_points": margin,
+            "never_below": margin is not None and margin >= 0, "test_accuracy": test.get("accuracy"),
+            "test_macro_f1": test.get("macro_f1"), "wall_s": round(wall, 1), "report_wall_s": report.get("wall_s"),
+            "load": f"{load[0]:.1f} -> {load_after[0]:.1f}",
+            "leaderboard": [{k: r.get(k) for k in ("name", "status", "plan", "wall_s", "why")} |
+                            {"val": (r.get("val") or {}).get("accuracy"), "test": (r.get("test") or {}).get("accuracy")}
+                            for r in report.get("leaderboard", [])]}
+
+
+def labelled_row(r: dict) -> str:
+    """One markdown row of the --all-labelled table."""
+    pct = lambda v: "—" if v is None else f"{100 * v:.2f}%"
+    f1 = lambda v: "—" if v is None else f"{v:.3f}"
+    if "skipped" in r:
+        return f"| {r['dataset']} | — | not measured: {r['skipped']} | | | | | | |"
+    return (f"| {r['dataset']} | {r['label']} | {r['chosen']} | {pct(r['val_accuracy'])} / {f1(r['val_macro_f1'])} | "
+            f"{r['baseline']}: {pct(r['baseline_val_accuracy'])} / {f1(r['baseline_val_macro_f1'])} | "
+            f"{'+' if (r['margin_points'] or 0) >= 0 else ''}{r['margin_points']} | {pct(r['test_accuracy'])} | "
+            f"{r['wall_s']:.0f} s ({r['budget_min']} min) | {r['load']} |")
+
+
+LABELLED_HEAD = ("| dataset | label | chosen | val acc / macro-F1 | baseline val acc / macro-F1 | margin (points) | "
+                 "test acc | wall (budget) | load 1-min (before -> after) |\n|---|---|---|---|---|---|---|---|---|")
+
+
 def record(rec: dict) -> None:
     rec = {"benchmark": "baselines", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **rec}
@@ -183,7 +305,31 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="run every setting listed in SWEEP for the dataset")
     ap.add_argument("--refit-all", action="store_true",
                     help="after choosing on the validation slice, refit on all of train with the same choices")
+    ap.add_argument("--all-labelled", action="store_true",
+                    help="instead: `fit --model auto --time-budget --budget` on every labelled dataset, one markdown row each")
+    ap.add_argument("--only", default=None, help="--all-labelled: these datasets only (comma-separated LABELLED names)")
+    ap.add_argument("--budget", type=float, default=4.0, help="--all-labelled: minutes per dataset")
+    ap.add_argument("--budget-image-text", type=float, default=6.0, help="--all-labelled: minutes for image+text")
+    ap.add_argument("--cifar-train", type=int, default=1000, help="--all-labelled: CIFAR-10 training images per class")
+    ap.add_argument("--cifar-test", type=int, default=200, help="--all-labelled: CIFAR-10 test images per class")
+    ap.add_argument("--fashion-rows", type=int, default=3000, help="--all-labelled: fashion_products rows")
     a = ap.parse_args()
+    if a.all_labelled:
+        print(LABELLED_HEAD, flush=True)
+        for name, spec in LABELLED.items():
+            if a.only and name not in a.only.split(","):
+                continue
+            rec = {"benchmark": "auto-labelled", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+            try:
+                rec.update(run_labelled(name, spec, a))
+            except subprocess.CalledProcessError as e:  # one dataset's failure is a row, the others still run
+                rec.update({"dataset": name, "label": spec.get("label"), "skipped": f"FAILED: exit code {e.returncode}"})
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with open(RESULTS, "a") as f:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            print(labelled_row(rec), flush=True)
+        return
     if a.auto:
         rec = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), **run_auto(a.auto)}

@@ -11,7 +11,7 @@ def detect(cfg) -> bool:
 
 # registered last, so asked first (plugins.plugin_for): --model auto on any data it has a portfolio for
 PLUGIN = register_plugin(Plugin(
-    "auto", groups=("run", "model", "table", "image", "auto"), detect="tuneforge.tasks.auto:detect",
+    "auto", groups=("run", "model", "table", "image", "fusion", "auto"), detect="tuneforge.tasks.auto:detect",
     fit="tuneforge.tasks.auto.fit:fit_auto",
     # what each member sets for itself (portfolio.py), or what a run of several fits cannot honour
     unread=("recipe", "precision", "grad_clip", "max_minutes", "pretrained", "weights", "init", "freeze",

@@ -25,10 +25,12 @@ import numpy as np
 
 from ... import config as cfgmod
 from ...config import FitConfig
+from ...core.baseline import Baseline, compare, skipped
 from ...core.bundle import load_bundle
 from ...core.data.images import scan_class_folders
 from ...core.data.split import stratified_split
-from ...core.data.text import find_text_splits, is_text_data, read_rows
+from ...core.data.multimodal import read_image_text_table
+from ...core.data.text import find_text_splits, is_table, is_text_data, read_rows
 from ...core.report import Page, register_section, print_summary, write_report
 from ...core.run import FitResult, Run, open_run
 from ...errors import ConfigError, DataError
@@ -44,6 +46,8 @@ START_S = 5.0
 # A carved validation split holds at most this many rows (+-1.1 points at 2,000): every member predicts
 # it, and on a large training set a tenth of it would cost the budget minutes of encoder passes.
 MAX_VAL = 2000
+# The label rare classes are folded into on an image+text table (as the image+text fit names it).
+OTHER = "other"
 # The run's own settings that are not passed to its members: the split is made here, the folders are its own.
 _OWN = {"data", "val", "test", "out", "overwrite", "val_fraction", "model", "time_budget", "resume"}
 
@@ -57,7 +61,7 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
     budget_s = cfg.time_budget * 60
     kind = _kind(cfg)
     t0 = time.perf_counter()
-    split = _split_text(cfg, run.dir / "data") if kind == "text" else _split_images(cfg, run.dir / "data")
+    split = {"text": _split_text, "image": _split_images, "image+text": _split_image_text}[kind](cfg, run.dir / "data")
     log.info("auto: %s data, %d train, %d val, %d test, %d classes; budget %.1f min for %s", kind, split["train"],
              split["val"], split["test"], split["classes"], cfg.time_budget,
              ", ".join(m.name for m in PORTFOLIOS[kind]))
@@ -69,7 +73,7 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
         left = budget_s - (time.perf_counter() - run.t_start) - RESERVE_S
         plan = _plan(member, split, left - start_s, factor)
         row = {"name": member.name, "model": member.settings.get("model") or member.settings.get("recipe"),
-               "plan": plan.get("said")}
+               "plan": plan.get("said"), **({"baseline": True} if member.baseline else {})}
         if plan.get("skip"):
             log.info("auto: %s not started: %s", member.name, plan["skip"])
             board.append({**row, "status": "skipped", "why": plan["skip"]})
@@ -102,10 +106,18 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
 
 
 def _kind(cfg: FitConfig) -> str:
-    """text (a table, or a folder of train/val/test tables) or image (class folders)."""
-    if cfg.sequence_column or cfg.id_column or cfg.image_column or cfg.modalities:
-        raise ConfigError("--model auto: portfolios exist for text tables and image class folders, not for numeric "
-                          "sequences or image+text tables")
+    """text (a table, or a folder of train/val/test tables), image (class folders) or image+text
+    (a table with --image-column and --text-column)."""
+    if cfg.sequence_column or cfg.id_column:
+        raise ConfigError("--model auto: portfolios exist for text tables, image class folders and image+text "
+                          "tables, not for numeric sequences")
+    if cfg.modalities:
+        raise ConfigError("--modalities: --model auto chooses the inputs itself (a TF-IDF model of the text column, "
+                          "fusion of both); give --image-column and --text-column only")
+    if cfg.image_column:
+        if not cfg.text_column:
+            raise ConfigError("--model auto on an image+text table needs --text-column beside --image-column")
+        return "image+text"
     if is_text_data(cfg.data, cfg.text_column):
         return "text"
     data = Path(cfg.data)
@@ -166,6 +178,53 @@ def _split_text(cfg: FitConfig, out: Path) -> dict:
                          "skip_bad_rows": False}}
 
 
+def _split_image_text(cfg: FitConfig, out: Path) -> dict:
+    """RUN/data/{train,val,test}.jsonl with absolute image paths, the text and the label: val and test
+    as given, else stratified, seeded slices of the table (test: --test-fraction, 0 = none). Classes of
+    fewer than --min-class-count training rows are folded into "other" here, once, so every member
+    (a text-only TF-IDF, a fusion model) scores the same validation rows."""
+    img_col, text_col, label_col = cfg.image_column, cfg.text_column, cfg.label_column
+
+    def read(path: str | Path) -> list[dict]:
+        t = read_image_text_table(path, img_col, text_col, label_col, cfg.image_root, strict=cfg.strict,
+                                  encoding=cfg.encoding)
+        return [{img_col: str(i), text_col: x, label_col: y} for i, x, y in zip(t.images, t.texts, t.labels)]
+
+    if cfg.data is None or not is_table(cfg.data):
+        raise DataError(f"--data: no such table: {cfg.data} (an image+text table is one CSV/TSV/JSONL/Parquet file)")
+    rows = read(cfg.data)
+    parts = {n: read(getattr(cfg, n)) for n in ("val", "test") if getattr(cfg, n)}
+    for name, fraction in (("test", cfg.test_fraction), ("val", _val_fraction(cfg, len(rows)))):
+        if name not in parts and fraction > 0:
+            rest, held = stratified_split(np.array([r[label_col] for r in rows]), fraction, cfg.seed + (name == "val"))
+            parts[name], rows = [rows[i] for i in held], [rows[i] for i in rest]
+    parts["train"] = rows
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[label_col]] = counts.get(r[label_col], 0) + 1
+    rare = {c for c, k in counts.items() if k < cfg.min_class_count}
+    if rare:
+        log.info("auto: classes with fewer than %d training rows folded into 'other': %s", cfg.min_class_count,
+                 ", ".join(sorted(rare)))
+    known = {OTHER if c in rare else c for c in counts}
+    out.mkdir(parents=True, exist_ok=True)
+    paths, n = {}, {}
+    for name in ("train", "val", "test"):
+        if name not in parts:
+            continue
+        kept = [{**r, label_col: OTHER if r[label_col] in rare else r[label_col]} for r in parts[name]]
+        kept = [r for r in kept if r[label_col] in known]
+        if len(kept) < len(parts[name]):
+            log.warning("auto: %d %s rows have labels the training rows lack; left out", len(parts[name]) - len(kept), name)
+        paths[name], n[name] = out / f"{name}.jsonl", len(kept)
+        _write_jsonl(paths[name], kept)
+    return {"kind": "image+text", "paths": paths, "train": n["train"], "val": n["val"], "test": n.get("test", 0),
+            "classes": len(known),
+            "settings": {"image_column": img_col, "text_column": text_col, "label_column": label_col, "image_root": None,
+                         "columns": None, "encoding": "utf-8", "skip_bad_rows": False, "min_class_count": 0,
+                         "test_fraction": 0.0}}
+
+
 def _split_images(cfg: FitConfig, out: Path) -> dict:
     """RUN/data/train and RUN/data/val as class folders of links to the images (val as given,
     else a stratified, seeded slice of train); test is the given folder, linked as it is."""
@@ -223,7 +282,7 @@ def _plan(member: Member, split: dict, left_s: float, factor: float) -> dict:
         epochs = max(1, min(member.max_epochs, int((allot - fixed) / max(per_epoch, 1e-9))))
         settings["epochs"] = epochs
     raw = member.seconds(rows, n_eval, epochs)
-    if factor * raw > left_s:
+    if factor * raw > left_s and not member.baseline:  # the baseline is what every choice is compared with
         return {"skip": f"needs ~{factor * raw:.0f}s, {max(left_s, 0):.0f}s left", "said": None}
     allot = min(left_s, max(allot, factor * raw))
     if member.step_s:
@@ -281,7 +340,7 @@ def _member_settings(cfg: FitConfig, run: Run, member: Member, split: dict, sett
     given = {k: v for k, v in cfg.explicit().items() if k not in _OWN and k in PLUGINS["auto"].reads(FitConfig)}
     paths = split["paths"]
     where = ({"data": str(paths["train"]), "val": str(paths["val"]), "test": str(paths["test"]) if "test" in paths else None}
-             if split["kind"] == "text" else {"data": str(paths["data"]), "test": str(paths["test"]) if paths["test"] else None})
+             if split["kind"] != "image" else {"data": str(paths["data"]), "test": str(paths["test"]) if paths["test"] else None})
     if "limit_per_class" in given and "limit_per_class" in settings:
         settings["limit_per_class"] = min(settings["limit_per_class"], given["limit_per_class"])
     kwargs = {**given, **split["settings"], **settings, **where, "out": str(run.dir / "members" / member.name),
@@ -334,8 +393,11 @@ def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], member_dir: 
         "auto": {"kind": kind, "time_budget_min": cfg.time_budget, "members_s": round(members_s, 2),
                  "chosen_by": "validation accuracy (then macro-F1); test scores are reported, never used"},
         "best_epoch": won.get("best_epoch"), "epochs_run": won.get("epochs_run"),
-        "warnings": [*run.warnings, *(f"{chosen['name']}: {w}" for w in won.get("warnings", []))],
+        # the member's own baseline warning is left out: the run's baseline is the board's (below)
+        "warnings": [*run.warnings, *(f"{chosen['name']}: {w}" for w in won.get("warnings", [])
+                                      if "baseline" not in w.lower())],
         "config": cfg.to_dict()})
+    _baseline_section(report, board, won, run)
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
     report["within_budget"] = report["wall_s"] <= budget_s
     paths = write_report(run.dir, report, history, None)
@@ -348,6 +410,43 @@ def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], member_dir: 
     if cfg.progress:
         print_summary(report)
     return FitResult(run.dir, load_bundle(run.dir / "model")[0], report, cfg, history)
+
+
+def _baseline_section(report: dict, board: list[dict], won: dict, run: Run) -> None:
+    """report["baseline"]: the portfolio's baseline member, as the leaderboard shows it (same split,
+    same scores), against the chosen model. As the choice is the best on validation among trained
+    members, the baseline included, it never wins; the chosen member's own report keeps the baseline
+    its fit trained beside it (members/NAME/report.json), which is not repeated here. When the
+    baseline member could not be trained, the chosen member's own baseline stands in, saying so."""
+    row = next((r for r in board if r.get("baseline")), None)
+    if row is None or row["status"] != "trained":
+        why = f"the baseline member {row['name']} was not trained ({row.get('why', row['status'])})" if row else \
+            "the portfolio has no baseline member"
+        own = won.get("baseline")
+        if isinstance(own, dict) and not own.get("skipped"):
+            report["baseline"] = {**own, "note": f"{why}; the chosen member's own baseline. {own.get('note', '')}".strip()}
+            return
+        report["baseline"] = skipped(row["name"] if row else "baseline", why)
+        return
+    baseline = Baseline(row["name"], f"{_describe(run.dir / row['run'])}: the leaderboard's {row['name']}",
+                        row.get("wall_s", 0.0), row.get("val"), row.get("test"),
+                        "a member of this run's leaderboard, trained and validated on the same split as the others")
+    out = compare(report, baseline, run.warn)
+    if row.get("chosen"):
+        out["same_kind"] = True
+        out["message"] = (f"The baseline ({row['name']}) is the chosen model: no other member beat it on validation "
+                          f"({_pct((row.get('val') or {}).get('accuracy'))}).")
+
+
+def _describe(member_dir: Path) -> str:
+    """A member's model in words, from its own report."""
+    report = json.loads((member_dir / "report.json").read_text(encoding="utf-8"))
+    info = report.get("tfidf")
+    if isinstance(info, dict):
+        grams = "-".join(map(str, info.get("ngram_range") or ()))
+        return f"TF-IDF {info.get('analyzer', '')} {grams}-grams + {info.get('classifier', 'a linear classifier')}"
+    freeze = (report.get("config") or {}).get("freeze")
+    return f"{report.get('model')}" + (" with a frozen backbone (a linear head on its features)" if freeze == "backbone" else "")
 
 
 def _pct(v) -> str:

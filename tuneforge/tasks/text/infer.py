@@ -3,6 +3,7 @@ training max length, padded per batch; texts from arguments, files, standard inp
 labelled table with the training columns."""
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from pathlib import Path
@@ -108,11 +109,26 @@ class TextClassification(Task):
         datasets folders (their text column, as `batch` reads it: these have no lines)."""
         out: list[dict] = []
         for it in map(str, items):
-            if is_arrow_table(it):
+            if is_arrow_table(it) or self._header_table(it):
                 out += [{"text": r["text"]} for r in self.table_rows(Path(it))]
             else:
                 out += [{"text": t} for t in read_lines([it], self.data.get("encoding", "utf-8"))]
         return out
+
+    def _header_table(self, item: str) -> bool:
+        """A CSV/TSV/JSONL file whose header names the column the model was trained on (e.g. the
+        title column of an image+text table that `--model auto` answered with a text model): its
+        rows' texts, as `batch` reads them, not its lines. Headerless training tables (--columns)
+        and plain text files keep one text per line."""
+        column = self.data.get("text_column")
+        if not column or self.data.get("columns") or not item.lower().endswith((".csv", ".tsv", ".jsonl")) \
+                or not os.path.isfile(item):
+            return False
+        with open(item, encoding=self.data.get("encoding", "utf-8"), errors="replace") as f:
+            first = f.readline()
+        if item.lower().endswith(".jsonl"):
+            return f'"{column}"' in first
+        return column in next(csv.reader([first], delimiter="\t" if item.lower().endswith(".tsv") else ","), [])
 
     def labelled(self, data: str | Path, **options) -> Labelled:
         """A labelled file with the columns the model was trained on."""
