@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuneforge.core.models import create_model
-from tuneforge.core.models.base import Backbone, Classifier, extract_features, fold_batchnorm, folded_if_same
+from tuneforge.core.models.base import Backbone, Classifier, FrozenPrefix, extract_features, fold_batchnorm, folded_if_same
 
 
 def lite0_with_statistics() -> Classifier:
@@ -94,3 +94,23 @@ def test_frozen_prefix_gets_no_gradients():
     F.cross_entropy(model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 2, 0])).backward()
     assert all(p.grad is None for st in stages[:3] for p in st.parameters())
     assert all(p.grad is not None for p in stages[3].parameters())
+
+
+def test_frozen_prefix_trains_the_tail_like_the_model():
+    """FrozenPrefix gives the model's outputs and the model's gradients for the trained stages."""
+    model = lite0_with_statistics()
+    model.freeze(3)
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    wrapped = FrozenPrefix(model, 3, images)
+    assert wrapped._prefix[0] is not model and not any(k.startswith("_prefix") for k in wrapped.state_dict())
+    assert {id(p) for p in wrapped.parameters() if p.requires_grad} == {id(p) for p in model.parameters() if p.requires_grad}
+    x, y = images.float().div(255.0), torch.tensor([0, 1, 2, 0])
+    grads = []
+    for net in (model, wrapped):
+        net.eval()  # no drop-connect or batch statistics: the two must agree exactly up to rounding
+        model.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        grads.append([p.grad.clone() for p in model.backbone.stages()[3].parameters()])
+        assert all(p.grad is None for st in model.backbone.stages()[:3] for p in st.parameters())
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)

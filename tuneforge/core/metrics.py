@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -63,16 +62,17 @@ def classification_metrics(logits, targets, classes: list[str]) -> dict:
         out["top5_accuracy"] = float((top5 == targets[:, None]).any(axis=1).mean())
     out["loss"] = float(-log_softmax(logits)[np.arange(n), targets].mean())
 
-    macro = precision_recall_fscore_support(
-        targets, preds, labels=labels, average="macro", zero_division=0)
-    out["macro_precision"], out["macro_recall"], out["macro_f1"] = (float(v) for v in macro[:3])
-
-    p, r, f, s = precision_recall_fscore_support(
-        targets, preds, labels=labels, average=None, zero_division=0)
+    # scikit-learn's precision_recall_fscore_support(zero_division=0) and confusion_matrix, in
+    # numpy: importing sklearn.metrics cost every fit 3-10 s (BENCHMARKS.md, issue 17)
+    cm = np.bincount(targets * c + preds, minlength=c * c).reshape(c, c)
+    tp, s, predicted = np.diag(cm).astype(np.float64), cm.sum(axis=1), cm.sum(axis=0)
+    ratio = lambda a, b: np.divide(a, b, out=np.zeros(c), where=b > 0)
+    p, r, f = ratio(tp, predicted), ratio(tp, s), ratio(2 * tp, predicted + s)
+    out["macro_precision"], out["macro_recall"], out["macro_f1"] = float(p.mean()), float(r.mean()), float(f.mean())
     out["per_class"] = {
         str(name): {"precision": float(p[i]), "recall": float(r[i]),
                     "f1": float(f[i]), "support": int(s[i])}
         for i, name in enumerate(classes)
     }
-    out["confusion_matrix"] = confusion_matrix(targets, preds, labels=labels).tolist()
+    out["confusion_matrix"] = cm.tolist()
     return out

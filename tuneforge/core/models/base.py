@@ -128,6 +128,30 @@ class StageTail(nn.Module):
         return self
 
 
+class FrozenPrefix(nn.Module):
+    """A Classifier whose first `stage` backbone stages are frozen, on images: those stages run
+    from a BatchNorm-folded copy (`folded_if_same`) without autograd, the rest as `StageTail`.
+    For fits too short for caching the frozen stages' outputs to pay (the cache computes each
+    image and its mirror once; a 1-epoch fit sees each image once) or with augmentations the
+    cache cannot keep. The copy is not a submodule: it is neither trained nor saved."""
+
+    def __init__(self, model: Classifier, stage: int, sample: torch.Tensor):
+        super().__init__()
+        self.tail = StageTail(model, stage)
+        self._prefix = [folded_if_same(model, sample, stage)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self._prefix[0]
+        with torch.no_grad():
+            maps = net.backbone.forward_stages(net.prepare(x), 0, self.tail.stage)
+        return self.tail(maps)
+
+    def train(self, mode: bool = True) -> "FrozenPrefix":
+        self.training = mode
+        self.tail.train(mode)
+        return self
+
+
 @torch.inference_mode()
 def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 256,
                      mirrored: bool = False, stage: int | None = None, max_fp32_bytes: int = 2 << 30) -> torch.Tensor:
