@@ -22,6 +22,12 @@ built by tuneforge's model code for every peer) at 64 px, 1 epoch, AdamW 1e-3 (w
                   from the Hugging Face hub, which this machine cannot reach
   tuneforge-cold  `tuneforge fit` with an empty decode cache (JPEG decode included)
   tuneforge-warm  the same command again, decode cache filled by the cold run
+  tuneforge-freezeK-cold / -warm  the same with `--freeze K`: the first K stages (stem = stage 0)
+                  keep their ImageNet weights and BatchNorm statistics; their outputs are computed
+                  once (BatchNorm folded into the convolutions) and the rest is trained on them
+  ...-cold+baseline  any tuneforge peer with its default baseline (a linear probe: one more
+                  forward pass over 1,000 train and 1,000 test images); the other tuneforge peers
+                  pass --no-baseline, since no other peer trains one
 
 `--balanced` adds `tuneforge fit --recipe balanced` (3 epochs, cosine with 0.2 epochs of
 warm-up; trained on all train images like the others) and the conventional loop with the same
@@ -178,9 +184,14 @@ def timm_style(data: Path, epochs: int, schedule: str) -> dict:
 
 
 # ---------------------------------------------------------------- tuneforge
-def tuneforge_cmd(data: Path, out: Path, cache: Path, balanced: bool) -> list[str]:
+def tuneforge_cmd(data: Path, out: Path, cache: Path, balanced: bool, freeze: str = "none",
+                  baseline: bool = False) -> list[str]:
+    """The fit; no peer trains a baseline, so neither does tuneforge unless `baseline` (the
+    `+baseline` peers: what the default costs)."""
     cmd = [sys.executable, "-m", "tuneforge", "fit", "--data", str(data), "--out", str(out), "--overwrite",
-           "--cache-dir", str(cache), "--val-fraction", "0", "--no-progress", "--freeze", "none"]
+           "--cache-dir", str(cache), "--val-fraction", "0", "--no-progress", "--freeze", freeze]
+    if not baseline:
+        cmd.append("--no-baseline")
     if balanced:
         return cmd + ["--recipe", "balanced"]
     return cmd + ["--model", "efficientnet_lite0", "--image-size", str(SIZE), "--epochs", "1", "--optimizer", "adamw",
@@ -208,9 +219,10 @@ def run_peer(name: str, data: Path, work: Path, args) -> dict:
     epochs, schedule = (3, "cosine") if balanced else (1, "onecycle")
     if name.startswith("tuneforge"):
         out, cache = work / f"run-{name}", work / "cache"
-        if name.startswith("tuneforge-cold") and cache.exists():
+        if "-cold" in name and cache.exists():
             shutil.rmtree(cache)
-        cmd = tuneforge_cmd(data, out, cache, balanced)
+        freeze = next((t[len("freeze"):] for t in name.split("-") if t.startswith("freeze")), "none")
+        cmd = tuneforge_cmd(data, out, cache, balanced, freeze, baseline="+baseline" in name)
     else:
         out = work / f"{name}.json"
         cmd = [sys.executable, __file__, "--worker", name.split("-")[0], "--data", str(data), "--epochs", str(epochs),
@@ -247,7 +259,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--only", default="conventional,timm,tuneforge-cold,tuneforge-warm")
+    ap.add_argument("--only", default="conventional,timm,tuneforge-cold,tuneforge-warm",
+                    help="peers, comma-separated (also tuneforge-freezeK-cold/-warm, ...-cold+baseline)")
     ap.add_argument("--balanced", action="store_true", help="also --recipe balanced vs the conventional loop, 3 epochs")
     ap.add_argument("--work", default="/tmp/tuneforge-peers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peers.jsonl"))

@@ -325,3 +325,20 @@ def test_real_regression_run_writes_rmse_into_report_html(tmp_path):
     test = run.report["test"]
     assert "r2" in test and f"{test['rmse']:.4g}" in page and f"{test['mae']:.4g}" in page
     assert (run.run_dir / "plots" / "predicted_vs_true.png").is_file() and "Predicted vs true (test)" in page
+
+
+def test_precision_recall_f1_and_confusion_match_scikit_learn():
+    """The report's metrics are scikit-learn's, including zero_division=0 for a class never
+    predicted or never present."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    for c, n, seed in ((2, 7, 0), (len(CLASSES), 200, 1), (10, 500, 2)):
+        logits, targets, _ = make_logits(n=n, c=c, absent=c - 1 if c > 2 else None, seed=seed)
+        logits[:, 0] -= 100  # class 0 is never predicted
+        m, preds, labels = classification_metrics(logits, targets, [str(i) for i in range(c)]), logits.argmax(1), list(range(c))
+        macro = precision_recall_fscore_support(targets, preds, labels=labels, average="macro", zero_division=0)
+        assert [m["macro_precision"], m["macro_recall"], m["macro_f1"]] == pytest.approx(list(macro[:3]))
+        p, r, f, s = precision_recall_fscore_support(targets, preds, labels=labels, average=None, zero_division=0)
+        for i in range(c):
+            assert [m["per_class"][str(i)][k] for k in ("precision", "recall", "f1")] == pytest.approx([p[i], r[i], f[i]])
+            assert m["per_class"][str(i)]["support"] == s[i]
+        assert m["confusion_matrix"] == confusion_matrix(targets, preds, labels=labels).tolist()

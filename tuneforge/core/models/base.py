@@ -2,6 +2,8 @@
 and the preprocessing that belongs to the backbone's weights (so a bundle carries it along)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -126,6 +128,30 @@ class StageTail(nn.Module):
         return self
 
 
+class FrozenPrefix(nn.Module):
+    """A Classifier whose first `stage` backbone stages are frozen, on images: those stages run
+    from a BatchNorm-folded copy (`folded_if_same`) without autograd, the rest as `StageTail`.
+    For fits too short for caching the frozen stages' outputs to pay (the cache computes each
+    image and its mirror once; a 1-epoch fit sees each image once) or with augmentations the
+    cache cannot keep. The copy is not a submodule: it is neither trained nor saved."""
+
+    def __init__(self, model: Classifier, stage: int, sample: torch.Tensor):
+        super().__init__()
+        self.tail = StageTail(model, stage)
+        self._prefix = [folded_if_same(model, sample, stage)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self._prefix[0]
+        with torch.no_grad():
+            maps = net.backbone.forward_stages(net.prepare(x), 0, self.tail.stage)
+        return self.tail(maps)
+
+    def train(self, mode: bool = True) -> "FrozenPrefix":
+        self.training = mode
+        self.tail.train(mode)
+        return self
+
+
 @torch.inference_mode()
 def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 256,
                      mirrored: bool = False, stage: int | None = None, max_fp32_bytes: int = 2 << 30) -> torch.Tensor:
@@ -135,11 +161,12 @@ def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 
     still see flip augmentation. A cache larger than `max_fp32_bytes` is kept in bf16 (half the
     memory, ~3 significant digits: the maps are post-activation values, this is noise-level)."""
     model.eval()
+    net = folded_if_same(model, images, stage)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         if stage is None:
-            return model.features(x)
-        return model.backbone.forward_stages(model.prepare(x), 0, stage)
+            return net.features(x)
+        return net.backbone.forward_stages(net.prepare(x), 0, stage)
 
     out, dtype = [], torch.float32
     with phase("extracting features" if stage is None else f"computing frozen stages 0-{stage - 1}", len(images),
@@ -154,3 +181,64 @@ def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 
     if not out:
         raise ValueError("extract_features: no images")
     return torch.cat(out)
+
+
+def fold_batchnorm(model: Classifier, stage: int) -> Classifier:
+    """A copy of `model` for inference whose first `stage` backbone stages have each BatchNorm2d
+    folded into the convolution that feeds it (in eval mode a BatchNorm is a per-channel affine
+    map, so w' = w * g / sqrt(v + eps), b' = beta + (b - m) * g / sqrt(v + eps)). It computes what
+    the frozen stages compute, without their BatchNorm passes: at 64 px the frozen stages' forward
+    is memory-bound, and BatchNorm was 15-30% of it (BENCHMARKS.md). A BatchNorm counts as fed by
+    the convolution registered just before it in the same stage, with as many output channels;
+    `fit` checks the copy's outputs against the model's before using it."""
+    folded = copy_module(model).eval()
+    pairs: dict[int, nn.Conv2d] = {}
+    for st in folded.backbone.stages()[:stage]:
+        prev: nn.Module | None = None
+        for m in st.modules():
+            if type(m) is nn.BatchNorm2d and isinstance(prev, nn.Conv2d) and prev.out_channels == m.num_features \
+                    and m.track_running_stats and m.running_mean is not None:
+                pairs[id(m)] = prev
+            if not list(m.children()):
+                prev = m
+    with torch.no_grad():
+        for parent in list(folded.modules()):
+            for name, child in list(parent.named_children()):
+                conv = pairs.get(id(child))
+                if conv is None:
+                    continue
+                scale = (child.weight if child.affine else torch.ones_like(child.running_var)) / torch.sqrt(child.running_var + child.eps)
+                shift = (child.bias if child.affine else torch.zeros_like(child.running_mean)) - child.running_mean * scale
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                bias = shift if conv.bias is None else conv.bias * scale + shift
+                conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+                setattr(parent, name, nn.Identity())
+    folded.folded_batchnorms = len(pairs)
+    return folded
+
+
+def copy_module(model: Classifier) -> Classifier:
+    """A deep copy that shares nothing with `model` (weights cloned), with no gradients."""
+    out = copy.deepcopy(model)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def folded_if_same(model: Classifier, images: torch.Tensor, stage: int | None) -> Classifier:
+    """`fold_batchnorm(model, stage)` (all stages when None) when it computes what `model`
+    computes on a few of `images` (to float rounding), else `model` itself: the pairing of a
+    convolution with the BatchNorm after it is read from registration order, which a backbone
+    need not follow."""
+    try:
+        n = len(model.backbone.stages()) if stage is None else stage
+    except NotImplementedError:  # a backbone without stages is extracted as it is
+        return model
+    folded = fold_batchnorm(model, n)
+    if not folded.folded_batchnorms:
+        return model
+    x = images[:4].float().div(255.0)
+    with torch.inference_mode():
+        a = model.backbone.forward_stages(model.prepare(x), 0, n) if stage is not None else model.features(x)
+        b = folded.backbone.forward_stages(folded.prepare(x), 0, n) if stage is not None else folded.features(x)
+    return folded if torch.allclose(a, b, rtol=1e-3, atol=1e-4 * (1 + a.abs().max().item())) else model

@@ -4,7 +4,6 @@ stride-1 stem, as CIFAR ResNets do."""
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from .base import Backbone
@@ -20,6 +19,8 @@ class ResNetBackbone(Backbone):
 
     def __init__(self, depth: int = 18, small_stem: bool = False):
         super().__init__()
+        import torchvision  # only here: importing it costs every fit 2-10 s (torch._dynamo)
+
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if small_stem:
             net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)

@@ -23,7 +23,7 @@ from ...core.data.split import fingerprint
 from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
 from ...core.models import ModelSpec, create_model, model_spec
-from ...core.models.base import HeadOnly, StageTail, extract_features
+from ...core.models.base import FrozenPrefix, HeadOnly, StageTail, extract_features
 from ...core.models.weights import resolve_init
 from ...core.probe import init_head_from_probe
 from ...core.run import FitResult, Run, finish, train_model
@@ -270,8 +270,12 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     encode = None  # what the frozen layers compute, when they are cached (unlabeled images get the same)
     frozen, n_stages = model.frozen_stages, len(model.backbone.stages())
     whole = frozen == n_stages  # frozen backbone: cache pooled features; else the maps of stage `frozen`
+    # caching costs a forward pass of the frozen stages over each image and, with flip, its
+    # mirror; computing them as it trains costs one per image and epoch (without their backward
+    # either way): for the maps of frozen stages, cache only when the fit runs more epochs than that
+    views = 2 if "flip" in ops else 1
     if cfg.cache_features and frozen and set(ops) <= ({"flip"} if whole else {"flip", "crop"}) and (
-            whole or model.backbone.can_split()):
+            whole or (model.backbone.can_split() and cfg.epochs > views)):
         # Frozen stages compute the same thing every epoch: run them once and train the rest on
         # their outputs. Flip stays valid as a cached mirrored view (computed only where used:
         # train with flip, val/test with TTA); crop becomes a shift of the cached maps by the
@@ -294,6 +298,10 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     else:
         inputs = {n: s.images for n, s in splits.items()}
         trainable, strategy = model, Supervised(cfg.augment, cfg.label_smoothing, cfg.tta)
+        if 0 < frozen < n_stages and model.backbone.can_split():
+            trainable = FrozenPrefix(model, frozen, train.images)
+            log.info("frozen stages 0-%d: computed as it trains, BatchNorm %s, no backward", frozen - 1,
+                     "folded into the convolutions" if trainable._prefix[0] is not model else "kept (could not be folded)")
 
     if cfg.head_init == "probe" and not run.resuming:  # a resumed run's head is in its checkpoint
         t_probe = time.perf_counter()
