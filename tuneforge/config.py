@@ -898,6 +898,8 @@ class SearchConfig(Command):
                        SAMPLERS)
     pruner: str = opt("median", "stop a trial whose per-epoch validation score is worse than the others' at the "
                                 "same epoch (sha: successive halving)", PRUNERS)
+    prune_after: int = opt(1, "epochs every trial trains before the pruner may stop it: a one-cycle or warm-up "
+                              "schedule's first epoch says little about where a trial ends")
     objective: str | None = opt(None, "the validation metric to optimise: accuracy, macro_f1, loss, top5_accuracy, "
                                       "rmse, mae, r2 (default: accuracy, rmse for regression)")
     direction: str = opt("auto", "auto: minimise loss, rmse and mae, maximise the others",
@@ -908,6 +910,8 @@ class SearchConfig(Command):
 
     def _check(self) -> None:
         _positive(self, "trials", "heartbeat")
+        if self.prune_after < 0:
+            raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
 

@@ -224,7 +224,7 @@ def open_study(s: Search) -> optuna.Study:
             storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=s.cfg.heartbeat,
                                  grace_period=GRACE * s.cfg.heartbeat,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-            study = optuna.create_study(storage=storage, sampler=_sampler(s), pruner=_pruner(s.cfg.pruner),
+            study = optuna.create_study(storage=storage, sampler=_sampler(s), pruner=_pruner(s.cfg.pruner, s.cfg.prune_after),
                                         study_name=s.name, direction=s.direction, load_if_exists=True)
             break
         except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError) as e:
@@ -252,14 +252,15 @@ def _sampler(s: Search) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _pruner(name: str) -> optuna.pruners.BasePruner:
+def _pruner(name: str, after: int) -> optuna.pruners.BasePruner:
+    """`after`: epochs before any trial may be stopped (epochs are reported from 1)."""
     if name == "median":
-        # two trials seen whole before any is compared; from the first epoch on (an absurd setting shows at once)
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        # two trials seen whole before any is compared
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=after)
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=after + 1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
+        return optuna.pruners.HyperbandPruner(min_resource=after + 1)
     return optuna.pruners.NopPruner()
 
 
