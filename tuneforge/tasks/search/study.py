@@ -253,10 +253,11 @@ def _sampler(s: Search) -> optuna.samplers.BaseSampler:
 
 
 def _pruner(name: str, after: int) -> optuna.pruners.BasePruner:
-    """`after`: epochs before any trial may be stopped (epochs are reported from 1)."""
+    """`after`: epochs before any trial may be stopped. Epochs are reported as steps from 1, and
+    Optuna prunes from step n_warmup_steps on."""
     if name == "median":
         # two trials seen whole before any is compared
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=after)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=after + 1)
     if name == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=after + 1)
     if name == "hyperband":
