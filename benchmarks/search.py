@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from small_data import subset  # the CIFAR-10 subset as symlinks (this folder is on sys.path when run)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
 RESULTS = ROOT / "benchmarks" / "results" / "search.jsonl"
@@ -53,22 +55,6 @@ SST2_SPACE = {
     "pooling": {"choice": ["mean", "cls", "max"]},
     "batch_size": {"choice": [64, 256]},
 }
-
-
-def subset(dst: Path, per_class: int, test_per_class: int | None) -> Path:
-    """The first `per_class` train images of every CIFAR-10 class (and `test_per_class` test images,
-    None: all), symlinked."""
-    src = DATASETS / "cifar10"
-    if not src.is_dir():
-        sys.exit(f"missing {src} (set TUNEFORGE_DATASETS)")
-    for split, n in (("train", per_class), ("test", test_per_class)):
-        for c in sorted(p.name for p in (src / split).iterdir()):
-            (dst / split / c).mkdir(parents=True, exist_ok=True)
-            for f in sorted((src / split / c).iterdir())[:n]:
-                link = dst / split / c / f.name
-                if not link.exists():
-                    os.symlink(f, link)
-    return dst
 
 
 def load() -> str:
@@ -130,7 +116,7 @@ def record(name: str, commands: list[str], row: str, **numbers) -> None:
 
 
 def cifar(args: argparse.Namespace) -> None:
-    data = subset(OUT / f"cifar-{args.per_class}", args.per_class, None)
+    data = subset(OUT / f"cifar-{args.per_class}", None, args.per_class, None)
     base = {"data": str(data), "recipe": "fast", "progress": False, "tensorboard": False, "baseline": False}
     load0 = load()
     study, commands = search("cifar", {**base, "val_fraction": 0.1}, CIFAR_SPACE,
@@ -148,7 +134,7 @@ def cifar(args: argparse.Namespace) -> None:
 
 
 def pruning(args: argparse.Namespace) -> None:
-    data = subset(OUT / f"cifar-{args.per_class}-test100", args.per_class, 100)
+    data = subset(OUT / f"cifar-{args.per_class}-test100", None, args.per_class, 100)
     fit_ = {"data": str(data), "recipe": "fast", "epochs": args.epochs, "val_fraction": 0.2, "progress": False,
             "tensorboard": False, "baseline": False, "patience": 0}
     results, commands = {}, []

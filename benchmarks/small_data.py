@@ -39,9 +39,9 @@ OUT = Path(os.environ.get("TUNEFORGE_BENCH_OUT", "/tmp/tuneforge-bench")) / "sma
 TF = [sys.executable, "-m", "tuneforge"]
 
 
-def subset(dst: Path, classes: int, per_class: int, test_per_class: int) -> Path:
-    """The first `per_class` train and `test_per_class` test images of the first `classes`
-    CIFAR-10 classes (sorted), symlinked."""
+def subset(dst: Path, classes: int | None, per_class: int, test_per_class: int | None) -> Path:
+    """The first `per_class` train and `test_per_class` test images (None: all) of the first
+    `classes` CIFAR-10 classes (sorted; None: all), symlinked. benchmarks/search.py uses it too."""
     src = DATASETS / "cifar10"
     if not src.is_dir():
         sys.exit(f"missing {src} (set TUNEFORGE_DATASETS)")
