@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from ...config import FitConfig, SearchConfig, build, flag, read_yaml, with_recipe
 from ...core.engine import Callback
 from ...core.fs import atomic_write_text, storage_errors
+from ...core.leaderboard import lower_is_better
 from ...core.run import setup
 from ...errors import ConfigError, TuneforgeError
 from ..launch import launch
@@ -44,9 +45,9 @@ from .space import Dimension, grid_space, parse_space
 
 log = logging.getLogger("tuneforge")
 
-# The validation metrics an objective may name (report.json's "val"), and those minimised.
+# The validation metrics an objective may name (report.json's "val"); those minimised are
+# `tuneforge runs`' lower-is-better ones (loss, rmse, mae).
 OBJECTIVES = ("accuracy", "top5_accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "rmse", "mae", "r2")
-MINIMISED = ("loss", "rmse", "mae")
 REGRESSION = ("rmse", "mae", "r2")
 # Heartbeats a running trial may miss before another worker fails it.
 GRACE = 2
@@ -142,7 +143,7 @@ def prepare(config: SearchConfig | str | Path | None, kwargs: dict) -> Search:
     if regression != (objective in REGRESSION) and objective != "loss":
         raise ConfigError(f"--objective {objective}: a {'regression' if regression else 'classification'} fit does "
                           f"not report it; choose {'rmse, mae, r2' if regression else 'accuracy, macro_f1'} or loss")
-    direction = cfg.direction if cfg.direction != "auto" else ("minimize" if objective in MINIMISED else "maximize")
+    direction = cfg.direction if cfg.direction != "auto" else ("minimize" if lower_is_better(objective) else "maximize")
     if cfg.trials is None and cfg.max_minutes is None and cfg.sampler != "grid":
         raise ConfigError("search: give a budget: --trials N and/or --max-minutes M")
     s = Search(cfg, fit, dims, space, folder, cfg.study or folder.resolve().name, objective, direction,
@@ -372,7 +373,7 @@ class Pruning(Callback):
 
     def __init__(self, trial: optuna.Trial, objective: str, pruner: str):
         self.trial, self.pruner = trial, pruner
-        self.key = "val_loss" if objective in (*MINIMISED, "r2") else "val_accuracy"
+        self.key = "val_loss" if lower_is_better(objective) or objective == "r2" else "val_accuracy"
         self.sign = -1.0 if objective == "r2" else 1.0
         self.reason: str | None = None
 
