@@ -140,6 +140,11 @@ class FrozenPrefix(nn.Module):
         self.tail = StageTail(model, stage)
         self._prefix = [folded_if_same(model, sample, stage)]
 
+    @property
+    def folded(self) -> bool:
+        """Whether the frozen stages run BatchNorm-folded (False: the model itself, not foldable)."""
+        return self._prefix[0] is not self.tail.model
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self._prefix[0]
         with torch.no_grad():

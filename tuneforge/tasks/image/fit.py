@@ -301,7 +301,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         if 0 < frozen < n_stages and model.backbone.can_split():
             trainable = FrozenPrefix(model, frozen, train.images)
             log.info("frozen stages 0-%d: computed as it trains, BatchNorm %s, no backward", frozen - 1,
-                     "folded into the convolutions" if trainable._prefix[0] is not model else "kept (could not be folded)")
+                     "folded into the convolutions" if trainable.folded else "kept (could not be folded)")
 
     if cfg.head_init == "probe" and not run.resuming:  # a resumed run's head is in its checkpoint
         t_probe = time.perf_counter()
