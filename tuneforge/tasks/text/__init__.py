@@ -5,8 +5,9 @@ which reads only the run, model name, table and tfidf settings (no epochs: nothi
 from ..plugins import Plugin, register_plugin
 
 PLUGIN = register_plugin(Plugin(
-    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline"),
-    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text", tasks=("text-classification",),
+    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "target"),
+    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text",
+    tasks=("text-classification", "text-regression"),
     infer="tuneforge.tasks.text.infer", help="a text table: --text-column/--label-column or --columns"))
 
 # registered after `text`, so asked before it (plugins.plugin_for): a text table with --model tfidf
