@@ -16,6 +16,8 @@ class Regression:
 
     def train_step(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, y = batch
+        if torch.is_tensor(x) and x.dtype == torch.uint8:  # images: [0, 1] floats, as Supervised feeds them
+            x = x.float().div_(255.0)
         pred = model(x).float().squeeze(1)
         return {"loss": self.loss(pred, y), "predictions": pred, "targets": y.unsqueeze(1)}
 
