@@ -931,8 +931,8 @@ class SearchConfig(Command):
     prune_after: int = opt(1, "epochs every trial trains before the pruner may stop it: a one-cycle or warm-up "
                               "schedule's first epoch says little about where a trial ends")
     objective: str | None = opt(None, "the validation metric to optimise: accuracy, macro_f1, loss, top5_accuracy, "
-                                      "rmse, mae, r2 (default: accuracy, rmse for regression)")
-    direction: str = opt("auto", "auto: minimise loss, rmse and mae, maximise the others",
+                                      "rmse, mae, r2, mase (forecasts) (default: accuracy, rmse for regression)")
+    direction: str = opt("auto", "auto: minimise loss, rmse, mae and mase, maximise the others",
                          ("auto", "maximize", "minimize"))
     seed: int = opt(0, "seed of the sampler (each trial's fit keeps the fit's own --seed)")
     heartbeat: int = opt(10, "seconds between a running trial's heartbeats; a trial silent for twice as long is "
