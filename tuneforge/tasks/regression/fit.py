@@ -15,16 +15,14 @@ from ...config import FitConfig
 from ...core.baseline import Baseline, compare, image_features, mean_predictor, pretrained_backbone, regression_scores, skipped
 from ...core.data import BatchLoader, write_manifest
 from ...core.data.images import decode_cached, peek_sides
-from ...core.data.tables import table_folder
-from ...core.data.text import read_rows
+from ...core.data.targets import read_image_table as read_table
 from ...core.memory import plan_memory
 from ...core.models import create_model, model_spec
 from ...core.models.weights import resolve_init
 from ...core.run import FitResult, Run, finish, train_model
 from ...core.strategies.regression import Regression
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 from ..image.fit import choose_image_size
-from . import IMAGE_COLUMNS
 
 log = logging.getLogger("tuneforge")
 
@@ -32,37 +30,6 @@ log = logging.getLogger("tuneforge")
 def resolve(cfg: FitConfig, given=()) -> None:
     """Regression selects on the validation loss (there is no accuracy)."""
     cfg.monitor = "val_loss"
-
-
-def read_table(path: str | Path, label_column: str, encoding: str = "utf-8", skip_bad_rows: bool = False
-               ) -> tuple[list[Path], np.ndarray]:
-    """Image paths (relative to the table's folder) and their numbers; a missing file or a label
-    that is not a number is an error naming its line (or skipped, with --skip-bad-rows)."""
-    rows, nos, _ = read_rows(path, None, encoding, skip_bad_rows)
-    if not rows:
-        raise DataError(f"{path}: the table has no rows")
-    column = next((c for c in IMAGE_COLUMNS if c in rows[0]), None)
-    if column is None or label_column not in rows[0]:
-        raise DataError(f"{path}: needs an image column ({', '.join(IMAGE_COLUMNS)}) and the --label-column "
-                        f"{label_column!r} (columns: {', '.join(rows[0])})")
-    base, files, values = table_folder(Path(path)), [], []
-    for row, no in zip(rows, nos):
-        f = Path(row[column])
-        f = f if f.is_absolute() else base / f
-        try:
-            v = float(row[label_column])
-            if not f.is_file():
-                raise FileNotFoundError(f)
-        except (ValueError, FileNotFoundError) as e:
-            why = f"no image file {f}" if isinstance(e, FileNotFoundError) else \
-                f"column {label_column!r} holds {row[label_column]!r}, not a number"
-            if not skip_bad_rows:
-                raise DataError(f"{path} line {no}: {why} (fix the file, or give --skip-bad-rows)") from None
-            log.warning("%s line %d: %s; skipped", path, no, why)
-            continue
-        files.append(f)
-        values.append(v)
-    return files, np.asarray(values, np.float64)
 
 
 def _split(cfg: FitConfig) -> dict[str, tuple[list[Path], np.ndarray]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ...core.data.images import decode_cached
+from ...core.data.targets import read_image_table
 from ...errors import DataError
 from ..image.infer import ImageClassification
 from ..registry import Labelled, register_task
-from .fit import read_table
 
 
 @register_task("image-regression")
@@ -36,7 +36,7 @@ class ImageRegression(ImageClassification):
         if not Path(data).is_file():
             raise DataError(f"{data}: an image-regression model is evaluated on a table (image paths and "
                             f"{self.data.get('label_column', 'label')!r})")
-        files, y = read_table(data, self.data.get("label_column", "label"), self.data.get("encoding", "utf-8"))
+        files, y = read_image_table(data, self.data.get("label_column", "label"), self.data.get("encoding", "utf-8"))
         arr, ok, bad = decode_cached(files, self.pre["image_size"], self.pre.get("resize", "crop"), cache_dir, strict=strict)
         paths = [str(f) for f, g in zip(files, ok) if g]
         return Labelled([{"image": a} for a in arr], y[ok], {"test": len(paths), "file": str(data), "skipped": bad},
