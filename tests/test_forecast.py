@@ -163,6 +163,7 @@ def _example_commands() -> list[str]:
     return [l.strip() for b in blocks for l in b.replace("\\\n", " ").splitlines() if l.strip().startswith("tuneforge ")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not VIX.is_file(), reason="the VIX data set is not here")
 def test_the_finance_example_runs_on_a_slice(tmp_path, monkeypatch, capsys):
     """Every `tuneforge` command of examples/finance/README.md, literally but on the last 400 days
