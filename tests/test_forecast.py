@@ -180,3 +180,21 @@ def test_the_finance_example_runs_on_a_slice(tmp_path, monkeypatch, capsys):
         assert main(argv) == 0, command
     assert (tmp_path / "runs" / "vix-1d" / "report.html").is_file() and (tmp_path / "runs" / "vix-1d-onnx" / "model.onnx").is_file()
     assert "../shared/datasets/finance_vix/vix-daily.csv" in " ".join(commands)  # the slice stood in for the real file
+
+
+def test_a_search_minimises_mase_over_forecasts(tmp_path):
+    pytest.importorskip("optuna")
+    write_series(tmp_path / "s.csv", 200)
+    fit = {"data": str(tmp_path / "s.csv"), "date_column": "day", "target_column": "value", "window": 7, "epochs": 2,
+           "embed_dim": 8, "hidden_size": 8, "num_layers": 1, "progress": False, "tensorboard": False}
+    report = tuneforge.search(fit=fit, space={"window": {"choice": [7, 14]}}, out=tmp_path / "study", trials=2,
+                              pruner="none", sampler="grid", objective="mase")
+    values = [r["value"] for r in report["trials"] if r["state"] == "complete"]
+    assert len(values) == 2 and report["best"]["value"] == min(values)  # lower is better
+    for r in report["trials"]:
+        trial = json.loads((tmp_path / "study" / "trials" / f"{r['number']:04d}" / "report.json").read_text())
+        assert r["value"] == pytest.approx(trial["val"]["mase"])
+    with pytest.raises(ConfigError, match="only a forecast"):
+        tuneforge.search(fit={**fit, "data": str(tmp_path / "x.csv"), "date_column": None, "target_column": None,
+                              "task": "regression", "model": "gru", "sequence_column": "v"},
+                         space={"lr": {"choice": [0.01]}}, out=tmp_path / "s2", trials=1, objective="mase")
