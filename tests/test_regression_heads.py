@@ -71,10 +71,10 @@ def text_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("ireg")
-    write_images(d, 300, 0, "train")
+    write_images(d, 200, 0, "train")
     write_images(d, 60, 1, "test")
     run = tuneforge.fit(data=str(d / "train.csv"), test=str(d / "test.csv"), task="regression", label_column="value",
-                        model="fast-cnn", loss="huber", epochs=8, batch_size=32, patience=0, cache_dir="",
+                        model="fast-cnn", loss="huber", epochs=6, batch_size=32, patience=0, cache_dir="",
                         out=str(d / "run"), **QUICK)
     return run, d
 
