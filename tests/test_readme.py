@@ -319,6 +319,41 @@ def build_vit_tiny_safetensors(ws: Path) -> None:
     save_file(timm.create_model("vit_tiny_patch16_224").state_dict(), str(ws / "vit_tiny.safetensors"))
 
 
+def build_ratings_csv(ws: Path) -> None:
+    """ratings.csv (review,score): generated reviews whose score is the sum of their words' weights (the
+    regression quick start: a known linear target)."""
+    import random
+    rng = random.Random(0)
+    weights = {"superb": 4, "great": 3, "good": 2, "nice": 1.5, "fine": 1, "ok": 0.5, "meh": -0.5, "poor": -1,
+               "bad": -2, "awful": -3, "acting": 0, "score": 0, "and": 0, "a": 0}
+    rows = []
+    for _ in range(400):
+        words = [rng.choice(list(weights)) for _ in range(rng.randrange(3, 8))]
+        rows.append((" ".join(words), f"{sum(weights[w] for w in words):.2f}"))
+    _write_csv(ws / "ratings.csv", ["review", "score"], rows)
+
+
+def build_brightness_csv(ws: Path) -> None:
+    """brightness.csv (file,value) and brightness/: 32 px images whose value is 10 x their brightness + 3."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (ws / "brightness").mkdir(exist_ok=True)
+    rows = []
+    for i in range(240):
+        b = rng.uniform(0.1, 0.9)
+        a = np.clip(rng.normal(0, 0.08, (32, 32, 3)) + b, 0, 1)
+        Image.fromarray((a * 255).astype(np.uint8)).save(ws / "brightness" / f"{i}.png")
+        rows.append((f"brightness/{i}.png", f"{10 * b + 3:.4f}"))
+    _write_csv(ws / "brightness.csv", ["file", "value"], rows)
+
+
+def build_vix_csv(ws: Path) -> None:
+    """vix.csv: the last 600 trading days of the VIX series (DATE,OPEN,HIGH,LOW,CLOSE)."""
+    lines = (DATASETS / "finance_vix" / "vix-daily.csv").read_text().splitlines()
+    (ws / "vix.csv").write_text("\n".join([lines[0], *lines[-600:]]) + "\n")
+
+
 def build_search_yaml(ws: Path) -> None:
     """search.yaml: the README's search file (its ```yaml block starting `fit:`) as written, but for
     `epochs: 10`, which becomes 2 (each trial a few seconds on photos/)."""
@@ -338,11 +373,12 @@ DATA: dict[str, Callable[[Path], None]] = {
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
     "vit_tiny.safetensors": build_vit_tiny_safetensors, "search.yaml": build_search_yaml,
+    "ratings.csv": build_ratings_csv, "brightness.csv": build_brightness_csv, "vix.csv": build_vix_csv,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",
              "test.txt": "captions.csv", "test_captions.csv": "captions.csv", "captions.txt": "captions.csv",
-             "photo.jpg": "captions.csv"}
+             "photo.jpg": "captions.csv", "brightness": "brightness.csv"}
 
 
 # ------------------------------------------------------------------------------------------- README parsing
@@ -447,7 +483,21 @@ def _chance_margin(k: int) -> float:
     return min(1.5 / k, 1 / k + 0.1)
 
 
+def check_regression_report(report: dict, where: str) -> None:
+    """A regression learns its known linear target (R² > 0.5); a forecast reports MASE beside the naive
+    forecast's (a real series' slice need not beat it: examples/finance)."""
+    split = "test" if isinstance(report.get("test"), dict) else "val"
+    m = report[split]
+    if report.get("task") == "forecast":
+        naive = report["forecast"]["baselines"]["naive"][split]
+        assert math.isfinite(m["mase"]) and math.isfinite(naive["mase"]), f"{where}: {m} vs naive {naive}"
+    else:
+        assert m["r2"] > 0.5, f"{where}: {split} R² {m['r2']:.3f} on a known linear target"
+
+
 def check_fit_report(report: dict, where: str) -> None:
+    if report.get("task") in ("regression", "forecast"):
+        return check_regression_report(report, where)
     classes = report.get("classes") or []
     split = "test" if (report.get("test") or {}).get("accuracy") is not None else "val"
     acc = (report.get(split) or {}).get("accuracy")
@@ -485,6 +535,9 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
         printed = _json_lines(out)[-1]
         assert Path(printed["report"]).is_file(), f"{where}: printed report path {printed['report']} is missing"
         check_fit_report(json.loads((Path(printed["run"]) / "report.json").read_text()), where)
+    elif verb == "evaluate" and _json_lines(out)[-1].get("rmse") is not None:  # a regressor or forecaster
+        printed = _json_lines(out)[-1]
+        assert Path(printed["report"]).is_file() and math.isfinite(printed["rmse"]), where
     elif verb == "evaluate":
         printed = _json_lines(out)[-1]
         assert Path(printed["report"]).is_file(), where
@@ -498,6 +551,9 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
             rows = _json_lines(out)
         assert rows, f"{where}: no predictions"
         for r in rows:
+            if classes == ["value"]:  # a regressor or forecaster answers a number
+                assert math.isfinite(float(r["value"])), f"{where}: {r}"
+                continue
             assert r["label"] in classes, f"{where}: {r} is not one of {classes}"
     elif verb == "batch":
         rows = list(csv.DictReader(open(ws / words[words.index("--output") + 1])))

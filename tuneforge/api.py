@@ -190,7 +190,9 @@ def _regression(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labell
     # "loss" as fit reports it: the MSE on the standardised target
     t = targets.astype(np.float64)
     return {"n": int(len(err)), "rmse": float(np.sqrt((err ** 2).mean())), "mae": float(np.abs(err).mean()),
-            "loss": float(((err / std) ** 2).mean()), "r2": float(1 - (err ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12))}, None
+            "loss": float(((err / std) ** 2).mean()), "r2": float(1 - (err ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)),
+            # a forecast: MAE over the naive forecast's MAE on the training period (tasks/forecast)
+            **({"mase": float(np.abs(err).mean() / task.mase_scale)} if getattr(task, "mase_scale", None) else {})}, None
 
 
 def _retrieval(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, None]:

@@ -350,11 +350,41 @@ class Arch(Settings):
 class Sequence(Settings):
     """Numeric sequences: where the values are and what is predicted."""
     group: ClassVar[str] = "sequence"
-    task: str = opt("classification", "sequence data: classify, or regress a numeric target", ("classification", "regression"))
     sequence_column: str | None = opt(None, "numeric sequences, one row per sequence: the column holding the list of values")
     id_column: str | None = opt(None, "numeric sequences, one row per time step: the column naming the sequence")
     time_column: str | None = opt(None, "numeric sequences, one row per time step: the column ordering the steps")
     feature_columns: str | None = opt(None, "numeric sequences, one row per step: value columns, comma-separated (default: all others)")
+
+
+@dataclass
+class Target(Settings):
+    """What is predicted: classes, or a number (regression, on texts, text tables and numeric sequences)."""
+    group: ClassVar[str] = "target"
+    task: str = opt("classification", "classify, or regress a numeric target (the --label-column holds numbers; "
+                                      "texts, text tables and numeric sequences)", ("classification", "regression"))
+    loss: str = opt("mse", "regression and forecasting: the loss on the standardised target (huber: less pulled by "
+                           "outliers)", ("mse", "huber"))
+
+
+@dataclass
+class Forecast(Settings):
+    """One time series forecast H rows ahead from its last W rows (tuneforge/tasks/forecast)."""
+    group: ClassVar[str] = "forecast"
+    date_column: str | None = opt(None, "forecasting: the column ordering the series' rows (dates or numbers); "
+                                        "with --target-column it makes the data a series to forecast")
+    target_column: str | None = opt(None, "forecasting: the column forecast (--feature-columns adds inputs beside it)")
+    horizon: int = opt(1, "forecasting: how many rows ahead the target is (1: the next row, 5: a trading week)")
+    window: int = opt(30, "forecasting: how many past rows (up to and including the origin) the model sees")
+    season: int = opt(5, "forecasting: the period of the seasonal-naive baseline in rows (5: trading days of a week)")
+    residual: bool = opt(True, "forecasting: predict the change from the last value (added back), not the level")
+    forecast_test_fraction: float = opt(0.15, "forecasting: the last rows held out as the test split (by time); "
+                                              "--val-fraction: the rows before them, for validation")
+
+    def _check(self) -> None:
+        _positive(self, "horizon", "season")
+        if self.window < 2:
+            raise ConfigError(f"--window must be >= 2, got {self.window}")
+        _fraction(self, "forecast_test_fraction")
 
 
 @dataclass
@@ -464,7 +494,7 @@ class Auto(Settings):
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Auto, Baseline, Semi, Fusion, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+class FitConfig(Auto, Baseline, Semi, Fusion, Forecast, Target, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 
@@ -901,8 +931,8 @@ class SearchConfig(Command):
     prune_after: int = opt(1, "epochs every trial trains before the pruner may stop it: a one-cycle or warm-up "
                               "schedule's first epoch says little about where a trial ends")
     objective: str | None = opt(None, "the validation metric to optimise: accuracy, macro_f1, loss, top5_accuracy, "
-                                      "rmse, mae, r2 (default: accuracy, rmse for regression)")
-    direction: str = opt("auto", "auto: minimise loss, rmse and mae, maximise the others",
+                                      "rmse, mae, r2, mase (forecasts) (default: accuracy, rmse for regression)")
+    direction: str = opt("auto", "auto: minimise loss, rmse, mae and mase, maximise the others",
                          ("auto", "maximize", "minimize"))
     seed: int = opt(0, "seed of the sampler (each trial's fit keeps the fit's own --seed)")
     heartbeat: int = opt(10, "seconds between a running trial's heartbeats; a trial silent for twice as long is "

@@ -70,7 +70,9 @@ def class_scores(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> dict
 
 def regression_scores(pred: np.ndarray, target: np.ndarray) -> dict:
     err = np.asarray(pred, dtype=np.float64).reshape(-1) - np.asarray(target, dtype=np.float64).reshape(-1)
-    return {"rmse": float(np.sqrt((err ** 2).mean())), "mae": float(np.abs(err).mean()), "n": int(len(err))}
+    t = np.asarray(target, dtype=np.float64).reshape(-1)
+    r2 = 1 - float((err ** 2).sum()) / max(float(((t - t.mean()) ** 2).sum()), 1e-12)
+    return {"rmse": float(np.sqrt((err ** 2).mean())), "mae": float(np.abs(err).mean()), "r2": r2, "n": int(len(err))}
 
 
 def per_class_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
@@ -120,6 +122,30 @@ def tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, 
         "tfidf", tfidf_description(fit), round(time.perf_counter() - t0, 2), scores.get("val"), scores.get("test"),
         f"{fit.info.get('vocabulary_size')} terms from {len(train[0])} training texts",
         advice="`--model tfidf` trains it as the model (a bundle served like any other)"))
+
+
+def tfidf_ridge_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, tuple[Sequence[str], np.ndarray]],
+                         unscale: Callable[[np.ndarray], np.ndarray] = lambda v: v) -> Baseline:
+    """Text regression's reference: TF-IDF word 1-2-grams + ridge regression on the training
+    texts; `unscale` maps standardised targets back to the data's units for the scores."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    t0 = time.perf_counter()
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1), Ridge(alpha=1.0))
+    model.fit(list(train[0]), np.asarray(train[1]))
+    scores = {name: regression_scores(unscale(model.predict(list(texts))), unscale(np.asarray(y)))
+              for name, (texts, y) in evaluate.items() if len(texts)}
+    return _trained(Baseline("tfidf ridge", "TF-IDF word 1-2-grams + ridge regression", round(time.perf_counter() - t0, 2),
+                             scores.get("val"), scores.get("test"), f"{len(train[0])} training texts"))
+
+
+def mean_predictor(train_targets: np.ndarray, evaluate: dict[str, np.ndarray]) -> dict:
+    """The floor of every regression: the training targets' mean for every example (R² <= 0)."""
+    mean = float(np.mean(train_targets))
+    return {"name": "mean", "description": "the training targets' mean for every example", "value": mean,
+            **{name: regression_scores(np.full(len(y), mean), y) for name, y in evaluate.items() if len(y)}}
 
 
 # ---------------------------------------------------------------- images

@@ -33,9 +33,9 @@ KEY_SETTINGS = ("recipe", "lr", "epochs", "batch_size", "freeze", "optimizer")
 _NOT_SETTINGS = {"data", "val", "test", "out", "resume", "overwrite", "progress", "threads", "tensorboard",
                  "eval_batch_size", "cache_dir", "unlabeled", "image_root", "init", "weights", "track"}
 # Metrics where smaller is better (sorted ascending).
-_LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "error", "perplexity", "ece", "s"}  # s: seconds (wall_s)
+_LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "mase", "error", "perplexity", "ece", "s"}  # s: seconds (wall_s)
 # The table's metric columns, in this order, when any row has them (csv and json carry all).
-TABLE_METRICS = ("accuracy", "macro_f1", "loss", "rmse", "mae", "r2")
+TABLE_METRICS = ("accuracy", "macro_f1", "loss", "rmse", "mae", "r2", "mase")
 
 
 def is_run(folder: Path) -> bool:

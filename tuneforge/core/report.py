@@ -655,6 +655,38 @@ def _regression(page: Page) -> str:
     return "".join(parts)
 
 
+def _references_apply(report: dict) -> bool:
+    return bool(_splits(report, "rmse")) and bool((report.get("forecast") or {}).get("baselines") or report.get("mean_predictor"))
+
+
+@register_section("references", _references_apply, order=11)
+def _references(page: Page) -> str:
+    """A regression's model beside the forecasts that need no model: the mean predictor, and for
+    a forecast the naive (last value), seasonal-naive and ridge forecasts, with MASE (< 1: better
+    than the naive forecast on the training period's scale)."""
+    report = page.report
+    refs = dict((report.get("forecast") or {}).get("baselines") or {})
+    if report.get("mean_predictor"):
+        refs["mean"] = report["mean_predictor"]
+    rows_of = {"model": {s: report[s] for s in _splits(report, "rmse")}, **refs}
+    mase = any("mase" in (m.get(s) or {}) for m in rows_of.values() for s in ("val", "test"))
+    rows = []
+    for split in ("val", "test"):
+        for name, m in rows_of.items():
+            sc = m.get(split)
+            if not isinstance(sc, dict):
+                continue
+            rows.append(f'<tr><td class="l">{split}</td><td class="l">{_e(name.replace("_", "-"))}</td><td>{_sig(sc.get("rmse"))}</td>'
+                        f'<td>{_sig(sc.get("mae"))}</td><td>{_num(sc.get("r2"))}</td>'
+                        + (f'<td>{_num(sc.get("mase"))}</td>' if mase else "") + "</tr>")
+    f = report.get("forecast") or {}
+    what = (f'<p class="muted">forecast {_e(f.get("horizon"))} row(s) ahead of the last {_e(f.get("window"))}; the naive '
+            f'forecast is the last value, the seasonal-naive one the value {_e(f.get("season"))} rows before the target; '
+            f'MASE = MAE / the naive forecast\'s MAE on train ({_sig(f.get("mase_scale"))}).</p>') if f else ""
+    return _section("Model vs references", what + '<table><tr><th class="l">split</th><th class="l">forecast</th><th>RMSE</th>'
+                    f'<th>MAE</th><th>R²</th>{"<th>MASE</th>" if mase else ""}</tr>{"".join(rows)}</table>')
+
+
 # --- retrieval (align)
 
 DIRECTIONS = {"text_to_image": "text → image", "image_to_text": "image → text"}

@@ -291,7 +291,11 @@ def rate_unit(cfg: Any, loader: Any) -> str:
     kind, so the unit is told by the data and loader. A guess, never an error: "samples"."""
     if getattr(cfg, "sequence_column", None) or getattr(cfg, "id_column", None):
         return "sequences"
+    if getattr(cfg, "date_column", None):  # forecasting (tasks/forecast)
+        return "windows"
     kind = type(loader).__name__
+    if kind == "BatchLoader" and getattr(cfg, "task", None) == "regression" and not getattr(cfg, "text_column", None):
+        return "images"  # image regression (tasks/regression); text regression trains through SequenceBatchLoader
     if kind in ("MultimodalLoader", "PairLoader"):
         return "samples" if kind == "MultimodalLoader" else "pairs"
     if kind == "SequenceBatchLoader":

@@ -47,8 +47,14 @@ log = logging.getLogger("tuneforge")
 
 # The validation metrics an objective may name (report.json's "val"); those minimised are
 # `tuneforge runs`' lower-is-better ones (loss, rmse, mae).
-OBJECTIVES = ("accuracy", "top5_accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "rmse", "mae", "r2")
-REGRESSION = ("rmse", "mae", "r2")
+OBJECTIVES = ("accuracy", "top5_accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "rmse", "mae", "r2", "mase")
+REGRESSION = ("rmse", "mae", "r2", "mase")  # mase: forecasts only (tasks/forecast)
+
+
+def objective_name(cfg) -> str:
+    return (cfg.objective or "").removeprefix("val_")
+
+
 # Heartbeats a running trial may miss before another worker fails it.
 GRACE = 2
 # Failed trials in a row after which a worker stops: the same error every time is not the settings'.
@@ -136,7 +142,9 @@ def prepare(config: SearchConfig | str | Path | None, kwargs: dict) -> Search:
         grid_space(dims)  # refused now, naming the key, rather than at the first trial
     if cfg.sampler == "cmaes" and find_spec("cmaes") is None:
         raise ConfigError("--sampler cmaes needs the cmaes package: pip install cmaes")
-    regression = getattr(base, "task", None) == "regression"
+    regression = getattr(base, "task", None) == "regression" or plugin.name == "forecast"
+    if objective_name(cfg) == "mase" and plugin.name != "forecast":
+        raise ConfigError("--objective mase: only a forecast (--date-column, --target-column) reports MASE")
     objective = (cfg.objective or ("rmse" if regression else "accuracy")).removeprefix("val_")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {cfg.objective}: choose one of {', '.join(OBJECTIVES)} (validation metrics)")

@@ -15,7 +15,7 @@ def resolve(cfg, given=()) -> None:
 
 
 PLUGIN = register_plugin(Plugin(
-    "sequence", groups=("run", "optim", "model", "table", "text", "arch", "sequence", "baseline"),
+    "sequence", groups=("run", "optim", "model", "table", "text", "arch", "sequence", "target", "baseline"),
     detect="tuneforge.tasks.sequence:detect", fit="tuneforge.tasks.text.fit:fit_text",
     resolve="tuneforge.tasks.sequence:resolve", tasks=("sequence-classification", "sequence-regression"),
     infer="tuneforge.tasks.sequence.infer", unread=("text_column", "init", "cache_features"),

@@ -4,9 +4,18 @@ and the classic model, `--model tfidf` (TF-IDF n-grams + a linear classifier, sc
 which reads only the run, model name, table and tfidf settings (no epochs: nothing steps)."""
 from ..plugins import Plugin, register_plugin
 
+
+def resolve(cfg, given=()) -> None:
+    """Regression (--task regression) selects on the validation loss (there is no accuracy)."""
+    if cfg.task == "regression":
+        cfg.monitor = "val_loss"
+
+
 PLUGIN = register_plugin(Plugin(
-    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline"),
-    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text", tasks=("text-classification",),
+    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "target"),
+    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text",
+    tasks=("text-classification", "text-regression"),
+    resolve="tuneforge.tasks.text:resolve",
     infer="tuneforge.tasks.text.infer", help="a text table: --text-column/--label-column or --columns"))
 
 # registered after `text`, so asked before it (plugins.plugin_for): a text table with --model tfidf

@@ -14,11 +14,13 @@ import torch
 
 from ...config import FitConfig
 from ...core.data.duplicates import text_duplicates
-from ...core.baseline import Baseline, compare, skipped, tfidf_baseline, window_baseline
+from ...core.baseline import (Baseline, compare, mean_predictor, skipped, tfidf_baseline, tfidf_ridge_baseline,
+                              window_baseline)
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
 from ...core.data.sequences import read_sequences, standardize
+from ...core.data.targets import numeric_targets, standardize_targets
 from ...core.data.tables import is_arrow_table
 from ...core.data.text import TextSet, Vocab, find_text_splits, is_table, is_text_data, read_text_file
 from ...core.data.text_loader import SequenceBatchLoader
@@ -82,11 +84,12 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
                                   cfg.time_column, feats, _columns(cfg), cfg.encoding, cfg.skip_bad_rows, classes,
                                   cfg.max_length)
     else:
-        if regression:
-            raise ConfigError("--task regression is for numeric sequences (--sequence-column or --id-column)")
         text_column = cfg.text_column or "text"
 
         def read(path, classes=None):
+            if regression:  # every label its number (core/data/targets.py)
+                return numeric_targets(read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding,
+                                                      cfg.skip_bad_rows), cfg.label_column)
             return read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding, cfg.skip_bad_rows,
                                   classes)
     full = read(files["train"])
@@ -158,6 +161,10 @@ def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) 
         unscale = (lambda v: v * target[1] + target[0]) if target else (lambda v: v)
         return window_baseline((train.seqs, train.labels.numpy()), {n: (s.seqs, s.labels.numpy()) for n, s in rest.items()},
                                target is not None, len(train.classes or []), min(32, cfg.max_length), cfg.seed, unscale)
+    if scale and "target" in scale:  # text regression: TF-IDF + ridge, in the target's units
+        ym, ys = scale["target"]
+        return tfidf_ridge_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
+                                    lambda v: v * ys + ym)
     try:
         return tfidf_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
                               len(train.classes), cfg.seed)
@@ -188,11 +195,9 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     if seq:
         mean, std = standardize(list(splits.values()))
         scale = {"mean": mean.tolist(), "std": std.tolist()}
-        if regression:  # the target is standardised too, predictions are scaled back
-            ym, ys = splits["train"].labels.mean(), splits["train"].labels.std().clamp_min(1e-6)
-            scale["target"] = [float(ym), float(ys)]
-            for s in splits.values():
-                s.labels = (s.labels - ym) / ys
+    if regression:  # the target is standardised too, predictions are scaled back
+        mean_ref = mean_predictor(splits["train"].labels.numpy(), {n: s.labels.numpy() for n, s in splits.items() if n != "train"})
+        scale = {**(scale or {}), "target": list(standardize_targets(splits))}
     model_args, enc, default_lr = _model_setup(cfg, splits, seq)
     inputs = {n: (s.seqs if seq else enc(s.texts)) for n, s in splits.items()}
     pad_id = enc.pad_id if enc else 0
@@ -225,7 +230,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
                                                   shuffle=train, seed=cfg.seed)
     else:
         trainable = model
-        strategy = Regression() if regression else Supervised("none", cfg.label_smoothing)
+        strategy = Regression(cfg.loss) if regression else Supervised("none", cfg.label_smoothing)
         make = loader
     train_loader, semi = make("train", True), None
     if cfg.semi:  # tuneforge/unlabeled.py: the same semi-supervised strategies, text views or cached features
@@ -283,6 +288,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         compare(report, baseline, run.warn)
     elif baseline is not None:
         report["baseline"] = baseline
+    if regression:
+        report["mean_predictor"] = mean_ref
     backbone = model.backbone
     if getattr(backbone, "lora", False):
         backbone.merge_lora()  # the bundle holds a plain encoder with the adapters folded in
@@ -293,7 +300,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
            "tokenizer": None if seq else (VOCAB_FILE if enc.vocab else TOKENIZER_DIR)}
     if scale:
         pre["scale"] = scale
-    meta = {"task": "sequence-regression" if regression else "sequence-classification" if seq else "text-classification",
+    meta = {"task": ("sequence-" if seq else "text-") + ("regression" if regression else "classification"),
             "model": cfg.model, "model_args": model_args, "classes": classes or ["value"], "preprocessing": pre,
             "metrics": {k: {m: report[k][m] for m in (("rmse", "mae", "n") if regression else ("accuracy", "macro_f1", "n"))}
                         for k in ("val", "test") if k in report},

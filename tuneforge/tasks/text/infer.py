@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...core.data.tables import is_arrow_table
+from ...core.data.targets import numeric_targets
 from ...core.data.text import read_text_file
 from ...core.data.text_loader import pad_batch
 from ...core.tokenizer import TextEncoding
@@ -138,4 +139,40 @@ class TextClassification(Task):
                                d.get("encoding", "utf-8"), classes=self.classes)
         return Labelled([{"text": t} for t in split.texts], split.labels.numpy(),
                         {"test": len(split), "file": str(data), "skipped": split.skipped, "unknown_labels": split.unknown},
+                        {"texts": split.texts, "paths": [f"{data}:{l}" for l in split.lines]}, Path(data).name)
+
+
+@register_task("text-regression")
+class TextRegression(TextClassification):
+    """A number per text (--task regression): the model predicts the standardised target, scaled
+    back here with the training target's mean and std (preprocessing.scale.target)."""
+
+    score = "regression"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.target = tuple((self.pre.get("scale") or {}).get("target", (0.0, 1.0)))
+
+    def prepare(self, image=None, text: str | None = None, values=None) -> dict[str, np.ndarray]:
+        if text is None or not str(text).strip():
+            raise DataError('this model scores text: send JSON {"text": "..."}')
+        return super().prepare(image, text, values)
+
+    def values(self, outputs: np.ndarray) -> np.ndarray:
+        """Graph outputs (N, 1) -> values in the target's units."""
+        mean, std = self.target
+        return outputs.reshape(len(outputs), -1)[:, 0].astype(np.float64) * std + mean
+
+    def results(self, outputs: np.ndarray, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
+        return [{"value": round(float(v), 6)} for v in self.values(outputs)]
+
+    def labelled(self, data: str | Path, **options) -> Labelled:
+        """A table with the training columns; its label column holds the numbers."""
+        d = self.data
+        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+        column = d.get("label_column", "label")
+        split = numeric_targets(read_text_file(data, d.get("text_column", "text"), column, cols, d.get("encoding", "utf-8")),
+                                column)
+        return Labelled([{"text": t} for t in split.texts], split.labels.numpy().astype(np.float64),
+                        {"test": len(split), "file": str(data), "skipped": split.skipped},
                         {"texts": split.texts, "paths": [f"{data}:{l}" for l in split.lines]}, Path(data).name)
