@@ -2,12 +2,25 @@
 (minilm, hf:PATH, LoRA) or from-scratch lstm/gru/transformer on a vocabulary built from train;
 and the classic model, `--model tfidf` (TF-IDF n-grams + a linear classifier, scikit-learn),
 which reads only the run, model name, table and tfidf settings (no epochs: nothing steps)."""
+from ...errors import ConfigError
 from ..plugins import Plugin, register_plugin
 
+
+def resolve(cfg, given=()) -> None:
+    """--label-columns is multi-label; multi-label selects epochs on the validation micro-F1
+    (there is no accuracy) unless --monitor says otherwise."""
+    if cfg.label_columns:
+        cfg.multi_label = True
+    if cfg.multi_label and "monitor" not in given:
+        cfg.monitor = "val_micro_f1"
+    if cfg.monitor == "val_micro_f1" and not cfg.multi_label:
+        raise ConfigError("--monitor val_micro_f1 is for multi-label fits (--multi-label or --label-columns)")
+
+
 PLUGIN = register_plugin(Plugin(
-    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline"),
-    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text", tasks=("text-classification",),
-    infer="tuneforge.tasks.text.infer", help="a text table: --text-column/--label-column or --columns"))
+    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "heads"),
+    detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text", tasks=("text-classification", "text-multilabel"),
+    infer="tuneforge.tasks.text.infer", resolve="tuneforge.tasks.text:resolve", help="a text table: --text-column/--label-column or --columns"))
 
 # registered after `text`, so asked before it (plugins.plugin_for): a text table with --model tfidf
 TFIDF = register_plugin(Plugin(
