@@ -158,10 +158,17 @@ def test_bad_input_is_refused_naming_the_file_line_or_flag(tmp_path):
     empty = write_csv(tmp_path / "empty.csv", [("hello", []), ("thanks", [])])
     with pytest.raises(DataError, match=r"empty\.csv: no row carries a label in column 'labels'"):
         read_multilabel_file(empty, "text", "labels")
-    missing = tmp_path / "m.json"
-    missing.write_text(json.dumps([{"text": "a", "intents": ["x"]}, {"text": "b"}]))
-    with pytest.raises(DataError, match=r"m\.json record 2: no field 'intents'"):
-        read_multilabel_file(missing, "text", "intents")
+    # a record without the label field carries no label (NLU++'s layout) unless it is the first:
+    # then the column is not there at all, a wrong --label-column
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps([{"text": "a", "intents": ["x"]}, {"text": "b"}]))
+    assert read_multilabel_file(later, "text", "intents").labels.tolist() == [[1], [0]]
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps([{"text": "b"}, {"text": "a", "intents": ["x"]}]))
+    with pytest.raises(DataError, match=r"first\.json record 1: no field 'intents'"):
+        read_multilabel_file(first, "text", "intents")
+    with pytest.raises(DataError, match=r"later\.json record 1: no field 'txt'"):
+        read_multilabel_file(later, "txt", "intents")
     with pytest.raises(ConfigError, match="--monitor val_micro_f1 is for multi-label"):
         tuneforge.fit(data=str(write_csv(tmp_path / "s.csv", [("a b", ["x"])] * 4)), label_column="labels",
                       model="gru", monitor="val_micro_f1", out=str(tmp_path / "r"), progress=False)

@@ -64,15 +64,22 @@ def _raw_rows(path: Path, need: tuple[str, ...], columns: list[str] | None, enco
         rows, nos, skipped = read_rows(path, columns, encoding, skip_bad_rows, need=need, text=need[:1])
         return rows, nos, skipped, "line"
     rows, nos = [], []
+    absent = 0
     for no, obj in records:
         if not isinstance(obj, dict):
             raise DataError(f"{path} {unit} {no}: expected a JSON object, got {type(obj).__name__}")
         missing = [c for c in need if c not in obj]
-        if missing:
+        if missing and rows and missing == [need[1]] and len(need) == 2:
+            # a record without its label list carries none (NLU++ leaves "intents" out then); the
+            # first record decides that the column exists at all, so a wrong --label-column still fails
+            obj, absent = {**obj, need[1]: []}, absent + 1
+        elif missing:
             raise DataError(f"{path} {unit} {no}: no field {missing[0]!r} (fields: {', '.join(map(str, obj))}); "
                             f"name it with --text-column / --label-column")
         rows.append(obj)
         nos.append(no)
+    if absent:
+        log.info("%s: %d records have no %r field: read as carrying no label", path, absent, need[1])
     return rows, nos, [], unit
 
 
