@@ -30,7 +30,8 @@ WORK = Path("/tmp/tuneforge-bench/nlupp")
 TF = [sys.executable, "-m", "tuneforge"]
 # what each model name adds to the common fit command
 MODELS = {"minilm": ["--model", "minilm", "--freeze", "backbone", "--epochs", "300", "--patience", "20", "--lr", "3e-3"],
-          "minilm-ft": ["--model", "minilm", "--epochs", "12", "--patience", "4", "--lr", "2e-4", "--batch-size", "16"]}
+          "minilm-ft": ["--model", "minilm", "--epochs", "20", "--patience", "5", "--lr", "3e-4", "--warmup-epochs", "1",
+                        "--batch-size", "16"]}
 
 
 def folds(src: Path, out: Path) -> tuple[Path, Path]:

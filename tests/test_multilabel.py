@@ -76,9 +76,13 @@ def test_thresholds_are_tuned_on_validation_and_test_data_never_changes_them(tra
     tmp, test, result = trained
     # a label whose positives score above 0.3 and negatives below 0.2 gets a threshold between them
     probs = np.array([[0.35], [0.8], [0.31], [0.1], [0.19], [0.05]])
-    t = tune_thresholds(probs, np.array([[1], [1], [1], [0], [0], [0]]))[0]
+    t = tune_thresholds(probs, np.array([[1], [1], [1], [0], [0], [0]]), min_positives=3)[0]
     assert 0.19 < t <= 0.31
     assert tune_thresholds(probs, np.zeros((6, 1)))[0] == 0.5  # no positive: nothing to tune on
+    # a label with too few positives shares the threshold chosen on all labels together
+    two = np.hstack([probs, [[0.9], [0.7], [0.2], [0.1], [0.6], [0.3]]])
+    own, rare = tune_thresholds(two, np.array([[1, 1], [1, 1], [1, 0], [0, 0], [0, 0], [0, 0]]), min_positives=3)
+    assert 0.19 < own <= 0.31 and 0.3 < rare <= 0.31  # shared: all 5 positives and one negative (0.6) in
     other = write_csv(tmp / "other_test.csv", [(t, []) for t, _ in messages(40, 7)])  # every label absent
     again = fit(tmp, other, "run_other_test", baseline=False)
     first = json.loads((result.run_dir / "model" / "config.json").read_text())["thresholds"]
