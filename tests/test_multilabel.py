@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 
 import tuneforge
+from conftest import DATASETS
 from tuneforge.core.data.multilabel import read_multilabel_file
 from tuneforge.core.metrics import multilabel_metrics, tune_thresholds
 from tuneforge.deploy.predictor import Predictor
@@ -176,3 +180,32 @@ def test_bad_input_is_refused_naming_the_file_line_or_flag(tmp_path):
     with pytest.raises(ConfigError, match="--monitor val_micro_f1 is for multi-label"):
         tuneforge.fit(data=str(write_csv(tmp_path / "s.csv", [("a b", ["x"])] * 4)), label_column="labels",
                       model="gru", monitor="val_micro_f1", out=str(tmp_path / "r"), progress=False)
+
+
+@pytest.mark.slow
+def test_the_nlupp_example_runs_as_written_on_a_slice(tmp_path, monkeypatch):
+X
+    fold and 6 of each test fold (the serve line is exercised above on a multi-label bundle)."""
+    doc = (Path(__file__).resolve().parents[1] / "examples" / "customer_service" / "MULTILABEL.md").read_text()
+    block = doc.split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [l.split("  #")[0].strip() for l in block.splitlines() if l.strip() and not l.startswith("#")]
+    (tmp_path / "nlupp").mkdir()
+    for i in range(20):
+        records = json.loads((DATASETS / "nlupp_banking" / f"fold{i}.json").read_text(encoding="utf-8"))
+        (tmp_path / "nlupp" / f"fold{i}.json").write_text(json.dumps(records[:15 if i < 10 else 6]))
+    monkeypatch.chdir(tmp_path)
+    printed = {}
+    for line in lines:
+        words = shlex.split(line)
+        if words[:2] == ["tuneforge", "serve"]:
+            continue
+        cmd = [sys.executable, *words[1:]] if words[0] == "python" else [sys.executable, "-m", "tuneforge", *words[1:]]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{line}\n{r.stderr[-2000:]}"
+        printed[words[1]] = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    report = json.loads((tmp_path / "runs" / "nlupp" / "report.json").read_text())
+    p = report["test"]["labels_per_row"] / len(report["classes"])
+    assert report["test"]["n"] == 60 and report["test"]["micro_f1"] > 2 * p / (1 + p) + 0.1  # above the chance anchor
+    answer = printed["predict"][0]
+    assert set(answer["predicted"]) <= set(report["classes"]) and answer["label"] == "|".join(answer["predicted"])
+    assert printed["evaluate"][-1]["micro_f1"] == pytest.approx(report["test"]["micro_f1"], abs=1e-6)
