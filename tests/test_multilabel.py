@@ -209,3 +209,15 @@ def test_the_nlupp_example_runs_as_written_on_a_slice(tmp_path, monkeypatch):
     answer = printed["predict"][0]
     assert set(answer["predicted"]) <= set(report["classes"]) and answer["label"] == "|".join(answer["predicted"])
     assert printed["evaluate"][-1]["micro_f1"] == pytest.approx(report["test"]["micro_f1"], abs=1e-6)
+
+
+def test_search_optimises_a_multi_label_metric(trained, tmp_path):
+    tmp, test, result = trained
+    fit = {"data": str(tmp / "train.csv"), "multi_label": True, "label_column": "labels", "model": "gru", "epochs": 2,
+           "baseline": False, "progress": False}
+    with pytest.raises(ConfigError, match="--objective accuracy: a multi-label fit does not report it"):
+        tuneforge.search(fit=fit, space={"lr": {"choice": [3e-3]}}, out=tmp_path / "s0", trials=1, objective="accuracy")
+    found = tuneforge.search(fit=fit, space={"lr": {"choice": [3e-3]}}, out=tmp_path / "s", trials=1, objective="mAP")
+    assert found["objective"] == "mAP" and found["direction"] == "maximize"
+    trial = json.loads((Path(found["best"]["run_dir"]) / "report.json").read_text())
+    assert found["best"]["value"] == pytest.approx(trial["val"]["mAP"])
