@@ -205,7 +205,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     unlabeled = None
     if cfg.semi:  # read (and check) the unlabeled texts before any model is loaded
         if seq or regression or multi:
-            raise ConfigError("--semi works for text classification (tokens), not numeric sequences or --task regression")
+            raise ConfigError("--semi works for single-label text classification (tokens), not numeric sequences, "
+                              "--task regression or --multi-label")
         unlabeled = read_semi_texts(cfg, splits, files)
     classes = splits["train"].classes
     scale = None
