@@ -209,6 +209,16 @@ def build_labelled_csv(ws: Path) -> None:
     _write_csv(ws / "labelled.csv", ["text", "label"], _sst2_lines("sentiment-train", 8000, 200))
 
 
+def build_nlupp(ws: Path) -> None:
+    """nlupp/train.json and nlupp/test.json: NLU++ banking folds 0-1 and 10 in their own layout
+    ({"text", "intents": [...]}, a record without intents carries none)."""
+    src = DATASETS / "nlupp_banking"
+    (ws / "nlupp").mkdir(exist_ok=True)
+    for name, folds in (("train", (0, 1)), ("test", (10,))):
+        records = [r for i in folds for r in json.loads((src / f"fold{i}.json").read_text(encoding="utf-8"))]
+        (ws / "nlupp" / f"{name}.json").write_text(json.dumps(records), encoding="utf-8")
+
+
 def build_sst2(ws: Path) -> None:
     """sst2/: SST-2's own headerless files, small."""
     for name, n in (("sentiment-train", 300), ("sentiment-dev", 100), ("sentiment-test", 100)):
@@ -369,7 +379,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "photos": build_photos, "other_photos": build_other_photos, "img1.jpg": build_img1_jpg,
     "more_images": build_more_images, "cat.jpg": build_cat_jpg, "unlabeled": build_unlabeled, "pets": build_pets,
     "reviews": build_reviews, "reviews.txt": build_reviews_txt, "reviews.csv": build_reviews_csv,
-    "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews,
+    "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews, "nlupp": build_nlupp,
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
     "vit_tiny.safetensors": build_vit_tiny_safetensors, "search.yaml": build_search_yaml,
@@ -493,12 +503,19 @@ def check_regression_report(report: dict, where: str) -> None:
         assert math.isfinite(m["mase"]) and math.isfinite(naive["mase"]), f"{where}: {m} vs naive {naive}"
     else:
         assert m["r2"] > 0.5, f"{where}: {split} R² {m['r2']:.3f} on a known linear target"
+def check_multilabel(metrics: dict, classes: list, where: str) -> None:
+    """A multi-label model's micro-F1 above the chance anchor (every label predicted for every
+    row: F1 = 2p / (1 + p), p the share of (row, label) pairs that are positive) by a margin."""
+    p = metrics["labels_per_row"] / len(classes)
+    assert metrics["micro_f1"] > 2 * p / (1 + p) + 0.1, f"{where}: micro-F1 {metrics['micro_f1']:.3f}, p {p:.3f}"
 
 
 def check_fit_report(report: dict, where: str) -> None:
     if report.get("task") in ("regression", "forecast"):
         return check_regression_report(report, where)
     classes = report.get("classes") or []
+    if report.get("task") == "multi-label":
+        return check_multilabel(report.get("test") or report["val"], classes, where)
     split = "test" if (report.get("test") or {}).get("accuracy") is not None else "val"
     acc = (report.get(split) or {}).get("accuracy")
     assert acc is not None and len(classes) >= 2, f"{where}: report.json has no {split} accuracy / classes"
@@ -542,6 +559,9 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
         printed = _json_lines(out)[-1]
         assert Path(printed["report"]).is_file(), where
         k = len(classes_of(ws / positional[0]))
+        if printed.get("micro_f1") is not None:
+            return check_multilabel(json.loads(Path(printed["report"]).with_suffix(".json").read_text())["test"],
+                                    classes_of(ws / positional[0]), where)
         assert printed["accuracy"] > _chance_margin(k), f"{where}: accuracy {printed['accuracy']} ({k} classes)"
     elif verb == "predict":
         classes = classes_of(ws / positional[0])
@@ -554,6 +574,9 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
             if classes == ["value"]:  # a regressor or forecaster answers a number
                 assert math.isfinite(float(r["value"])), f"{where}: {r}"
                 continue
+            if "predicted" in r:  # multi-label: every label above its threshold, joined by '|'
+                assert set(r["predicted"]) <= set(classes) and r["label"] == "|".join(r["predicted"]), f"{where}: {r}"
+                continue
             assert r["label"] in classes, f"{where}: {r} is not one of {classes}"
     elif verb == "batch":
         rows = list(csv.DictReader(open(ws / words[words.index("--output") + 1])))
@@ -564,7 +587,8 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
         assert answer["label"] in classes_of(ws / "pets-bundle") and len(answer["top"]) == 3, f"{where}: {answer}"
     elif verb == "export":
         printed = _json_lines(out)[-1]
-        assert (Path(printed["bundle"]) / "model.onnx").is_file() and printed["int8"], f"{where}: {printed}"
+        assert (Path(printed["bundle"]) / "model.onnx").is_file() and (printed["int8"] or "--quantize" not in words), \
+            f"{where}: {printed}"
     elif verb == "lr-find":
         assert math.isfinite(_json_lines(out)[-1]["suggested"]), where
     elif verb == "align":

@@ -23,7 +23,7 @@ import torch
 
 from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, SearchConfig, build
 from .core.bundle import load_bundle, read_bundle_config
-from .core.metrics import classification_metrics
+from .core.metrics import classification_metrics, multilabel_metrics
 from .core.report import print_summary, write_report
 from .core import leaderboard
 from .core import run as core_run
@@ -201,8 +201,15 @@ def _retrieval(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelle
                              torch.from_numpy(targets[~images]).long()), None
 
 
+def _multilabel(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, None]:
+    # the graph answers probabilities; their logits give the metrics' loss as fit reports it
+    p = np.clip(outputs.astype(np.float64), 1e-12, 1 - 1e-12)
+    return multilabel_metrics(np.log(p) - np.log1p(-p), targets, task.classes, list(task.thresholds)), None
+
+
 # How `evaluate` scores a task's outputs against its targets, by `Task.score`.
-SCORES = {"classification": _classification, "regression": _regression, "retrieval": _retrieval}
+SCORES = {"classification": _classification, "regression": _regression, "retrieval": _retrieval,
+          "multilabel": _multilabel}
 
 
 def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, strict: bool = False,

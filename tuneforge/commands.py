@@ -32,7 +32,8 @@ def cmd_fit(settings: dict) -> int:
     test, val = report.get("test") or {}, report.get("val") or {}
     print(json.dumps({"run": str(result.run_dir), "report": report.get("html_path"),
                       "test_accuracy": test.get("accuracy"), "val_accuracy": val.get("accuracy"),
-                      **({"test_rmse": test["rmse"]} if "rmse" in test else {})}))
+                      **({"test_rmse": test["rmse"]} if "rmse" in test else {}),
+                      **({"test_micro_f1": test["micro_f1"], "val_micro_f1": val.get("micro_f1")} if "micro_f1" in test else {})}))
     return 0
 
 
@@ -84,7 +85,7 @@ def cmd_evaluate(settings: dict) -> int:
                           batch_size=cfg.batch_size, tta=cfg.tta)
     test = report.get("test") or {}
     print(json.dumps({"report": report["html_path"], "accuracy": test.get("accuracy"),
-                      **{k: test[k] for k in ("rmse", "mae") if k in test}}))
+                      **{k: test[k] for k in ("rmse", "mae", "micro_f1", "macro_f1", "mAP") if k in test}}))
     return 0
 
 

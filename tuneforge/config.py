@@ -173,7 +173,7 @@ class Optim(Settings):
     schedule: str = opt("cosine", "learning-rate schedule (per step)", SCHEDULES)
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs (may be fractional)")
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
-    monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss"))
+    monitor: str = opt("val_accuracy", "validation metric for early stopping and best-model selection", ("val_accuracy", "val_loss", "val_micro_f1"))
     patience: int = opt(3, "stop after this many epochs without improvement (0: never stop early)", resume_safe=True)
     # "auto": core/memory.py estimates a step's peak memory before training and splits it only when needed;
     # str first: argparse passes the word through and _check makes a number of it
@@ -255,6 +255,16 @@ class Table(Settings):
     columns: str | None = opt(None, "names of a headerless CSV/TSV file's columns in order, e.g. 'text,label' (SST-2, TNEWS)")
     encoding: str = opt("utf-8", "the files' encoding (UTF-8 with a byte-order mark is read as UTF-8)")
     skip_bad_rows: bool = opt(False, "skip and count rows with a bad byte, wrong field count or empty label instead of stopping")
+
+
+@dataclass
+class Heads(Settings):
+    """Task heads beyond single-label classification (text tables)."""
+    group: ClassVar[str] = "heads"
+    multi_label: bool = opt(False, "several labels per row: the label column holds labels separated by '|' (or a JSON "
+                                   "list); sigmoid outputs, per-label thresholds tuned on validation")
+    label_columns: str | None = opt(None, "multi-label with one 0/1 column per label: their names, e.g. "
+                                          "'billing,refund,fraud' (implies --multi-label)")
 
 
 @dataclass
@@ -494,7 +504,8 @@ class Auto(Settings):
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Auto, Baseline, Semi, Fusion, Forecast, Target, Sequence, Arch, Tfidf, Vocab, Lora, Text, Table, Image, Model, Optim, Run):
+class FitConfig(Auto, Baseline, Semi, Fusion, Forecast, Target, Sequence, Arch, Tfidf, Vocab, Lora, Text, Heads, Table, Image, Model,
+                Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .data.split import subsample_per_class
+from .metrics import multilabel_metrics, tune_thresholds
 from .models import create_model
 from .models.base import Classifier
 from .models.tfidf import TfidfFit, fit_tfidf, predict_scores
@@ -146,6 +147,42 @@ def mean_predictor(train_targets: np.ndarray, evaluate: dict[str, np.ndarray]) -
     mean = float(np.mean(train_targets))
     return {"name": "mean", "description": "the training targets' mean for every example", "value": mean,
             **{name: regression_scores(np.full(len(y), mean), y) for name, y in evaluate.items() if len(y)}}
+def multilabel_tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, tuple[Sequence[str], np.ndarray]],
+                              seed: int = 0) -> Baseline:
+    """One-vs-rest TF-IDF word 1-2-grams + logistic regression per label for multi-label texts
+    (`labels` (N, C) 0/1), its per-label thresholds tuned on validation as the model's are
+    (0.5 without validation); scored on each `evaluate` split by micro/macro-F1."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    t0 = time.perf_counter()
+    y = np.asarray(train[1]) > 0.5
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    X = vec.fit_transform(list(train[0]))
+    # a label every training row carries (or none does) has one class: a constant score then
+    present = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=1000, random_state=seed)).fit(X, y[:, present])
+
+    def logits(texts: Sequence[str]) -> np.ndarray:
+        out = np.where(y.all(0), 20.0, -20.0)[None, :].repeat(len(texts), 0)
+        out[:, present] = clf.decision_function(vec.transform(list(texts))).reshape(len(texts), -1)
+        return out
+
+    names = [str(j) for j in range(y.shape[1])]
+    scores, thresholds = {}, [0.5] * y.shape[1]
+    for name in ("val", "test"):  # val first: its thresholds are the ones test is scored with
+        if name in evaluate and len(evaluate[name][0]):
+            texts, labels = evaluate[name]
+            z = logits(texts)
+            if name == "val":
+                thresholds = tune_thresholds(1 / (1 + np.exp(-z)), labels)
+            m = multilabel_metrics(z, labels, names, thresholds)
+            scores[name] = {k: m[k] for k in ("micro_f1", "macro_f1", "mAP", "subset_accuracy", "n")}
+    return _trained(Baseline(
+        "tfidf", "one-vs-rest TF-IDF word 1-2-grams + logistic regression", round(time.perf_counter() - t0, 2),
+        scores.get("val"), scores.get("test"), f"{len(vec.vocabulary_)} terms from {len(train[0])} training texts; "
+        "per-label thresholds tuned on validation"))
 
 
 # ---------------------------------------------------------------- images
@@ -245,11 +282,16 @@ def _metric(scores: dict | None) -> tuple[str, bool] | None:
     """The metric that decides and whether higher is better."""
     if not scores:
         return None
+    if scores.get("micro_f1") is not None:
+        return "micro_f1", True
     return ("accuracy", True) if scores.get("accuracy") is not None else ("rmse", False) if "rmse" in scores else None
 
 
 def _pair(metric: str, first: dict, second: dict) -> str:
     """The scores of the sentence's subject (`first`) against the other's."""
+    if metric == "micro_f1":
+        return (f"micro-F1 {first['micro_f1']:.3f} vs {second['micro_f1']:.3f}, macro-F1 {first['macro_f1']:.3f} vs "
+                f"{second['macro_f1']:.3f}")
     if metric == "accuracy":
         f1 = (f", macro-F1 {first['macro_f1']:.3f} vs {second['macro_f1']:.3f}"
               if first.get("macro_f1") is not None and second.get("macro_f1") is not None else "")
@@ -262,7 +304,8 @@ def compare(report: dict, baseline: Baseline, warn: Callable[[str], None]) -> di
     `report["test"]`), who wins on validation and the plain-words message; the message is warned
     (`warn`: the run's Run.warn) when the baseline wins and the model is not of its own kind."""
     metric = _metric(baseline.val or baseline.test)
-    keys = ("accuracy", "macro_f1", "n") if metric and metric[0] == "accuracy" else ("rmse", "mae", "n")
+    keys = {"accuracy": ("accuracy", "macro_f1", "n"), "micro_f1": ("micro_f1", "macro_f1", "mAP", "subset_accuracy", "n")}.get(
+        metric[0] if metric else "", ("rmse", "mae", "n"))
     model = {s: {k: report[s].get(k) for k in keys} for s in ("val", "test") if isinstance(report.get(s), dict)}
     what = f"the baseline ({baseline.description}, {_seconds(baseline.seconds)})"
     winner, margin = None, None
@@ -270,8 +313,9 @@ def compare(report: dict, baseline: Baseline, warn: Callable[[str], None]) -> di
     if metric and m and b and m.get(metric[0]) is not None and b.get(metric[0]) is not None:
         diff = (b[metric[0]] - m[metric[0]]) * (1 if metric[1] else -1)
         winner = "baseline" if diff > 1e-12 else "model" if diff < -1e-12 else "tie"
-        margin = round(100 * abs(diff), 2) if metric[0] == "accuracy" else round(abs(diff), 6)
-        by = f" by {margin:.1f} points" if metric[0] == "accuracy" else ""
+        points = metric[0] in ("accuracy", "micro_f1")
+        margin = round(100 * abs(diff), 2) if points else round(abs(diff), 6)
+        by = f" by {margin:.1f} points" if points else ""
         if winner == "baseline":
             message = f"{what[0].upper() + what[1:]} beats this model on validation{by}: {_pair(metric[0], b, m)}."
             if baseline.advice:

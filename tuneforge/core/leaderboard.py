@@ -35,7 +35,7 @@ _NOT_SETTINGS = {"data", "val", "test", "out", "resume", "overwrite", "progress"
 # Metrics where smaller is better (sorted ascending).
 _LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "mase", "error", "perplexity", "ece", "s"}  # s: seconds (wall_s)
 # The table's metric columns, in this order, when any row has them (csv and json carry all).
-TABLE_METRICS = ("accuracy", "macro_f1", "loss", "rmse", "mae", "r2", "mase")
+TABLE_METRICS = ("accuracy", "micro_f1", "macro_f1", "mAP", "loss", "rmse", "mae", "r2", "mase")
 
 
 def is_run(folder: Path) -> bool:
@@ -198,7 +198,7 @@ def metric_name(name: str) -> str:
 def default_sort(rows: list[dict]) -> str | None:
     """val accuracy where there is one, else val loss, else the first val or test metric."""
     present = [k for r in rows for k in r if k.startswith(("val_", "test_"))]
-    for name in ("val_accuracy", "val_loss", "val_rmse", "test_accuracy"):
+    for name in ("val_accuracy", "val_micro_f1", "val_loss", "val_rmse", "test_accuracy"):
         if name in present:
             return name
     return present[0] if present else None

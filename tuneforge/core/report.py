@@ -572,6 +572,11 @@ def _classification(page: Page) -> str:
 # --- the baseline (core/baseline.py)
 
 def _baseline_row(name: str, scores: dict, seconds: Any, metric: str | None) -> str:
+    if metric == "micro_f1":
+        cells = "".join(f"<td>{_num((scores.get(s) or {}).get('micro_f1'))}</td><td>{_num((scores.get(s) or {}).get('macro_f1'))}</td>"
+                        for s in ("val", "test"))
+        n = "/".join(str((scores.get(s) or {}).get("n", "—")) for s in ("val", "test"))
+        return f'<tr><td class="l">{_e(name)}</td>{cells}<td>{_e(n)}</td><td>{_duration(seconds)}</td></tr>'
     cells = "".join(f"<td>{_pct((scores.get(s) or {}).get('accuracy'))}</td><td>{_num((scores.get(s) or {}).get('macro_f1'))}</td>"
                     if metric != "rmse" else
                     f"<td>{_sig((scores.get(s) or {}).get('rmse'))}</td><td>{_sig((scores.get(s) or {}).get('mae'))}</td>"
@@ -588,7 +593,7 @@ def _baseline(page: Page) -> str:
     if b.get("skipped"):
         return _section("Model vs baseline", f'<p class="muted">No baseline: {_e(b["skipped"])}</p>')
     metric = b.get("metric")
-    a, f = ("RMSE", "MAE") if metric == "rmse" else ("accuracy", "macro F1")
+    a, f = ("RMSE", "MAE") if metric == "rmse" else ("micro F1", "macro F1") if metric == "micro_f1" else ("accuracy", "macro F1")
     wall, spent = report.get("wall_s"), b.get("seconds") or 0.0
     model_s = wall - spent if isinstance(wall, (int, float)) else None  # the run's time less the baseline's
     head = "".join(f"<th>{s} {a}</th><th>{s} {f}</th>" for s in ("val", "test"))
@@ -685,6 +690,70 @@ def _references(page: Page) -> str:
             f'MASE = MAE / the naive forecast\'s MAE on train ({_sig(f.get("mase_scale"))}).</p>') if f else ""
     return _section("Model vs references", what + '<table><tr><th class="l">split</th><th class="l">forecast</th><th>RMSE</th>'
                     f'<th>MAE</th><th>R²</th>{"<th>MASE</th>" if mase else ""}</tr>{"".join(rows)}</table>')
+# --- multi-label (fit --multi-label)
+
+def _multilabel_applies(report: dict) -> bool:
+    return bool(_splits(report, "micro_f1"))
+
+
+@register_section("multilabel", _multilabel_applies, order=10)
+def _multilabel(page: Page) -> str:
+    """Micro/macro F1, mAP and subset accuracy per split, and each label's precision, recall,
+    F1, average precision and validation-tuned threshold (test, else val)."""
+    report = page.report
+    splits = _splits(report, "micro_f1")
+    head = "test" if "test" in splits else splits[-1]
+    m = report[head]
+    cards = [_card(f"{head.capitalize()} micro-F1", _num(m.get("micro_f1")), f"n = {m.get('n', '—')}"),
+             _card(f"{head.capitalize()} macro-F1", _num(m.get("macro_f1"))),
+             _card(f"{head.capitalize()} mAP", _num(m.get("mAP"))),
+             _card("Subset accuracy", _pct(m.get("subset_accuracy")), "every label right")]
+    parts = ['<div class="cards">' + "".join(cards + _run_cards(report)) + "</div>"]
+    rows = "".join(f'<tr><td class="l">{s}</td><td>{_e(report[s].get("n", "—"))}</td><td>{_num(report[s].get("micro_f1"))}</td>'
+                   f'<td>{_num(report[s].get("macro_f1"))}</td><td>{_num(report[s].get("mAP"))}</td>'
+                   f'<td>{_pct(report[s].get("subset_accuracy"))}</td><td>{_num(report[s].get("labels_per_row"), ".2f")}</td>'
+                   f'<td>{_num(report[s].get("predicted_per_row"), ".2f")}</td><td>{_num(report[s].get("loss"), ".4f")}</td></tr>'
+                   for s in splits)
+    parts.append(_section("Metrics", '<table><tr><th class="l">split</th><th>n</th><th>micro-F1</th><th>macro-F1</th>'
+                                     '<th>mAP</th><th>subset accuracy</th><th>labels/row</th><th>predicted/row</th>'
+                                     f'<th>loss</th></tr>{rows}</table>'
+                                     '<p class="muted">Each label is decided by its own threshold, chosen to maximise '
+                                     'its F1 on the validation split only.</p>'))
+    per = m.get("per_label") or {}
+    if per:
+        body = "".join(
+            f'<tr><td class="l">{_e(name)}</td><td>{_num(v.get("precision"))}</td><td>{_num(v.get("recall"))}</td>'
+            f'<td class="l"><span class="bar"><i style="width:{100 * float(v.get("f1") or 0):.1f}%"></i></span>'
+            f'{_num(v.get("f1"))}</td><td>{_num(v.get("ap"))}</td><td>{_num(v.get("threshold"), ".2f")}</td>'
+            f'<td>{_e(v.get("support", "—"))}</td></tr>' for name, v in per.items())
+        parts.append(_section(f"Per-label metrics ({head})", '<table><tr><th class="l">label</th><th>precision</th>'
+                              '<th>recall</th><th class="l">F1</th><th>AP</th><th>threshold</th><th>support</th></tr>'
+                              + body + "</table>"))
+    return "".join(parts)
+
+
+def print_multilabel_summary(report: dict, console) -> None:
+    """The console table of a multi-label report (print_summary's, for micro/macro-F1 and mAP)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"Evaluation{' — ' + str(report['model']) if report.get('model') else ''} (multi-label)")
+    for col in ("split", "n", "micro-F1", "macro-F1", "mAP", "subset acc.", "loss"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split in _splits(report, "micro_f1"):
+        m = report[split]
+        table.add_row(split, str(m.get("n", "—")), _num(m.get("micro_f1")), _num(m.get("macro_f1")), _num(m.get("mAP")),
+                      _pct(m.get("subset_accuracy")), _num(m.get("loss"), ".4f"))
+    console.print(table)
+    per = (report.get("test") or {}).get("per_label") or {}
+    if per and len(per) <= 20:
+        pl = Table(title="Per-label (test)")
+        for col in ("label", "precision", "recall", "F1", "AP", "threshold", "support"):
+            pl.add_column(col, justify="left" if col == "label" else "right")
+        for name, v in per.items():
+            pl.add_row(escape(str(name)), _num(v.get("precision")), _num(v.get("recall")), _num(v.get("f1")),
+                       _num(v.get("ap")), _num(v.get("threshold"), ".2f"), str(v.get("support", "—")))
+        console.print(pl)
 
 
 # --- retrieval (align)
@@ -919,6 +988,10 @@ def print_summary(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    if _multilabel_applies(report):
+        print_multilabel_summary(report, console)
+        _summary_tail(report, console)
+        return
     table = Table(title=f"Evaluation{' — ' + str(report['model']) if report.get('model') else ''}")
     regression = _regression_applies(report) and not _classification_applies(report)
     columns = ("split", "n", "RMSE", "MAE", "loss") if regression else ("split", "n", "accuracy", "top-5", "macro F1", "loss")
@@ -947,6 +1020,11 @@ def print_summary(report: dict, console=None) -> None:
             pc.add_row(escape(str(name)), _num(m.get("precision")), _num(m.get("recall")),
                        _num(m.get("f1")), str(m.get("support", "—")))
         console.print(pc)
+    _summary_tail(report, console)
+
+
+def _summary_tail(report: dict, console) -> None:
+    """The baseline's line and the report's path, under every summary."""
     baseline = report.get("baseline") or {}
     if baseline.get("message") or baseline.get("skipped"):
         console.print(f"Baseline: {baseline.get('message') or 'none (' + baseline['skipped'] + ')'}",

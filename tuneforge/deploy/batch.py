@@ -30,7 +30,8 @@ def input_rows(source: str | Path, predictor: Predictor, column: str | None = No
 
 
 # A CSV row's answer columns by how the task scores (Task.score); a JSONL row keeps the answer as it is.
-ANSWERS = {"classification": ("label", "probability", "top"), "regression": ("value",), "retrieval": ("input", "embedding")}
+ANSWERS = {"classification": ("label", "probability", "top"), "regression": ("value",), "retrieval": ("input", "embedding"),
+           "multilabel": ("label", "top")}
 
 
 def _cell(key: str, r: dict) -> str:

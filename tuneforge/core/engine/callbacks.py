@@ -296,7 +296,7 @@ class Progress(Callback):
             self.epoch.close()
             self.epoch = None
         parts = [f"epoch {record['epoch']}/{engine.epochs}"]
-        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))]
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy", "micro_f1"))]
         parts += [f"{record.get('images_per_s', 0):.0f} {self.unit}/s", f"{record.get('epoch_s', 0):.1f}s"]
         progress.echo("  ".join(parts))
 

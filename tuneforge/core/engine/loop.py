@@ -142,7 +142,11 @@ class Engine:
     def validate(self, loader) -> dict:
         out = self.predict(loader)
         rec = {"val_loss": out["loss"].item()}
-        if "logits" in out:
+        if "logits" in out and out["targets"].ndim == 2:  # multi-label: 0/1 per label, micro-F1 at 0.5
+            pred, true = out["logits"] > 0, out["targets"] > 0.5
+            tp = (pred & true).sum().item()
+            rec["val_micro_f1"] = 2 * tp / max(1, pred.sum().item() + true.sum().item())
+        elif "logits" in out:
             rec["val_accuracy"] = (out["logits"].argmax(1) == out["targets"]).float().mean().item()
         return rec
 

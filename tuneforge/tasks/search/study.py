@@ -47,8 +47,10 @@ log = logging.getLogger("tuneforge")
 
 # The validation metrics an objective may name (report.json's "val"); those minimised are
 # `tuneforge runs`' lower-is-better ones (loss, rmse, mae).
-OBJECTIVES = ("accuracy", "top5_accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "rmse", "mae", "r2", "mase")
+OBJECTIVES = ("accuracy", "top5_accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "rmse", "mae", "r2",
+              "mase", "micro_f1", "mAP", "subset_accuracy")
 REGRESSION = ("rmse", "mae", "r2", "mase")  # mase: forecasts only (tasks/forecast)
+MULTILABEL = ("micro_f1", "macro_f1", "mAP", "subset_accuracy", "loss")  # what a --multi-label fit reports
 
 
 def objective_name(cfg) -> str:
@@ -145,10 +147,16 @@ def prepare(config: SearchConfig | str | Path | None, kwargs: dict) -> Search:
     regression = getattr(base, "task", None) == "regression" or plugin.name == "forecast"
     if objective_name(cfg) == "mase" and plugin.name != "forecast":
         raise ConfigError("--objective mase: only a forecast (--date-column, --target-column) reports MASE")
-    objective = (cfg.objective or ("rmse" if regression else "accuracy")).removeprefix("val_")
+    multi = bool(getattr(base, "multi_label", False) or getattr(base, "label_columns", None))
+    objective = (cfg.objective or ("rmse" if regression else "micro_f1" if multi else "accuracy")).removeprefix("val_")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {cfg.objective}: choose one of {', '.join(OBJECTIVES)} (validation metrics)")
-    if regression != (objective in REGRESSION) and objective != "loss":
+    if multi and objective not in MULTILABEL:
+        raise ConfigError(f"--objective {objective}: a multi-label fit does not report it; choose one of "
+                          f"{', '.join(MULTILABEL)}")
+    if not multi and objective in set(MULTILABEL) - {"macro_f1", "loss"}:
+        raise ConfigError(f"--objective {objective}: reported by multi-label fits only (fit: multi_label: true)")
+    if not multi and regression != (objective in REGRESSION) and objective != "loss":
         raise ConfigError(f"--objective {objective}: a {'regression' if regression else 'classification'} fit does "
                           f"not report it; choose {'rmse, mae, r2' if regression else 'accuracy, macro_f1'} or loss")
     direction = cfg.direction if cfg.direction != "auto" else ("minimize" if lower_is_better(objective) else "maximize")
@@ -386,6 +394,8 @@ class Pruning(Callback):
         self.reason: str | None = None
 
     def on_epoch_end(self, engine, record: dict) -> None:
+        if self.key == "val_accuracy" and "val_micro_f1" in record:
+            self.key = "val_micro_f1"  # a multi-label fit's per-epoch score (it has no accuracy)
         if self.key not in record or self.pruner == "none":
             return
         value = float(record[self.key])

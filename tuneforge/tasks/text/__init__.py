@@ -2,19 +2,31 @@
 (minilm, hf:PATH, LoRA) or from-scratch lstm/gru/transformer on a vocabulary built from train;
 and the classic model, `--model tfidf` (TF-IDF n-grams + a linear classifier, scikit-learn),
 which reads only the run, model name, table and tfidf settings (no epochs: nothing steps)."""
+from ...errors import ConfigError
 from ..plugins import Plugin, register_plugin
 
 
 def resolve(cfg, given=()) -> None:
-    """Regression (--task regression) selects on the validation loss (there is no accuracy)."""
+    """Regression (--task regression) selects on the validation loss (there is no accuracy);
+    --label-columns is multi-label; multi-label selects epochs on the validation micro-F1 unless
+    --monitor says otherwise."""
+    if cfg.label_columns:
+        cfg.multi_label = True
+    if cfg.multi_label and cfg.task == "regression":
+        raise ConfigError("--multi-label and --task regression: a label column holds labels or one number, not both")
     if cfg.task == "regression":
         cfg.monitor = "val_loss"
+    if cfg.multi_label and "monitor" not in given:
+        cfg.monitor = "val_micro_f1"
+    if cfg.monitor == "val_micro_f1" and not cfg.multi_label:
+        raise ConfigError("--monitor val_micro_f1 is for multi-label fits (--multi-label or --label-columns)")
 
 
 PLUGIN = register_plugin(Plugin(
-    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "target"),
+    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "target",
+                    "heads"),
     detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text",
-    tasks=("text-classification", "text-regression"),
+    tasks=("text-classification", "text-regression", "text-multilabel"),
     resolve="tuneforge.tasks.text:resolve",
     infer="tuneforge.tasks.text.infer", help="a text table: --text-column/--label-column or --columns"))
 

@@ -14,8 +14,8 @@ import torch
 
 from ...config import FitConfig
 from ...core.data.duplicates import text_duplicates
-from ...core.baseline import (Baseline, compare, mean_predictor, skipped, tfidf_baseline, tfidf_ridge_baseline,
-                              window_baseline)
+from ...core.baseline import (Baseline, compare, mean_predictor, multilabel_tfidf_baseline, skipped, tfidf_baseline,
+                              tfidf_ridge_baseline, window_baseline)
 from ...core.bundle import save_bundle
 from ...core.data import BatchLoader, stratified_split, subsample_per_class, write_manifest
 from ...core.data.split import fingerprint
@@ -27,7 +27,8 @@ from ...core.data.text_loader import SequenceBatchLoader
 from ...errors import ConfigError, DataError
 from ..semi.setup import read_semi_texts, setup_semi_text
 from ...core.memory import plan_memory
-from ...core.metrics import classification_metrics
+from ...core.data.multilabel import multilabel_split, read_multilabel_file
+from ...core.metrics import classification_metrics, multilabel_metrics, sigmoid, tune_thresholds
 from ...core.models import create_model, model_spec
 from ...core.models.base import HeadOnly
 from ...core.models.text import extract_text_features, hf_model_path, load_tokenizer
@@ -35,6 +36,7 @@ from ...core.models.weights import resolve_init
 from ...core.strategies import Supervised
 from ...core.strategies.ema import EMAModel, with_ema
 from ...core.strategies.features import CachedFeatures
+from ...core.strategies.multilabel import MultiLabel
 from ...core.strategies.regression import Regression
 from ...core.run import FitResult, Run, finish, train_model
 from ...core.tokenizer import TOKENIZER_DIR, VOCAB_FILE, TextEncoding
@@ -76,6 +78,9 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
     when there is no val file; split.json records files and line numbers."""
     files = _files(cfg)
     regression = cfg.task == "regression"
+    multi = multi_label(cfg)
+    if multi and (cfg.labels_per_class or cfg.limit_per_class):
+        raise ConfigError("--labels-per-class / --limit-per-class count rows of one class: not for --multi-label")
     if cfg.sequence_column or cfg.id_column:
         feats = [c.strip() for c in cfg.feature_columns.split(",")] if cfg.feature_columns else None
 
@@ -90,10 +95,13 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
             if regression:  # every label its number (core/data/targets.py)
                 return numeric_targets(read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding,
                                                       cfg.skip_bad_rows), cfg.label_column)
+            if multi:
+                return read_multilabel_file(path, text_column, cfg.label_column, label_columns(cfg), _columns(cfg),
+                                            cfg.encoding, cfg.skip_bad_rows, classes)
             return read_text_file(path, text_column, cfg.label_column, _columns(cfg), cfg.encoding, cfg.skip_bad_rows,
                                   classes)
     full = read(files["train"])
-    if full.classes is not None and len(full.classes) < 2:
+    if full.classes is not None and len(full.classes) < 2 and not multi:
         # one label trains a "classifier" that is always right: refuse it rather than report 1.0
         found = repr(full.classes[0]) if full.classes else "none"
         raise DataError(f"{files['train']}: the {cfg.label_column!r} column holds one class ({found}); a classifier "
@@ -102,7 +110,9 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
     if per_class and full.classes is not None:  # seeded; the rows kept are the train/val lines of split.json
         full = full.subset(subsample_per_class(full.labels.numpy(), per_class, cfg.seed))
     if files["val"] is None and cfg.val_fraction > 0:
-        if regression:
+        if multi:
+            tr, va = multilabel_split(full.labels, cfg.val_fraction, cfg.seed)
+        elif regression:
             g = torch.Generator().manual_seed(cfg.seed)
             perm = torch.randperm(len(full), generator=g).numpy()
             k = max(1, int(round(cfg.val_fraction * len(full))))
@@ -118,7 +128,8 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
     if files["test"]:
         splits["test"] = read(files["test"], full.classes)
     if full.classes is not None:
-        empty = [c for i, c in enumerate(full.classes) if not (splits["train"].labels == i).any()]
+        has = (lambda i: (splits["train"].labels[:, i] > 0).any()) if multi else (lambda i: (splits["train"].labels == i).any())
+        empty = [c for i, c in enumerate(full.classes) if not has(i)]
         if empty:
             raise DataError(f"{files['train']}: classes {empty} have no training rows")
     where = {n: (s.lines if isinstance(s, TextSet) else s.ids) for n, s in splits.items()}
@@ -127,6 +138,15 @@ def load_splits(cfg: FitConfig, run_dir: Path, resume: bool = False) -> tuple[di
                    roots={k: str(v) if v else None for k, v in files.items()}, unit="line" if isinstance(full, TextSet) else "id",
                    fingerprint=fingerprint(*content))
     return splits, files
+
+
+def multi_label(cfg: FitConfig) -> bool:
+    """--multi-label or --label-columns (text tables; other kinds do not read these settings)."""
+    return bool(getattr(cfg, "multi_label", False) or getattr(cfg, "label_columns", None))
+
+
+def label_columns(cfg: FitConfig) -> list[str] | None:
+    return [c.strip() for c in cfg.label_columns.split(",") if c.strip()] if cfg.label_columns else None
 
 
 def _model_setup(cfg: FitConfig, splits: dict, seq: bool) -> tuple[dict, TextEncoding | None, float | None]:
@@ -165,6 +185,9 @@ def train_baseline(cfg: FitConfig, splits: dict, seq: bool, scale: dict | None) 
         ym, ys = scale["target"]
         return tfidf_ridge_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
                                     lambda v: v * ys + ym)
+    if multi_label(cfg):
+        return multilabel_tfidf_baseline((train.texts, train.labels.numpy()),
+                                         {n: (s.texts, s.labels.numpy()) for n, s in rest.items()}, cfg.seed)
     try:
         return tfidf_baseline((train.texts, train.labels.numpy()), {n: (s.texts, s.labels.numpy()) for n, s in rest.items()},
                               len(train.classes), cfg.seed)
@@ -184,11 +207,13 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         cfg.monitor = "val_loss"
     t_data = time.perf_counter()
     splits, files = load_splits(cfg, run_dir, resume=run.resuming)
-    duplicates = text_duplicates(splits, splits["train"].classes)  # warned about, and in the report
+    multi = multi_label(cfg)
+    duplicates = text_duplicates(splits, None if multi else splits["train"].classes)  # warned about, and in the report
     unlabeled = None
     if cfg.semi:  # read (and check) the unlabeled texts before any model is loaded
-        if seq or regression:
-            raise ConfigError("--semi works for text classification (tokens), not numeric sequences or --task regression")
+        if seq or regression or multi:
+            raise ConfigError("--semi works for single-label text classification (tokens), not numeric sequences, "
+                              "--task regression or --multi-label")
         unlabeled = read_semi_texts(cfg, splits, files)
     classes = splits["train"].classes
     scale = None
@@ -225,12 +250,12 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         encode_per_s = sum(map(len, inputs.values())) / (time.perf_counter() - t_feat)
         log.info("frozen encoder: cached features of %d texts in %.1fs (%.0f texts/s)", sum(map(len, inputs.values())),
                  time.perf_counter() - t_feat, encode_per_s)
-        trainable, strategy = HeadOnly(model), CachedFeatures(cfg.label_smoothing)
+        trainable, strategy = HeadOnly(model), MultiLabel(cached=True) if multi else CachedFeatures(cfg.label_smoothing)
         make = lambda n, train=False: BatchLoader(feats[n], splits[n].labels, cfg.batch_size if train else cfg.eval_batch_size,
                                                   shuffle=train, seed=cfg.seed)
     else:
         trainable = model
-        strategy = Regression(cfg.loss) if regression else Supervised("none", cfg.label_smoothing)
+        strategy = Regression(cfg.loss) if regression else MultiLabel() if multi else Supervised("none", cfg.label_smoothing)
         make = loader
     train_loader, semi = make("train", True), None
     if cfg.semi:  # tuneforge/unlabeled.py: the same semi-supervised strategies, text views or cached features
@@ -248,7 +273,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     if isinstance(trainable, EMAModel):
         trainable.finalize()
 
-    report = {"model": cfg.model, "task": "regression" if regression else "classification", "classes": classes,
+    report = {"model": cfg.model, "task": "regression" if regression else "multi-label" if multi else "classification",
+              "classes": classes,
               "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "data": {**{n: len(s) for n, s in splits.items()}, "files": {k: str(v) if v else None for k, v in files.items()},
                        "max_length": cfg.max_length, "mean_length": round(float(lens.mean()), 2), "load_s": round(data_s, 2),
@@ -260,7 +286,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
               "config": cfg.to_dict()}
     if semi:
         report["semi"] = semi.finish(state, classes)
-    examples = None
+    examples, thresholds = None, None
     for name in ("val", "test"):
         if name not in splits:
             continue
@@ -279,6 +305,12 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
                 examples = {"predictions": pred.numpy(), "targets": target.numpy(), "split": name}
             continue
         logits = unsort(out["logits"])
+        if multi:  # thresholds from validation only (val comes first); test is scored with them
+            if name == "val" or thresholds is None:
+                thresholds = tune_thresholds(sigmoid(logits.numpy()), splits[name].labels.numpy()) \
+                    if name == "val" else [0.5] * len(classes)
+            report[name] = multilabel_metrics(logits, splits[name].labels, classes, thresholds)
+            continue
         report[name] = classification_metrics(logits, splits[name].labels, classes)
         if name == "test" or "test" not in splits:
             s = splits[name]
@@ -300,12 +332,17 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
            "tokenizer": None if seq else (VOCAB_FILE if enc.vocab else TOKENIZER_DIR)}
     if scale:
         pre["scale"] = scale
-    meta = {"task": ("sequence-" if seq else "text-") + ("regression" if regression else "classification"),
+    meta = {"task": "text-multilabel" if multi else ("sequence-" if seq else "text-") + ("regression" if regression else "classification"),
             "model": cfg.model, "model_args": model_args, "classes": classes or ["value"], "preprocessing": pre,
-            "metrics": {k: {m: report[k][m] for m in (("rmse", "mae", "n") if regression else ("accuracy", "macro_f1", "n"))}
+            "metrics": {k: {m: report[k][m] for m in (("rmse", "mae", "n") if regression else ("micro_f1", "macro_f1", "mAP", "n")
+                                                      if multi else ("accuracy", "macro_f1", "n"))}
                         for k in ("val", "test") if k in report},
             "data": {"train_file": str(files["train"]), "train_rows": len(splits["train"]), "text_column": cfg.text_column or "text",
                      "label_column": cfg.label_column, "columns": cfg.columns, "encoding": cfg.encoding}}
+    if multi:  # per-label decision thresholds (validation-tuned), read by predict, serve and the ONNX bundle
+        meta["thresholds"] = thresholds
+        meta["data"]["label_columns"] = cfg.label_columns
+        report["thresholds"] = dict(zip(classes, thresholds))
     if seq:  # the table layout, so predict/evaluate/batch read a table as training did
         meta["data"].update({k: getattr(cfg, k) for k in ("sequence_column", "id_column", "time_column", "feature_columns")})
     # tokenizer / vocabulary files go beside the weights, listed with their checksums

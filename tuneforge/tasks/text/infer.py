@@ -4,6 +4,7 @@ labelled table with the training columns."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.data.multilabel import SEPARATOR, json_records, read_multilabel_file
 from ...core.data.tables import is_arrow_table
 from ...core.data.targets import numeric_targets
 from ...core.data.text import read_text_file
@@ -176,3 +178,71 @@ class TextRegression(TextClassification):
         return Labelled([{"text": t} for t in split.texts], split.labels.numpy().astype(np.float64),
                         {"test": len(split), "file": str(data), "skipped": split.skipped},
                         {"texts": split.texts, "paths": [f"{data}:{l}" for l in split.lines]}, Path(data).name)
+class ProbabilityGraph(nn.Module):
+    """A multi-label text graph: token ids and mask -> each label's sigmoid probability, so the
+    ONNX file answers in probabilities that the bundle's thresholds (config.json) decide on."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.text = TextGraph(model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.text(input_ids, attention_mask).float())
+
+
+@register_task("text-multilabel")
+class TextMultiLabel(TextClassification):
+    """`fit --multi-label`: independent labels, each decided by its own validation-tuned
+    threshold (config.json `thresholds`). An answer holds every label above its threshold
+    ("predicted", and "label" joined by '|', '' when none), and the labels ranked by probability
+    ("top": the k most probable, and any further ones above their threshold)."""
+
+    output_name = "probabilities"
+    score = "multilabel"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.thresholds = np.asarray(config.get("thresholds") or [0.5] * len(self.classes), dtype=np.float64)
+
+    def graph(self, model: nn.Module) -> nn.Module:
+        return ProbabilityGraph(model).eval()
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                "probabilities": {0: "batch"}}
+
+    def results(self, outputs: np.ndarray, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
+        out = []
+        for p in outputs.astype(np.float64):
+            above = p >= self.thresholds
+            order = np.argsort(-p, kind="stable")
+            labels = [self.classes[c] for c in order if above[c]]
+            shown = [c for i, c in enumerate(order) if i < max(1, k) or above[c]]
+            out.append({"label": SEPARATOR.join(labels), "predicted": labels,
+                        "top": [{"label": self.classes[c], "probability": round(float(p[c]), 6),
+                                 "threshold": float(self.thresholds[c]), "above": bool(above[c])} for c in shown]})
+        return out
+
+    def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
+        """A JSON file holding an array of records (the layout NLU++ ships) is read as a table too."""
+        records = json_records(Path(path), self.data.get("encoding", "utf-8"))
+        if records is None:
+            return super().table_rows(path, column)
+        col = column or self.data.get("text_column") or "text"
+        rows = [r for _, r in records if isinstance(r, dict)]
+        if not rows or col not in rows[0]:
+            raise DataError(f"{path}: no field {col!r} in its first record; choose one with --column")
+        return [{**{k: v if isinstance(v, str) else json.dumps(v) for k, v in r.items()}, "text": str(r[col])}
+                for r in rows]
+
+    def labelled(self, data: str | Path, **options) -> Labelled:
+        """A labelled table in the training layout: the '|'-separated or list label column, or
+        the 0/1 --label-columns."""
+        d = self.data
+        cols = [c.strip() for c in d["columns"].split(",")] if d.get("columns") else None
+        label_cols = [c.strip() for c in d["label_columns"].split(",")] if d.get("label_columns") else None
+        split = read_multilabel_file(data, d.get("text_column") or "text", d.get("label_column", "label"), label_cols,
+                                     cols, d.get("encoding", "utf-8"), classes=self.classes)
+        return Labelled([{"text": t} for t in split.texts], split.labels.numpy(),
+                        {"test": len(split), "file": str(data), "skipped": split.skipped, "unknown_labels": split.unknown},
+                        {"texts": split.texts}, Path(data).name)
