@@ -64,7 +64,8 @@ class KNNProbe(EpochMeasure):
 
 def _probe_sets(cfg: PretrainConfig, size: int) -> tuple[tuple, tuple]:
     root = Path(cfg.probe)
-    kw = dict(size=size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
+    kw = dict(size=size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict,
+              store=cfg.cache)
 
     def load(folder: Path, classes=None):
         found, items = scan_class_folders(folder)
