@@ -151,14 +151,17 @@ def alternate(run: dict, cfg, mapped) -> dict:
         times[store] = []
     strategy = Supervised(cfg.augment, 0.0, False)
     gens = {store: torch.Generator().manual_seed(0) for store in sets}
+    rng = {store: torch.get_rng_state() for store in sets}  # dropout's: each side its own, as alone
     for step in range(run["steps"]):
         for store in (("memory", "disk") if step % 2 == 0 else ("disk", "memory")):
+            torch.set_rng_state(rng[store])
             t0 = time.perf_counter()
             loss = strategy.train_step(models[store], next(batches[store]), gens[store])["loss"]
             opts[store].zero_grad()
             loss.backward()
             opts[store].step()
             times[store].append(time.perf_counter() - t0)
+            rng[store] = torch.get_rng_state()
     same = all(torch.equal(a, b) for a, b in zip(models["memory"].parameters(), models["disk"].parameters()))
     return {**out, "same_weights": same, **{f"images_per_s_{store}": round(run["batch_size"] * (len(t) - 2) / sum(t[2:]), 1)
                                             for store, t in times.items()}}

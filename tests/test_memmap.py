@@ -130,7 +130,7 @@ def test_rss_anon_does_not_grow_with_the_mapped_set(tmp_path):
     before = rss_anon()
     mapped = load_image_folder(data, size, cache_dir=tmp_path / "cache", workers=1, store="disk")
     train = mapped.subset(np.arange(0, n, 2))  # a split: written to a scratch file, not to memory
-    loader = BatchLoader(train.images, train.labels, 64, shuffle=True)
+    loader = BatchLoader(train.images, train.labels, 32, shuffle=True)
     total = sum(int(x[:, :, 0, 0].sum()) for x, _ in loader)  # every row gathered
     grew = rss_anon() - before
     assert total > 0 and grew < 0.25 * decoded, f"RssAnon grew {grew / 1e6:.1f} MB for {decoded / 1e6:.1f} MB decoded"
