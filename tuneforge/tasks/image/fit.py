@@ -258,8 +258,9 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     dirs = resolve_splits(cfg)
     train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
     data_s = time.perf_counter() - t_data
-    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
-             len(test) if test else 0, len(train.classes), image_size, data_s)
+    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs%s)", len(train), len(val) if val else 0,
+             len(test) if test else 0, len(train.classes), image_size, data_s,
+             "; mapped from the cache file, --cache disk" if train.scratch is not None else "")
     # test images copied into train, or one image under two classes: warned about, and in the report
     duplicates = image_duplicates({"train": train, "val": val if val is not train else None, "test": test}, train.classes)
 
@@ -318,7 +319,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     if cfg.head_init == "probe" and not run.resuming:  # a resumed run's head is in its checkpoint
         t_probe = time.perf_counter()
         feats = inputs["train"] if whole and inputs["train"] is not train.images else extract_features(
-            model, train.images, cfg.eval_batch_size, "flip" in ops)
+            model, train.images, cfg.eval_batch_size, "flip" in ops, alloc=feature_store(cfg, train))
         acc = init_head_from_probe(model.head, feats, train.labels, seed=cfg.seed)
         log.info("head: started from the linear probe of the frozen features (train accuracy %.1f%%, %.1fs)",
                  100 * acc, time.perf_counter() - t_probe)
@@ -342,6 +343,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
                        "image_size": image_size, "decode_s": round(data_s, 2),
+                       "store": "disk (mapped)" if train.scratch is not None else "memory",
                        "image_size_reason": getattr(cfg, "chosen", {}).get("image_size") or (
                            "as chosen when the run started (config.yaml)" if run.resuming else f"{image_size}px: given"),
                        "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else []),
