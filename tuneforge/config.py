@@ -239,6 +239,11 @@ class Image(Settings):
     strict: bool = opt(False, "make an unreadable image an error instead of a skipped, counted file")
     cache_dir: str | None = opt(None, "decoded-image cache (default: $TUNEFORGE_CACHE or ~/.cache/tuneforge; '' disables)", resume_safe=True)
     workers: int = opt(0, "processes for decoding images (0: one per core)", resume_safe=True)
+    # the switch of core/data/mapped.py (choose_store): why auto keeps small sets in memory is there
+    cache: str = opt("auto", "where decoded images and cached frozen features live while training: 'memory' (in the "
+                             "process), 'disk' (memory-mapped files in --cache-dir: sets larger than memory train), "
+                             "'auto' (memory when the decoded set is at most a quarter of the available memory)",
+                     ("auto", "memory", "disk"), resume_safe=True)
 
     def _check(self) -> None:
         if self.image_size is not None and self.image_size < 8:

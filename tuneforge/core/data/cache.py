@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .images import default_cache_dir
+from .mapped import choose_store
 
 log = logging.getLogger("tuneforge")
 
@@ -45,8 +46,13 @@ def digest(*chunks: str | bytes, length: int = 32) -> str:
     return h.hexdigest()[:length]
 
 
-def memoised(cache_dir: str | None, name: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """compute(), read from / written to the entry FEATURES/`name`.safetensors."""
+def memoised(cache_dir: str | None, name: str, compute: Callable[[], dict[str, torch.Tensor]],
+             store: str = "auto") -> dict[str, torch.Tensor]:
+    """compute(), read from / written to the entry FEATURES/`name`.safetensors. An entry read
+    back is mapped from its file (safetensors maps it copy-on-write: RssFile, not RssAnon), so
+    features larger than memory are paged in as batches use them; with `store` 'disk' (or
+    'auto' for an entry over mapped.choose_store's share of memory) a freshly computed entry is
+    also returned mapped from the file just written, so the computed copy can be freed."""
     root = feature_cache_dir(cache_dir)
     path = root / f"{name}.safetensors" if root is not None else None
     if path is not None and path.is_file():
@@ -63,6 +69,9 @@ def memoised(cache_dir: str | None, name: str, compute: Callable[[], dict[str, t
             tmp.replace(path)
         except OSError as e:
             log.warning("could not write feature cache %s (%s); continuing without it", path, e)
+        else:
+            if choose_store(sum(v.numel() * v.element_size() for v in out.values()), store) == "disk":
+                return load_file(str(path))
     return out
 
 

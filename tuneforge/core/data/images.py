@@ -4,7 +4,9 @@ Every image becomes RGB at one size (grey, RGBA, palette, CMYK, 16-bit and EXIF-
 files included); unreadable files are skipped with a warning naming them (or raise with
 strict=True). The decoded array is cached on disk under a key made of the files' contents and
 the decode settings, so a second run (or the test split of a later `evaluate`) never decodes
-again, and epochs never touch JPEG at all.
+again, and epochs never touch JPEG at all. Decoding writes each image into the cache file as it
+arrives; with `--cache disk` training then maps that file instead of reading it into memory
+(core/data/mapped.py), so a set larger than memory decodes and trains.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,6 +26,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from ...errors import DataError
 from ..progress import phase
+from .mapped import choose_store, gather, map_npy, scratch_dir, scratch_numpy
 
 log = logging.getLogger("tuneforge")
 
@@ -40,14 +44,18 @@ class ImageSet:
     paths: list[str]
     classes: list[str]
     skipped: list[dict] = field(default_factory=list)
+    # set when `images` is a mapped file (--cache disk): where the set's derived arrays (a
+    # split's rows, cached features) are written, so they are mapped too
+    scratch: Path | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: list[int] | np.ndarray) -> "ImageSet":
         idx_t = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        return ImageSet(self.images[idx_t], self.labels[idx_t], [self.paths[i] for i in idx_t.tolist()],
-                        self.classes, self.skipped)
+        images = self.images[idx_t] if self.scratch is None else gather(self.images, idx_t, self.scratch)
+        return ImageSet(images, self.labels[idx_t], [self.paths[i] for i in idx_t.tolist()],
+                        self.classes, self.skipped, self.scratch)
 
 
 def is_image(path: Path) -> bool:
@@ -208,33 +216,48 @@ def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
         return None, f"{e.__class__.__name__}: {e}"
 
 
-def decode_files(files: list[Path], size: int, resize: str = "crop", workers: int = 0,
-                 strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Decode in parallel. Returns (uint8 (N_ok, 3, size, size), ok mask (N,), skipped list)."""
-    jobs = [(str(f), size, resize) for f in files]
-    workers = workers or os.cpu_count() or 1
-    results = []
+def _decoded(jobs: list[tuple[str, int, str]], workers: int):
+    """(array or None, reason) per job, in order, as they are decoded (in parallel)."""
     with phase("decoding images", len(jobs), "images") as p:
         if workers > 1 and len(jobs) >= 256:
             with get_context("fork").Pool(workers) as pool:
                 # imap keeps the order and lets the progress follow; chunks small enough for a
                 # smooth bar, large enough that pickling stays cheap
                 for r in pool.imap(_decode_one, jobs, chunksize=max(16, min(256, len(jobs) // (8 * workers)))):
-                    results.append(r)
+                    yield r
                     p.advance()
         else:
             for j in jobs:
-                results.append(_decode_one(j))
+                yield _decode_one(j)
                 p.advance()
-    ok = np.array([r[0] is not None for r in results], dtype=bool)
-    skipped = [{"path": str(f), "reason": r[1]} for f, r in zip(files, results) if r[0] is None]
+
+
+def decode_files(files: list[Path], size: int, resize: str = "crop", workers: int = 0,
+                 strict: bool = False, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Decode in parallel. Returns (uint8 (N_ok, 3, size, size), ok mask (N,), skipped list).
+    Each image is written into `rows` ((N, 3, size, size); new memory when None) as it arrives,
+    the readable ones first: the result is rows[:N_ok], so a mapped `rows` never has the whole
+    set in process memory."""
+    jobs = [(str(f), size, resize) for f in files]
+    if rows is None:
+        rows = np.empty((len(files), 3, size, size), np.uint8)
+    ok = np.zeros(len(files), dtype=bool)
+    reasons: dict[int, str] = {}
+    n = 0
+    for i, (arr, reason) in enumerate(_decoded(jobs, workers or os.cpu_count() or 1)):
+        if arr is None:
+            reasons[i] = reason
+            if strict:
+                raise DataError(f"{files[i]}: cannot read image ({reason}); fix or remove it, "
+                                "or drop --strict to skip unreadable files")
+            continue
+        rows[n] = arr
+        ok[i] = True
+        n += 1
+    skipped = [{"path": str(files[i]), "reason": r} for i, r in reasons.items()]
     for s in skipped:
-        if strict:
-            raise DataError(f"{s['path']}: cannot read image ({s['reason']}); fix or remove it, "
-                            "or drop --strict to skip unreadable files")
         log.warning("skipping unreadable image %s (%s)", s["path"], s["reason"])
-    arr = np.stack([r[0] for r in results if r[0] is not None]) if ok.any() else np.zeros((0, 3, size, size), np.uint8)
-    return arr, ok, skipped
+    return rows[:n], ok, skipped
 
 
 def default_cache_dir() -> Path:
@@ -276,58 +299,110 @@ def _cache_key(files: list[Path], size: int, resize: str) -> str:
     return h.hexdigest()[:32]
 
 
-def decode_cached(files: list[Path], size: int, resize: str = "crop", cache_dir: str | Path | None = None,
-                  workers: int = 0, strict: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """decode_files, memoised on disk by file contents and settings (cache_dir='' disables)."""
-    if cache_dir == "":
-        return decode_files(files, size, resize, workers, strict)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = _cache_key(files, size, resize)
+def _sample_crc(arr: np.ndarray, samples: int = 64) -> int:
+    """crc32 of up to `samples` rows spread over the array and its last row: what tells a
+    damaged cache entry from a good one without reading all of a file larger than memory."""
+    crc = 0
+    if len(arr):
+        for i in sorted({*np.linspace(0, len(arr) - 1, min(samples, len(arr))).astype(int).tolist(), len(arr) - 1}):
+            crc = zlib.crc32(np.ascontiguousarray(arr[i]).data, crc)
+    return crc
+
+
+def _read_entry(npy: Path, meta: Path, files: list[Path], size: int, store: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """A cache entry, checked against the files and its own record (size of the file, crc of
+    sampled rows); mapped for store 'disk'. Raises (OSError, ValueError, ...) when it is damaged."""
+    info = json.loads(meta.read_text())
+    ok = np.array(info["ok"], dtype=bool)
+    # Skipped files keep their current paths: the key is content, paths may have moved.
+    skipped = [{"path": str(files[i]), "reason": str(r)} for i, r in info["skipped"]]
+    if npy.stat().st_size != info["bytes"]:
+        raise ValueError(f"the file holds {npy.stat().st_size} bytes, {info['bytes']} were written")
+    arr = map_npy(npy) if store == "disk" else np.load(npy, allow_pickle=False)
+    if (ok.shape != (len(files),) or arr.dtype != np.uint8
+            or arr.shape != (int(ok.sum()), 3, size, size)
+            or sorted(s["path"] for s in skipped) != sorted(str(f) for f, g in zip(files, ok) if not g)):
+        raise ValueError("the entry does not match the files")
+    if _sample_crc(arr) != info["crc"]:
+        raise ValueError("its pixels differ from those written")
+    return arr, ok, skipped
+
+
+def _write_entry(files: list[Path], size: int, resize: str, workers: int, strict: bool, cache: Path, key: str,
+                 store: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Decode straight into the entry's file (a temporary name, renamed when complete: a killed
+    run leaves no half-written entry), then read it back as `store` says."""
     npy, meta = cache / f"{key}.npy", cache / f"{key}.json"
-    hit = None
-    if npy.exists() and meta.exists():
-        try:
-            info = json.loads(meta.read_text())
-            ok = np.array(info["ok"], dtype=bool)
-            # Skipped files keep their current paths: the key is content, paths may have moved.
-            skipped = [{"path": str(files[i]), "reason": str(r)} for i, r in info["skipped"]]
-            arr = np.load(npy, mmap_mode=None, allow_pickle=False)
-            if (ok.shape != (len(files),) or arr.dtype != np.uint8
-                    or arr.shape != (int(ok.sum()), 3, size, size)
-                    or sorted(s["path"] for s in skipped) != sorted(str(f) for f, g in zip(files, ok) if not g)):
-                raise ValueError("cache entry does not match the files")
-            hit = arr, ok, skipped
-        except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError):
-            hit = None  # a damaged cache entry is rebuilt, never trusted
-    if hit is not None:
-        arr, ok, skipped = hit
-        if skipped and strict:
-            raise DataError(f"{skipped[0]['path']}: cannot read image ({skipped[0]['reason']}); "
-                            "fix or remove it, or drop --strict to skip unreadable files")
-        for s in skipped:
-            log.warning("skipping unreadable image %s (%s)", s["path"], s["reason"])
-        return arr, ok, skipped
-    arr, ok, skipped = decode_files(files, size, resize, workers, strict)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{key}.{os.getpid()}.tmp.npy"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f"{key}.{os.getpid()}.tmp.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, npy)  # atomic: a killed run leaves no half-written cache entry
+        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+        arr, ok, skipped = decode_files(files, size, resize, workers, strict, rows)
+        n = len(arr)
+        del arr
+        if n < len(rows):  # skipped files: the entry holds the readable rows only
+            short_path = cache / f"{key}.{os.getpid()}.short.tmp.npy"
+            short = np.lib.format.open_memmap(short_path, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+            for i in range(0, n, 1024):
+                short[i:i + 1024] = rows[i:min(i + 1024, n)]
+            short.flush()
+            del short
+            os.replace(short_path, tmp)
+        rows.flush()
+        del rows
+        crc = _sample_crc(map_npy(tmp))
+        os.replace(tmp, npy)
         index = {str(f): i for i, f in enumerate(files)}
         bad = [[index[s["path"]], s["reason"]] for s in skipped]
         tmpj = cache / f"{key}.{os.getpid()}.tmp.json"
-        tmpj.write_text(json.dumps({"ok": ok.tolist(), "skipped": bad}))
+        tmpj.write_text(json.dumps({"ok": ok.tolist(), "skipped": bad, "bytes": npy.stat().st_size, "crc": crc}))
         os.replace(tmpj, meta)
+    finally:
+        for t in cache.glob(f"{key}.{os.getpid()}.*tmp*"):
+            t.unlink(missing_ok=True)
+    return _read_entry(npy, meta, files, size, store)
+
+
+def decode_cached(files: list[Path], size: int, resize: str = "crop", cache_dir: str | Path | None = None,
+                  workers: int = 0, strict: bool = False, store: str = "auto") -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """decode_files, memoised on disk by file contents and settings (cache_dir='' disables).
+    store: 'memory' returns the pixels in process memory; 'disk' maps the cache file (or, with
+    caching off, a scratch file), so a set larger than memory decodes and trains; 'auto' picks
+    by the decoded size (mapped.choose_store)."""
+    store = choose_store(len(files) * 3 * size * size, store)
+    if cache_dir == "":
+        rows = scratch_numpy((len(files), 3, size, size), np.uint8, scratch_dir(None)) if store == "disk" else None
+        return decode_files(files, size, resize, workers, strict, rows)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = _cache_key(files, size, resize)
+    npy, meta = cache / f"{key}.npy", cache / f"{key}.json"
+    if npy.exists() or meta.exists():
+        try:
+            arr, ok, skipped = _read_entry(npy, meta, files, size, store)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as e:
+            # a damaged cache entry is rebuilt, never trusted
+            log.warning("image cache entry %s is damaged or incomplete (%s); decoding again", npy, e)
+        else:
+            if skipped and strict:
+                raise DataError(f"{skipped[0]['path']}: cannot read image ({skipped[0]['reason']}); "
+                                "fix or remove it, or drop --strict to skip unreadable files")
+            for s in skipped:
+                log.warning("skipping unreadable image %s (%s)", s["path"], s["reason"])
+            return arr, ok, skipped
+    try:
+        return _write_entry(files, size, resize, workers, strict, cache, key, store)
     except OSError as e:
         log.warning("could not write image cache in %s (%s); continuing without it", cache, e)
-    return arr, ok, skipped
+    rows = scratch_numpy((len(files), 3, size, size), np.uint8, scratch_dir(None)) if store == "disk" else None
+    return decode_files(files, size, resize, workers, strict, rows)
 
 
 def load_image_folder(root: str | Path, size: int, resize: str = "crop", classes: list[str] | None = None,
                       items: list[tuple[Path, int]] | None = None, cache_dir: str | Path | None = None,
-                      workers: int = 0, strict: bool = False) -> ImageSet:
+                      workers: int = 0, strict: bool = False, store: str = "auto") -> ImageSet:
     """Decode a class-folder tree. `classes` (e.g. the training classes) fixes the label order;
-    a folder class that is not among them is an error. `items` restricts to given files."""
+    a folder class that is not among them is an error. `items` restricts to given files.
+    `store`: where the pixels live (decode_cached)."""
     found, scanned = scan_class_folders(root)
     if items is None:
         items = scanned
@@ -340,12 +415,13 @@ def load_image_folder(root: str | Path, size: int, resize: str = "crop", classes
     else:
         classes = found
     files = [f for f, _ in items]
-    arr, ok, skipped = decode_cached(files, size, resize, cache_dir, workers, strict)
+    arr, ok, skipped = decode_cached(files, size, resize, cache_dir, workers, strict, store)
     labels = torch.tensor([l for (_, l), good in zip(items, ok) if good], dtype=torch.int64)
     paths = [str(f) for f, good in zip(files, ok) if good]
     if len(labels) == 0:
         raise DataError(f"{root}: none of the {len(files)} images could be read")
-    return ImageSet(torch.from_numpy(arr), labels, paths, list(classes), skipped)
+    return ImageSet(torch.from_numpy(arr), labels, paths, list(classes), skipped,
+                    scratch_dir(cache_dir if cache_dir is not None else default_cache_dir()) if isinstance(arr, np.memmap) else None)
 
 
 def peek_sides(files: list[Path], limit: int = 256, seed: int = 0) -> list[int]:

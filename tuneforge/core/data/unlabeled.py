@@ -49,12 +49,13 @@ def scan_unlabeled(root: str | Path, flag: str = "--unlabeled") -> list[Path]:
 
 def load_unlabeled(root: str | Path, size: int, resize: str = "crop", cache_dir: str | None = None,
                    workers: int = 0, strict: bool = False, exclude: set[str] | None = None,
-                   forbid: set[str] | None = None, flag: str = "--unlabeled") -> UnlabeledSet:
+                   forbid: set[str] | None = None, flag: str = "--unlabeled", store: str = "auto") -> UnlabeledSet:
     """Decode every image under `root`. `exclude`: resolved paths left out of the pool (the
     validation images carved out of a train folder that is also the unlabeled folder: model
     selection must not see them in training). `forbid`: resolved paths whose presence is an
     error naming one (test images: a model must never train on them, even unlabeled, and
-    silently dropping them would hide a mistaken folder)."""
+    silently dropping them would hide a mistaken folder). `store`: where the pixels live
+    (images.decode_cached)."""
     files = scan_unlabeled(root, flag)
     resolved = [str(f.resolve()) for f in files] if exclude or forbid else []
     if forbid:
@@ -66,7 +67,7 @@ def load_unlabeled(root: str | Path, size: int, resize: str = "crop", cache_dir:
         files = [f for f, r in zip(files, resolved) if r not in exclude]
         if not files:
             raise DataError(f"{flag}: every image under {root} is a validation image")
-    arr, ok, skipped = decode_cached(files, size, resize, cache_dir, workers, strict)
+    arr, ok, skipped = decode_cached(files, size, resize, cache_dir, workers, strict, store)
     if not ok.any():
         raise DataError(f"{flag}: none of the {len(files)} images under {root} could be read")
     return UnlabeledSet(torch.from_numpy(arr), [str(f) for f, g in zip(files, ok) if g], skipped)

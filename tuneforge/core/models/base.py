@@ -3,6 +3,7 @@ and the preprocessing that belongs to the backbone's weights (so a bundle carrie
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -159,12 +160,15 @@ class FrozenPrefix(nn.Module):
 
 @torch.inference_mode()
 def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 256,
-                     mirrored: bool = False, stage: int | None = None, max_fp32_bytes: int = 2 << 30) -> torch.Tensor:
+                     mirrored: bool = False, stage: int | None = None, max_fp32_bytes: int = 2 << 30,
+                     alloc: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None) -> torch.Tensor:
     """What the frozen part of the model computes for uint8 images, once: pooled backbone
     features (N, V, D) when `stage` is None, else the output maps of the first `stage` stages
     (N, V, C, h, w). V = 2 with the mirrored view when `mirrored`, so what is trained on them can
     still see flip augmentation. A cache larger than `max_fp32_bytes` is kept in bf16 (half the
-    memory, ~3 significant digits: the maps are post-activation values, this is noise-level)."""
+    memory, ~3 significant digits: the maps are post-activation values, this is noise-level).
+    `alloc(shape, dtype)` makes the output (torch.empty when None; a mapped scratch file for
+    sets larger than memory): each batch is written into it as it is computed."""
     model.eval()
     net = folded_if_same(model, images, stage)
 
@@ -173,19 +177,20 @@ def extract_features(model: Classifier, images: torch.Tensor, batch_size: int = 
             return net.features(x)
         return net.backbone.forward_stages(net.prepare(x), 0, stage)
 
-    out, dtype = [], torch.float32
+    if not len(images):
+        raise ValueError("extract_features: no images")
+    out = None
     with phase("extracting features" if stage is None else f"computing frozen stages 0-{stage - 1}", len(images),
                "images") as p:
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].float().div_(255.0)
             views = torch.stack([run(x)] + ([run(x.flip(3))] if mirrored else []), 1)
-            if i == 0 and views[0].numel() * 4 * len(images) > max_fp32_bytes:
-                dtype = torch.bfloat16
-            out.append(views.to(dtype).contiguous())
+            if out is None:
+                dtype = torch.bfloat16 if views[0].numel() * 4 * len(images) > max_fp32_bytes else torch.float32
+                out = (alloc or (lambda shape, dt: torch.empty(shape, dtype=dt)))((len(images), *views.shape[1:]), dtype)
+            out[i:i + len(x)] = views.to(out.dtype)
             p.advance(len(x))
-    if not out:
-        raise ValueError("extract_features: no images")
-    return torch.cat(out)
+    return out
 
 
 def fold_batchnorm(model: Classifier, stage: int) -> Classifier:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from ...core.baseline import EVAL_MAX, PROBE_PER_CLASS, Baseline, compare, image
 from ...core.baseline import pretrained_backbone, skipped, stratified_cap
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
 from ...core.data.duplicates import image_duplicates
-from ...core.data.images import peek_sides
+from ...core.data.images import default_cache_dir, peek_sides
+from ...core.data.mapped import scratch_dir, scratch_tensor
 from ...core.data.split import fingerprint
 from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
@@ -75,7 +76,8 @@ def load_splits(cfg: FitConfig, image_size: int, run_dir: Path, train_dir: Path,
     if cfg.labels_per_class or cfg.limit_per_class:
         keep = subsample_per_class(np.array([l for _, l in items]), cfg.labels_per_class or cfg.limit_per_class, cfg.seed)
         items = [items[i] for i in keep]
-    kw = dict(size=image_size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
+    kw = dict(size=image_size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict,
+              store=cfg.cache)
     full = load_image_folder(train_dir, classes=classes, items=items, **kw)
     if val_dir is None and cfg.val_fraction > 0:
         tr_idx, va_idx = stratified_split(full.labels.numpy(), cfg.val_fraction, cfg.seed)
@@ -189,6 +191,15 @@ def train_per_class(cfg: FitConfig, labels: list[int], has_val: bool) -> int:
     return int(np.median(counts))
 
 
+def feature_store(cfg: FitConfig, split: ImageSet) -> Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None:
+    """Where a split's cached frozen features go: a mapped scratch file when its images are
+    mapped (--cache disk, or auto for a large set) or --cache disk says so; else memory (None)."""
+    if split.scratch is None and cfg.cache != "disk":
+        return None
+    where = split.scratch or scratch_dir(cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir())
+    return lambda shape, dtype: scratch_tensor(shape, dtype, where)
+
+
 PROBE_BACKBONE = "efficientnet_lite0"  # the from-scratch fits' baseline backbone (packaged weights)
 
 
@@ -247,8 +258,9 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     dirs = resolve_splits(cfg)
     train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
     data_s = time.perf_counter() - t_data
-    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs)", len(train), len(val) if val else 0,
-             len(test) if test else 0, len(train.classes), image_size, data_s)
+    log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs%s)", len(train), len(val) if val else 0,
+             len(test) if test else 0, len(train.classes), image_size, data_s,
+             "; mapped from the cache file, --cache disk" if train.scratch is not None else "")
     # test images copied into train, or one image under two classes: warned about, and in the report
     duplicates = image_duplicates({"train": train, "val": val if val is not train else None, "test": test}, train.classes)
 
@@ -283,7 +295,8 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         t_feat = time.perf_counter()
         mirrored = {"train": "flip" in ops, "val": cfg.tta, "test": cfg.tta}
         stage = None if whole else frozen
-        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n], stage) for n, s in splits.items()}
+        inputs = {n: extract_features(model, s.images, cfg.eval_batch_size, mirrored[n], stage, alloc=feature_store(cfg, s))
+                  for n, s in splits.items()}
         shift = 0
         if "crop" in ops:
             px = ops["crop"] * image_size if ops["crop"] < 1 else ops["crop"]
@@ -306,7 +319,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     if cfg.head_init == "probe" and not run.resuming:  # a resumed run's head is in its checkpoint
         t_probe = time.perf_counter()
         feats = inputs["train"] if whole and inputs["train"] is not train.images else extract_features(
-            model, train.images, cfg.eval_batch_size, "flip" in ops)
+            model, train.images, cfg.eval_batch_size, "flip" in ops, alloc=feature_store(cfg, train))
         acc = init_head_from_probe(model.head, feats, train.labels, seed=cfg.seed)
         log.info("head: started from the linear probe of the frozen features (train accuracy %.1f%%, %.1fs)",
                  100 * acc, time.perf_counter() - t_probe)
@@ -330,6 +343,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
               "epochs_run": state["epoch"], "stopped_because": state["stopped_because"],
               "data": {"train": len(train), "val": len(val) if val else 0, "test": len(test) if test else 0,
                        "image_size": image_size, "decode_s": round(data_s, 2),
+                       "store": "disk (mapped)" if train.scratch is not None else "memory",
                        "image_size_reason": getattr(cfg, "chosen", {}).get("image_size") or (
                            "as chosen when the run started (config.yaml)" if run.resuming else f"{image_size}px: given"),
                        "skipped": train.skipped + (val.skipped if val and val is not train else []) + (test.skipped if test else []),

@@ -160,7 +160,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
         has_image = torch.tensor([p is not None for p in table.images])
         images = torch.zeros(len(table) if "image" in mods else 0, 3, image_size, image_size, dtype=torch.uint8)
         if "image" in mods and files:
-            arr, ok, skipped = decode_cached(files, image_size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict)
+            arr, ok, skipped = decode_cached(files, image_size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict, cfg.cache)
             where = torch.nonzero(has_image).flatten()
             good = where[torch.from_numpy(ok)]
             images[good] = torch.from_numpy(arr)
@@ -224,7 +224,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                 model.eval()
                 feats = memoised(cfg.cache_dir, f"image-{digest(key)}", lambda: {"x": _batched(
                     lambda s: b.image_tokens(images[which[s]]), len(which), cfg.eval_batch_size,
-                    torch.bfloat16 if big else torch.float32, "images")})["x"]
+                    torch.bfloat16 if big else torch.float32, "images")}, cfg.cache)["x"]
                 if not tokens:
                     feats = feats.float().mean(1, keepdim=True)  # = the backbone's pool (global average)
                 full = torch.zeros((len(table),) + feats.shape[1:], dtype=feats.dtype)
@@ -241,7 +241,7 @@ def fit_multimodal(cfg: FitConfig, run: Run) -> FitResult:
                 pad, mask = padded["input_ids"], padded["attention_mask"]
                 model.eval()
                 feats = memoised(cfg.cache_dir, f"text-{digest(key)}", lambda: {"x": _batched(
-                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size, what="texts")})["x"]
+                    lambda s: b.text_tokens(pad[s], mask[s]), len(ids), cfg.eval_batch_size, what="texts")}, cfg.cache)["x"]
                 if tokens:
                     inp["text_tokens"], inp["text_mask"] = feats, mask
                 else:  # the encoder's own pooling of the cached token states

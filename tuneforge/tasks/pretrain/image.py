@@ -64,7 +64,8 @@ class KNNProbe(EpochMeasure):
 
 def _probe_sets(cfg: PretrainConfig, size: int) -> tuple[tuple, tuple]:
     root = Path(cfg.probe)
-    kw = dict(size=size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict)
+    kw = dict(size=size, resize=cfg.resize, cache_dir=cfg.cache_dir, workers=cfg.workers, strict=cfg.strict,
+              store=cfg.cache)
 
     def load(folder: Path, classes=None):
         found, items = scan_class_folders(folder)
@@ -141,7 +142,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
         return pretrain_text(run)
     spec = model_spec(cfg.model)
     size = cfg.image_size or spec.default_image_size
-    pool = load_unlabeled(cfg.data, size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict, flag="--data")
+    pool = load_unlabeled(cfg.data, size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict, flag="--data", store=cfg.cache)
     probe = KNNProbe(*_probe_sets(cfg, size), cfg.knn_k, cfg.eval_batch_size) if cfg.probe else None
     data_s = time.perf_counter() - t_start
     log.info("pretrain: %d unlabeled images at %dpx (%.1fs)", len(pool), size, data_s)

@@ -78,7 +78,7 @@ def setup_semi(cfg, model, trainable, base_strategy, train, train_inputs: torch.
     t0 = time.perf_counter()
     resolved = lambda paths: {str(Path(p).resolve()) for p in paths}
     pool = load_unlabeled(cfg.unlabeled, image_size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict,
-                          exclude=resolved(val_paths), forbid=resolved(test_paths))
+                          exclude=resolved(val_paths), forbid=resolved(test_paths), store=cfg.cache)
     atomic_write_text(run_dir / "unlabeled.json", json.dumps({"root": str(cfg.unlabeled), "images": len(pool),
                                                         "files": relpaths(pool.paths, cfg.unlabeled)}, indent=0))
     unl = encode(pool.images) if encode is not None else pool.images
