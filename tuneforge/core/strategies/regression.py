@@ -8,6 +8,7 @@ from torch import nn
 
 
 class Regression:
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
     def train_step(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x, y = batch
         pred = model(x).float().squeeze(1)
