@@ -222,26 +222,6 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def relaunch(nproc: int, argv: list[str]) -> int:
-    """`--nproc N`: this same command in N processes on this machine, started the way `torchrun
-    --standalone --nproc-per-node N -m tuneforge ...` starts them (torch's elastic launcher, a
-    rendezvous on a free local port), each of which sees WORLD_SIZE and trains its shard
-    (core/engine/distributed.py). The launcher is called directly, not through torchrun's
-    command line, whose parser would take tuneforge flags that begin one of its own (--nproc,
-    --monitor) for its own. Returns the processes' exit status."""
-    import uuid
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # torch only when it runs
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # as torchrun does
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
-                          rdzv_endpoint="localhost:0", max_restarts=0)
-    try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "tuneforge", *argv)
-    except ChildFailedError as e:  # each process said its own error; the launcher's summary adds nothing
-        return max((f.exitcode for f in e.failures.values()), default=1) or 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)  # --help, --version and usage errors, with the defaults shown
     # Only the flags given: they override a --config file, the file overrides the defaults.
@@ -249,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         given = settings_from(args) if args.settings is not None else {}
         if int(given.get("nproc") or 1) > 1 and "WORLD_SIZE" not in os.environ:
-            return relaunch(int(given["nproc"]), sys.argv[1:] if argv is None else list(argv))
+            # torch's launcher, imported only then (as a verb's module is): `--help` stays fast
+            return load("tuneforge.core.engine.torchrun:relaunch")(int(given["nproc"]), sys.argv[1:] if argv is None else list(argv))
         if int(os.environ.get("RANK") or 0) > 0:  # a data-parallel run has one console, rank 0's: the others print no result
             sys.stdout = open(os.devnull, "w")
         return load(args.func)(given)
