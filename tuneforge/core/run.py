@@ -225,8 +225,8 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
     if nproc > 1 and world != nproc:
         raise ConfigError(f"--nproc {nproc}: this is {world} process(es): " + (
             f"torchrun started {world}; drop --nproc (torchrun's --nproc-per-node decides)" if world > 1 else
-            f"a Python call cannot start processes; run `tuneforge fit --nproc {nproc} ...`, or the script under "
-            f"`torchrun --nproc-per-node {nproc} script.py`"))
+            f"one process cannot start the others from Python: run `tuneforge fit --nproc {nproc} ...` (which "
+            f"starts them), or the script under `torchrun --nproc-per-node {nproc} script.py`"))
     if world > 1:
         shared = distributed.on_main(lambda: _open_run(cfg, resume_dir, name),
                                      lambda run: (str(run.dir), run.resume_ckpt, run.resuming))
