@@ -68,7 +68,10 @@ def _ranks(rank: int, world: int, port: int, tmp: Path, cifar: Path, texts: Path
     res = tuneforge.fit(resume=str(tmp / "cut"), progress=False)
     record("cut", history=res.history)
     res = tuneforge.fit(data=str(texts), out=str(tmp / "txt"), **TEXT)
-    record("txt", history=res.history)
+    record("txt", history=res.history, weights=_digest(res.model))
+    # --ema: a strategy that reaches into its model (student, EMA copy): gradients all-reduced after backward
+    res = tuneforge.fit(data=str(texts), out=str(tmp / "ema"), ema=0.9, **{**TEXT, "epochs": 2})
+    record("ema", history=res.history, weights=_digest(res.model))
 
     from tuneforge.tasks.search import study  # what each rank's part of every trial was given
     real, seen = study.launch, []
@@ -77,6 +80,12 @@ def _ranks(rank: int, world: int, port: int, tmp: Path, cifar: Path, texts: Path
                      space={"lr": {"log_uniform": [1e-3, 1e-1]}, "hidden_size": {"choice": [8, 16, 32]}},
                      out=str(tmp / "study"), trials=2, pruner="none", seed=rank + 7)  # a seed per rank: only rank 0's may count
     record("study", trials=seen)
+
+
+def _digest(model: torch.nn.Module) -> list[float]:
+    """The model's weights in a few numbers: equal on every rank when the ranks trained as one."""
+    return [float(v.double().sum()) + float((v.double() ** 2).sum()) for v in model.state_dict().values()
+            if torch.is_tensor(v) and v.is_floating_point()]
 
 
 def _free_port() -> int:
@@ -147,6 +156,9 @@ def test_ctrl_c_on_rank_0_stops_both_and_resume_equals_the_uninterrupted_run(two
 def test_two_process_text_fit_learns_like_one_process(two, text_table, tmp_path):
     h = _seen(two, "txt", 0)["history"]
     assert _seen(two, "txt", 1)["writes"] == []
+    for name in ("txt", "ema"):  # DistributedDataParallel, and the all-reduce after backward (--ema): in step
+        assert _seen(two, name, 0)["weights"] == _seen(two, name, 1)["weights"], name
+    assert (two / "ema" / "model").is_dir() and _seen(two, "ema", 1)["writes"] == []
     metrics = lambda hist: [{k: v for k, v in r.items() if k.endswith(("loss", "accuracy"))} for r in hist]
     assert metrics(h) == metrics(_seen(two, "txt", 1)["history"])  # reduced and shared: the same on both ranks
     report2 = json.loads((two / "txt" / "report.json").read_text())

@@ -393,14 +393,17 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     # without selection (no or a too small validation set) the last epoch is the model
-    early = [EarlyStopping(cfg.monitor, cfg.patience, run.dir)] if select else []
+    early = [EarlyStopping(cfg.monitor, cfg.patience, run.main_dir or run.dir)] if select else []
     callbacks = [*extra_callbacks, *early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
                  *([EpochMetrics(run)] if getattr(cfg, "track", None) else []), Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
     if not distributed.is_main():
-        callbacks = []  # rank 0's decide when to stop (Engine.fit shares it) and write; the others only train
+        # rank 0's callbacks decide when to stop (Engine.fit shares it) and write; the others keep only
+        # early stopping, which puts back the same best weights on every rank (it writes best.pt only
+        # when a Checkpointer asks, and reads rank 0's on --resume)
+        callbacks = early
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs,
                     distributed.on_main(lambda: accumulation(run)))
     if parallel:
