@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import typing
@@ -221,12 +222,25 @@ def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _recorded(run: str | None, key: str):
+    """A setting of the run `--resume` continues (its config.yaml), None when there is none."""
+    path = os.path.join(run, "config.yaml") if run else None
+    return read_yaml(path).get(key) if path and os.path.isfile(path) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)  # --help, --version and usage errors, with the defaults shown
     # Only the flags given: they override a --config file, the file overrides the defaults.
     args = build_parser(defaults=False).parse_args(argv)
     try:
-        return load(args.func)(settings_from(args) if args.settings is not None else {})
+        given = settings_from(args) if args.settings is not None else {}
+        nproc = int(given.get("nproc") or _recorded(given.get("resume"), "nproc") or 1)
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            # torch's launcher, imported only then (as a verb's module is): `--help` stays fast
+            return load("tuneforge.core.engine.torchrun:relaunch")(nproc, sys.argv[1:] if argv is None else list(argv))
+        if int(os.environ.get("RANK") or 0) > 0:  # a data-parallel run has one console, rank 0's: the others print no result
+            sys.stdout = open(os.devnull, "w")
+        return load(args.func)(given)
     except TuneforgeError as e:
         print(f"tuneforge: error: {e}", file=sys.stderr)
         return 2

@@ -147,6 +147,13 @@ class Run(Settings):
     track: str | None = opt(None, "also log settings, per-epoch metrics, the report and the bundle to an experiment "
                                   "tracker: mlflow ($MLFLOW_TRACKING_URI, else ./mlruns/; pip install "
                                   "'tuneforge[mlflow]')", ("mlflow",), resume_safe=True)
+    # data-parallel training (core/engine/distributed.py); the process count is checked on --resume
+    # against the checkpoint's, so this flag itself may be given again or not
+    nproc: int = opt(1, "train in N processes on this machine (data-parallel, one shard of each epoch per "
+                        "process): `tuneforge fit --nproc N` re-launches itself through torchrun; for several "
+                        "machines use torchrun itself (README: More than one process or machine)", resume_safe=True)
+    sync_bn: bool = opt(False, "with more than one process: BatchNorm normalises by the statistics of the whole "
+                               "batch across processes (SyncBatchNorm; CUDA only)")
 
     def _check(self) -> None:
         if self.track == "mlflow" and importlib.util.find_spec("mlflow") is None:
@@ -155,6 +162,7 @@ class Run(Settings):
             raise ConfigError(f"{flag('data')} is required ({self.__dataclass_fields__['data'].metadata['help']})")
         _positive(self, "eval_batch_size", "limit_per_class")
         _fraction(self, "val_fraction")
+        _positive(self, "nproc")
 
 
 @dataclass

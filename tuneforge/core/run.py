@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,7 @@ from ..config import Settings
 from ..errors import BundleError, ConfigError
 from .bundle import save_bundle
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, TimeLimit, build_optimizer, build_schedule
-from .engine import lr_find
+from .engine import distributed, lr_find
 from .engine.checkpoint import load_checkpoint
 from .fs import atomic_write_text, remove_stale_temps, storage_errors
 from .memory import accumulation
@@ -43,7 +44,8 @@ def setup(threads: int) -> None:
     """Logging to the console (unless the caller set it up) and torch's compute threads."""
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    # processes of a data-parallel run on one machine share its cores
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // distributed.local_world()))
 
 
 @dataclass
@@ -64,6 +66,9 @@ class Run:
     memory: dict | None = None  # core/memory.plan_memory: the step's estimate and split, for the Engine and report.json
     warnings: list[str] = field(default_factory=list)  # said on the console and kept for report.json
     tracker: Any = None  # core/tracking.py's (--track mlflow), started with the first commit
+    # data-parallel runs: on ranks other than 0, `dir` is a private temporary folder (whatever a
+    # kind writes there is thrown away) and this is the run folder rank 0 writes
+    main_dir: Path | None = None
 
     def warn(self, message: str) -> None:
         """A warning about this run: on the console now, and in report.json's "warnings" (and at
@@ -102,6 +107,9 @@ class Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.main_dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
         if exc_type is None and self.tracker is not None and not self.tracker.ended:
             # a kind that writes its report itself, not through finish (--model auto)
             report = json.loads((self.dir / "report.json").read_text()) if (self.dir / "report.json").is_file() else {}
@@ -210,8 +218,27 @@ def settings(cls: type[Settings], config: Settings | None, kwargs: dict, recipes
 def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
     """Create a new run folder and write config.yaml (once, after every setting is resolved, so
     config.yaml and report.json always agree), or reopen a run to resume: its last checkpoint
-    is read, nothing is written (see Run.commit)."""
+    is read, nothing is written (see Run.commit). In a data-parallel run rank 0 alone does this
+    and shares the outcome (folder, checkpoint, or the refusal) with the other ranks."""
     setup(cfg.threads)
+    nproc, world = getattr(cfg, "nproc", 1), distributed.world()
+    if nproc > 1 and world != nproc:
+        raise ConfigError(f"--nproc {nproc}: this is {world} process(es): " + (
+            f"torchrun started {world}; drop --nproc (torchrun's --nproc-per-node decides)" if world > 1 else
+            f"one process cannot start the others from Python: run `tuneforge fit --nproc {nproc} ...` (which "
+            f"starts them), or the script under `torchrun --nproc-per-node {nproc} script.py`"))
+    if world > 1:
+        shared = distributed.on_main(lambda: _open_run(cfg, resume_dir, name),
+                                     lambda run: (str(run.dir), run.resume_ckpt, run.resuming))
+        if distributed.is_main():
+            return shared
+        folder, ckpt, resuming = shared
+        return Run(cfg, Path(tempfile.mkdtemp(prefix=f"tuneforge-rank{distributed.rank()}-")), ckpt, resuming=resuming,
+                   committed=True, main_dir=Path(folder))
+    return _open_run(cfg, resume_dir, name)
+
+
+def _open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
     if resume_dir is not None:
         last = resume_dir / "checkpoints" / "last.pt"
         # killed before its first epoch ended: nothing to continue, the run starts at epoch 1
@@ -352,12 +379,17 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     """Optimizer, schedule, callbacks and the one Engine, for every kind of task. A validation set
     too small to select on (`selects_on`) is still evaluated every epoch, but the last epoch is kept.
     A loader's `warnings` (messages about its setup, e.g. a semi-supervised fit of too few steps)
-    are said through `run.warn` before training."""
+    are said through `run.warn` before training. With torchrun (more than one process) each rank
+    trains on its shard of every epoch through the same Engine (core/engine/distributed.py); rank 0
+    alone chooses (--lr auto, the micro-batch split, when to stop) and writes the run folder."""
     cfg = run.cfg
+    parallel = distributed.world() > 1
+    if parallel:
+        _shard(train_loader)
     wd = cfg.weight_decay if cfg.weight_decay is not None else {"adamw": 0.05, "sgd": 5e-4}.get(cfg.optimizer, 0.0)
     lr = cfg.lr or default_lr or (0.05 if cfg.optimizer == "sgd" else 1e-3)
     if run.range_test is not None or lr == "auto":
-        lr = _range_test(run, trainable, strategy, train_loader, wd)
+        lr = distributed.on_main(lambda: _range_test(run, trainable, strategy, train_loader, wd))
     for message in getattr(train_loader, "warnings", ()):
         run.warn(message)
     select = selects_on(run, train_loader, val_loader)
@@ -365,17 +397,27 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
     optimizer = build_optimizer(trainable, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_schedule(optimizer, cfg.schedule, steps, int(cfg.warmup_epochs * len(train_loader)))
     # without selection (no or a too small validation set) the last epoch is the model
-    early = [EarlyStopping(cfg.monitor, cfg.patience, run.dir)] if select else []
+    early = [EarlyStopping(cfg.monitor, cfg.patience, run.main_dir or run.dir)] if select else []
     callbacks = [*extra_callbacks, *early, Checkpointer(run.dir), MetricsLogger(run.dir, cfg.tensorboard),
                  *([EpochMetrics(run)] if getattr(cfg, "track", None) else []), Progress(cfg.progress, unit=rate_unit(cfg, train_loader)),
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
+    if not distributed.is_main():
+        # rank 0's callbacks decide when to stop (Engine.fit shares it) and write; the others keep only
+        # early stopping, which puts back the same best weights on every rank (it writes best.pt only
+        # when a Checkpointer asks, and reads rank 0's on --resume)
+        callbacks = early
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs,
-                    accumulation(run))
+                    distributed.on_main(lambda: accumulation(run)))
+    if parallel:
+        engine.state["world"] = distributed.world()  # checked on --resume (_same_world)
+        engine.forward_model, engine.grad_sync = distributed.wrap(
+            trainable, getattr(strategy, "forwards_model", False), getattr(cfg, "sync_bn", False))
     if run.lr_found is not None:
         engine.state["lr_auto"] = lr  # in every checkpoint: a resumed run keeps the rate it started with
     if run.resume_ckpt is not None:
+        _same_world(run)
         try:
             engine.load_checkpoint(run.resume_ckpt)
         except (RuntimeError, KeyError, ValueError) as e:
@@ -386,10 +428,29 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                               f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
     run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
-    state = engine.fit(train_loader, val_loader)
+    with distributed.stop_on_interrupt(engine.request_stop):
+        state = engine.fit(train_loader, val_loader)
     if not select:
         state["best_epoch"] = state["epoch"]
     return engine, state
+
+
+def _shard(loader: Any) -> None:
+    """This rank's shard of every epoch (core/data/order.shard), for the loaders that take one."""
+    if not hasattr(loader, "world"):
+        raise ConfigError(f"--nproc {distributed.world()}: this kind of fit trains from a {type(loader).__name__}, which does "
+                          f"not shard its epochs across processes yet; run it in one process (no torchrun, no --nproc)")
+    loader.rank, loader.world = distributed.rank(), distributed.world()
+
+
+def _same_world(run: Run) -> None:
+    """A data-parallel run resumes with as many processes as it ran with: each epoch's shards, and
+    so the batches and weights, depend on the number."""
+    was, now = run.resume_ckpt.get("engine", {}).get("world", 1), distributed.world()
+    if was != now:
+        raise ConfigError(f"--resume {run.main_dir or run.dir}: the run trained in {was} process(es) and this is {now}: resume "
+                          f"it with --nproc {was} (or torchrun --nproc-per-node {was}), so that it continues on the same "
+                          f"shards and ends where the uninterrupted run would")
 
 
 def _range_test(run: Run, trainable: torch.nn.Module, strategy, train_loader, weight_decay: float) -> float:
@@ -418,7 +479,9 @@ def _range_test(run: Run, trainable: torch.nn.Module, strategy, train_loader, we
 def finish(run: Run, model: torch.nn.Module, report: dict, state: dict, meta: dict | None, examples: dict | None,
            save: Callable[[Path], None] | None = None, summary: Callable[[dict], None] | None = None) -> FitResult:
     """Timings, the bundle of the best weights (`save` writes a bundle of another layout),
-    report.json/html and the console summary."""
+    report.json/html and the console summary (by rank 0 alone in a data-parallel run)."""
+    if run.main_dir is not None:
+        return FitResult(run.main_dir, model, report, run.cfg, list(state["history"]))
     report["fit_s"] = round(state.get("fit_s", 0.0), 2)
     report["wall_s"] = round(time.perf_counter() - run.t_start, 2)
     if run.lr_found is not None:

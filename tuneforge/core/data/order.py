@@ -33,3 +33,22 @@ def epoch_stream(n: int, count: int, seed: int, epoch: int, salt: int) -> torch.
         total += n
         cycle += 1
     return torch.cat(out)[:count] if out else torch.zeros(0, dtype=torch.long)
+
+
+def shard_size(n: int, world: int) -> int:
+    """Samples each of `world` ranks takes per epoch from `n`: n / world rounded up (`shard`)."""
+    return -(-n // world) if world > 1 else n
+
+
+def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s part of an epoch's order, for data-parallel training over `world` processes:
+    every world-th index from `rank` on, the order padded first with its own beginning to a
+    multiple of `world`, so every rank takes the same number of samples (and steps) and every
+    sample is seen once per epoch across the ranks (the fewer than `world` padding ones twice),
+    still in an order that is a function of (seed, epoch) only. world 1: `order` itself."""
+    if world <= 1:
+        return order
+    pad = shard_size(len(order), world) * world - len(order)
+    if pad:
+        order = torch.cat([order, order[:pad].repeat(-(-pad // max(len(order), 1)))[:pad]])
+    return order[rank::world]

@@ -13,10 +13,12 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .order import epoch_generator
+from .order import epoch_generator, shard, shard_size
 
 
 class SequenceBatchLoader:
+    rank, world = 0, 1  # this process's shard of each epoch (data-parallel: set by core/run.train_model)
+
     def __init__(self, seqs: list, labels: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
                  pad_id: int = 0, bucket: int = 50, sort: bool = True):
         """`seqs`: lists of token ids, or float tensors (T, F) for numeric sequences."""
@@ -27,7 +29,7 @@ class SequenceBatchLoader:
         self.order = torch.argsort(self.lengths, stable=True) if sort and not shuffle else torch.arange(len(seqs))
 
     def __len__(self) -> int:
-        return -(-len(self.seqs) // self.batch_size)
+        return -(-shard_size(len(self.seqs), self.world) // self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -48,10 +50,11 @@ class SequenceBatchLoader:
     def batches(self, epoch: int = 0) -> list[torch.Tensor]:
         n, bs = len(self.seqs), self.batch_size
         if not self.shuffle:
-            return [self.order[i:i + bs] for i in range(0, n, bs)]
+            order = shard(self.order, self.rank, self.world)
+            return [order[i:i + bs] for i in range(0, len(order), bs)]
         g = epoch_generator(self.seed, epoch)  # the epoch's order, then the order of its batches
-        perm = torch.randperm(n, generator=g)
-        out = []
+        perm = shard(torch.randperm(n, generator=g), self.rank, self.world)
+        n, out = len(perm), []
         chunk = bs * max(1, self.bucket)
         for s in range(0, n, chunk):
             part = perm[s:s + chunk]

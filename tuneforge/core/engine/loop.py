@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from . import distributed
 from .callbacks import Callback, Checkpointer
 
 log = logging.getLogger("tuneforge")
@@ -48,6 +49,10 @@ class Engine:
         self.accumulate = accumulate  # micro-batches per optimizer step (gradient accumulation)
         self.state: dict = {"epoch": 0, "step": 0, "history": [], "stopped_because": None}
         self._stop: str | None = None
+        # data-parallel (core/engine/distributed.wrap): the module training steps call
+        # (DistributedDataParallel around `model`) and the gradient all-reduce it does not do itself
+        self.forward_model: nn.Module = model
+        self.grad_sync = None
 
     def autocast(self):
         if self.precision == "bf16":
@@ -64,7 +69,7 @@ class Engine:
         return torch.Generator().manual_seed(self.seed * 7_919 + epoch)
 
     def train_epoch(self, loader, epoch: int) -> dict:
-        self.model.train()
+        self.forward_model.train()
         gen = self._generator(epoch)
         after_step = getattr(self.strategy, "after_step", None)
         n, loss_sum, correct, seen_cls = 0, 0.0, 0, 0
@@ -72,6 +77,8 @@ class Engine:
         for i, batch in enumerate(loader.epoch(epoch)):
             self.optimizer.zero_grad(set_to_none=True)
             out = self._forward_backward(batch, gen)
+            if self.grad_sync is not None:
+                self.grad_sync()
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
@@ -90,6 +97,7 @@ class Engine:
                 stats["accuracy"] = correct / seen_cls
             for cb in self.callbacks:
                 cb.on_batch_end(self, i, stats)
+        n, loss_sum, correct, seen_cls = distributed.all_reduce_sums(n, loss_sum, correct, seen_cls)  # every rank's
         elapsed = time.perf_counter() - t0
         rec = {"train_loss": loss_sum / max(n, 1), "images_per_s": n / elapsed, "train_s": elapsed}
         if seen_cls:
@@ -106,7 +114,7 @@ class Engine:
         and unlabeled parts do not split evenly weights their means slightly differently."""
         if self.accumulate <= 1:
             with self.autocast():
-                out = self.strategy.train_step(self.model, batch, gen)
+                out = self.strategy.train_step(self.forward_model, batch, gen)
             out["loss"].backward()
             return out
         total = rows(batch)
@@ -116,7 +124,7 @@ class Engine:
             if share == 0:
                 continue  # a last batch smaller than k
             with self.autocast():
-                out = self.strategy.train_step(self.model, part, gen)
+                out = self.strategy.train_step(self.forward_model, part, gen)
             (out["loss"] * share).backward()
             outs.append((share, {k: v.detach() for k, v in out.items()}))
         merged = {"loss": sum(share * o["loss"] for share, o in outs)}
@@ -164,13 +172,14 @@ class Engine:
                 t0 = time.perf_counter()
                 record = {"epoch": epoch + 1, **self.train_epoch(train_loader, epoch)}
                 if val_loader is not None:
-                    record.update(self.validate(val_loader))
+                    record.update(distributed.on_main(lambda: self.validate(val_loader)))  # shared by every rank
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
                 record["epoch_s"] = time.perf_counter() - t0
                 self.state["history"].append(record)
                 self.state["epoch"] = epoch + 1
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, record)
+                self._stop = distributed.shared(self._stop)  # rank 0's callbacks decide for every rank
                 if self._stop:
                     break
             self.state["stopped_because"] = self._stop or "max_epochs"

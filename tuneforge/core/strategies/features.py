@@ -16,6 +16,7 @@ from ..augment import log_mean_softmax, random_crop
 
 
 class CachedFeatures:
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
     def __init__(self, label_smoothing: float = 0.0, flip: bool = False, tta: bool = False, shift: int = 0):
         self.label_smoothing, self.flip, self.tta, self.shift = label_smoothing, flip, tta, shift
 

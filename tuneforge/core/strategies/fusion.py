@@ -14,6 +14,7 @@ class FusionSupervised:
     """Cross-entropy on dict batches, with modality dropout: a row that has both inputs loses
     one of them (chosen evenly) with probability `modality_dropout`. Raw images (a trained
     image encoder) get the batch augmentations."""
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
 
     def __init__(self, modality_dropout: float = 0.0, label_smoothing: float = 0.0, augment: str = "none"):
         self.p, self.label_smoothing = modality_dropout, label_smoothing

@@ -65,6 +65,7 @@ class MaskedLM(nn.Module):
 class MLM:
     """Masked-token cross-entropy; `eval_step` takes batches that were masked once, in advance
     (the held-out slice: the same masks before and after pretraining)."""
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
 
     def __init__(self, special_ids: list[int], mask_id: int, vocab_size: int, prob: float = 0.15):
         self.special_ids, self.mask_id, self.vocab_size, self.prob = special_ids, mask_id, vocab_size, prob

@@ -11,6 +11,8 @@ from torch import nn
 
 
 class MultiLabel:
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
+
     def __init__(self, cached: bool = False):
         self.cached = cached
 

@@ -11,6 +11,8 @@ LOSSES = {"mse": F.mse_loss, "huber": F.huber_loss}  # huber: delta 1 on the sta
 
 
 class Regression:
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
+
     def __init__(self, loss: str = "mse"):
         self.loss = LOSSES[loss]
 

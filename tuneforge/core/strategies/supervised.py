@@ -18,6 +18,7 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class Supervised:
+    forwards_model = True  # train_step only calls model(...): DistributedDataParallel can wrap it
     def __init__(self, augment: Augment | str = "none", label_smoothing: float = 0.0, tta: bool = False):
         self.augment = augment if isinstance(augment, Augment) else Augment(augment)
         self.label_smoothing = label_smoothing

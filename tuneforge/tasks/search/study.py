@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ...config import FitConfig, SearchConfig, build, flag, read_yaml, with_recipe
-from ...core.engine import Callback
+from ...core.engine import Callback, distributed
 from ...core.fs import atomic_write_text, storage_errors
 from ...core.leaderboard import lower_is_better
 from ...core.run import setup
@@ -80,8 +80,12 @@ class Search:
 
 
 def search(config: SearchConfig | str | Path | None = None, **kwargs) -> dict:
-    """Run (or join, or resume) the study until its budget is spent; returns its report."""
-    s = prepare(config, kwargs)
+    """Run (or join, or resume) the study until its budget is spent; returns its report. Under
+    torchrun every trial is a multi-process fit: rank 0 runs the study (the sampler, the pruner,
+    the storage) and sends each trial's settings to the other ranks (`_follow`)."""
+    s = distributed.on_main(lambda: prepare(config, kwargs), lambda s: None)
+    if not distributed.is_main():
+        return _follow()
     setup(int(s.fit.get("threads") or 0))  # the console log, before the first trial's fit sets it up
     study = open_study(s)
     _fail_dead_workers(study, s)
@@ -104,8 +108,13 @@ def search(config: SearchConfig | str | Path | None = None, **kwargs) -> dict:
         _interrupted(study, s)
         raise
     finally:
-        summary = study_report.write(s, study, shown_url(storage_url(s.cfg.storage, s.dir)), stop_why,
-                                     time.perf_counter() - t0)
+        summary = None
+        try:
+            summary = study_report.write(s, study, shown_url(storage_url(s.cfg.storage, s.dir)), stop_why,
+                                         time.perf_counter() - t0)
+        finally:
+            if distributed.world() > 1:
+                distributed.shared({"done": summary})  # the other ranks' _follow ends with it
     log.info("search: %s; report %s", stop_why, summary["html_path"])
     return summary
 
@@ -406,6 +415,21 @@ class Pruning(Callback):
             engine.request_stop(self.reason)
 
 
+def _follow() -> dict:
+    """A rank other than 0 of a multi-process search: fits each trial together with rank 0, with the
+    settings rank 0's sampler chose (sent by `run_trial`), until rank 0's study ends. Rank 0's
+    pruning callback stops the trial on every rank (the engine shares its stop decision); rank 0
+    records the trial, errors included. Returns rank 0's report of the study."""
+    while "trial" in (sent := distributed.shared(None)):
+        try:
+            launch(None, sent["trial"])
+        except Exception as e:  # rank 0 hit it too and records it as the trial's failure
+            log.debug("search: this rank's part of a trial ended with %s", e)
+    if sent["done"] is None:
+        raise TuneforgeError("search: rank 0 ended without its report (its error is in its log)")
+    return sent["done"]
+
+
 def run_trial(s: Search, trial: optuna.Trial, params: dict) -> float:
     """One fit with the trial's settings into STUDY/trials/NNNN; its objective value. A pruned
     trial raises optuna.TrialPruned, a failed one its error (FAILED.txt in its folder)."""
@@ -428,6 +452,8 @@ def run_trial(s: Search, trial: optuna.Trial, params: dict) -> float:
     pruning = Pruning(trial, s.objective, s.cfg.pruner)
     t0 = time.perf_counter()
     try:
+        if distributed.world() > 1:
+            distributed.shared({"trial": kwargs})  # the same settings for every rank's part of the trial (_follow)
         result = launch(None, kwargs, callbacks=(pruning,))
         report = result.report
         trial.set_user_attr("wall_s", round(time.perf_counter() - t0, 2))
