@@ -27,6 +27,7 @@ from .. import config as cfgmod
 from ..config import Settings
 from ..errors import BundleError, ConfigError
 from .bundle import save_bundle
+from .device import precision_warning, resolve_device, threads as device_threads
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, TimeLimit, build_optimizer, build_schedule
 from .engine import lr_find
 from .engine.checkpoint import load_checkpoint
@@ -39,11 +40,12 @@ log = logging.getLogger("tuneforge")
 FAILED = "failed.json"  # core/leaderboard.py reads it
 
 
-def setup(threads: int) -> None:
-    """Logging to the console (unless the caller set it up) and torch's compute threads."""
+def setup(threads: int, device: torch.device | None = None) -> None:
+    """Logging to the console (unless the caller set it up) and torch's compute threads (chosen
+    per device: core/device.threads)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(device_threads(device or torch.device("cpu"), threads, os.cpu_count() or 1))
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Run:
     memory: dict | None = None  # core/memory.plan_memory: the step's estimate and split, for the Engine and report.json
     warnings: list[str] = field(default_factory=list)  # said on the console and kept for report.json
     tracker: Any = None  # core/tracking.py's (--track mlflow), started with the first commit
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # --device, resolved (core/device.py)
 
     def warn(self, message: str) -> None:
         """A warning about this run: on the console now, and in report.json's "warnings" (and at
@@ -211,20 +214,21 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
     """Create a new run folder and write config.yaml (once, after every setting is resolved, so
     config.yaml and report.json always agree), or reopen a run to resume: its last checkpoint
     is read, nothing is written (see Run.commit)."""
-    setup(cfg.threads)
+    device = resolve_device(getattr(cfg, "device", "cpu"))  # an absent device is refused before any folder is made
+    setup(cfg.threads, device)
     if resume_dir is not None:
         last = resume_dir / "checkpoints" / "last.pt"
         # killed before its first epoch ended: nothing to continue, the run starts at epoch 1
         ckpt = load_checkpoint(last) if last.exists() else None
         if ckpt is None:
             log.info("%s has no complete epoch yet: starting it from epoch 1", resume_dir)
-        return Run(cfg, resume_dir, ckpt, resuming=True)
+        return Run(cfg, resume_dir, ckpt, resuming=True, device=device)
     run_dir = Path(cfg.out) if cfg.out else _default_dir(name)
     _claim(run_dir, bool(getattr(cfg, "overwrite", False)))
     created = next((p for p in [run_dir, *run_dir.parents] if p.parent.exists()), run_dir) if not run_dir.exists() else None
     with storage_errors(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, run_dir, created=created)
+    run = Run(cfg, run_dir, created=created, device=device)
     try:
         run.commit()
     except BaseException:
@@ -367,8 +371,10 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                  *run.callbacks]  # the caller's last: they see each record complete and, at the end, the best weights
     if getattr(cfg, "max_minutes", None):
         callbacks.insert(0, TimeLimit(cfg.max_minutes))
+    if (note := precision_warning(cfg.precision, run.device)) is not None:
+        run.warn(note)
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs,
-                    accumulation(run))
+                    accumulation(run), run.device)
     if run.lr_found is not None:
         engine.state["lr_auto"] = lr  # in every checkpoint: a resumed run keeps the rate it started with
     if run.resume_ckpt is not None:
@@ -382,7 +388,10 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                               f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
     run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
-    state = engine.fit(train_loader, val_loader)
+    try:
+        state = engine.fit(train_loader, val_loader)
+    finally:
+        engine.to_cpu()  # the task's report, examples and bundle read the model on the CPU
     if not select:
         state["best_epoch"] = state["epoch"]
     return engine, state
