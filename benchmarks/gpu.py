@@ -14,7 +14,7 @@ the machine (CPU, GPU name, torch/CUDA versions) and `uptime` load before and af
 
 --devices defaults to cpu plus cuda when torch sees a GPU. A GPU run uses --gpu-precision (bf16
 autocast: tensor cores, no loss scaler needed); the CPU runs keep the recipe's fp32. --smoke is
-the setting this CPU-only machine runs (and tests/test_device.py's benchmark test): 3 classes, 40
+the setting this CPU-only machine runs: 3 classes, 40
 train and 20 test images each, one epoch, the balanced recipe at 32 px, CPU only unless
 --devices says otherwise.
 

@@ -60,6 +60,9 @@ class StepStats(Mapping):
             return self._correct.item() / self._seen_cls
         raise KeyError(key)
 
+    def __contains__(self, key: object) -> bool:  # Mapping's would read (and wait for) the value
+        return key in self._keys()
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys())
 
