@@ -105,7 +105,7 @@ class Engine:
     def _place(self, device: torch.device) -> None:
         """The model and whatever modules the strategy holds (teachers, targets) on `device`."""
         self.model.to(device)
-        for value in vars(self.strategy).values():
+        for value in getattr(self.strategy, "__dict__", {}).values():
             if isinstance(value, nn.Module):
                 value.to(device)
 

@@ -14,5 +14,5 @@ TFIDF = register_plugin(Plugin(
     "tfidf", groups=("run", "model", "table", "tfidf"), detect="tuneforge.tasks.text.classic:detect",
     fit="tuneforge.tasks.text.classic:fit_classic", tasks=("text-tfidf",), infer="tuneforge.tasks.text.tfidf_infer",
     unread=("precision", "grad_clip", "max_minutes", "pretrained", "weights", "init", "freeze", "cache_features",
-            "dropout"),
+            "dropout", "device"),
     help="a text table with --model tfidf: TF-IDF n-grams + a linear classifier, fitted by scikit-learn"))
