@@ -199,25 +199,30 @@ class Engine:
                 merged[key] = torch.cat([o[key] for _, o in outs])
         return merged
 
-    @torch.inference_mode()
     def predict(self, loader) -> dict[str, torch.Tensor]:
         """Concatenated outputs of `eval_step` over a loader (eval mode, no augmentation), computed
         on the engine's device and returned on the CPU; the model goes back where it was."""
         was = _device_of(self.model)
+        # moved outside inference mode: parameters copied inside it would become inference
+        # tensors, which autograd refuses afterwards
         self._place(self.device)
-        self.model.eval()
-        outs: dict[str, list] = {}
         try:
-            for batch in loader.epoch(0):
-                batch = to_device(batch, self.device)
-                with self.autocast():
-                    out = self.strategy.eval_step(self.model, batch)
-                n = len(batch[-1])
-                for k, v in out.items():
-                    outs.setdefault(k, []).append(v.float() * n if k == "loss" else v.float() if v.is_floating_point() else v)
+            return self._predict(loader)
         finally:
             if was is not None and was != self.device:
                 self._place(was)
+
+    @torch.inference_mode()
+    def _predict(self, loader) -> dict[str, torch.Tensor]:
+        self.model.eval()
+        outs: dict[str, list] = {}
+        for batch in loader.epoch(0):
+            batch = to_device(batch, self.device)
+            with self.autocast():
+                out = self.strategy.eval_step(self.model, batch)
+            n = len(batch[-1])
+            for k, v in out.items():
+                outs.setdefault(k, []).append(v.float() * n if k == "loss" else v.float() if v.is_floating_point() else v)
         res = {k: torch.cat(v) if k != "loss" else torch.stack(v).sum() / loader.num_samples for k, v in outs.items()}
         return {k: v.cpu() for k, v in res.items()}
 
