@@ -143,7 +143,9 @@ def calls(monkeypatch):
 
 def test_flags_users_type_keep_their_meaning(calls, tmp_path):
     assert main(["evaluate", "runs/x", "--data", "d", "--no-tta", "--strict", "--batch-size", "8"]) == 0
-    assert calls["evaluate"] == (("runs/x", "d", None), {"strict": True, "cache_dir": None, "batch_size": 8, "tta": False})
+    assert calls["evaluate"] == (("runs/x", "d", None), {"strict": True, "cache_dir": None, "batch_size": 8, "tta": False,
+                                                        "device": "auto"})
+    assert main(["evaluate", "runs/x", "--data", "d", "--device", "cpu"]) == 0 and calls["evaluate"][1]["device"] == "cpu"
     assert main(["evaluate", "runs/x", "--data", "d"]) == 0
     assert calls["evaluate"][1]["tta"] is None and calls["evaluate"][1]["batch_size"] == 256  # tri-state: unset
     assert main(["evaluate", "runs/x", "--data", "d", "--tta"]) == 0 and calls["evaluate"][1]["tta"] is True
@@ -164,10 +166,10 @@ def test_flags_users_type_keep_their_meaning(calls, tmp_path):
     assert args == ("b", "127.0.0.1", 9000, "t")
     assert kw == {"backend": "onnx", "threads": 0, "max_batch_size": 32, "max_wait_ms": 5.0, "max_queue": 256,
                   "timeout_ms": 5000.0, "max_body_mb": 10.0, "busy_wait": True, "decode_threads": 0,
-                  "max_pixels": 40_000_000, "token_file": None}
+                  "max_pixels": 40_000_000, "token_file": None, "device": "auto"}
 
     assert main(["batch", "b", "photos/", "--output", "o.csv", "--no-progress", "--column", "path"]) == 0
-    assert calls["batch_predict"] == (("b", "photos/", "o.csv", 5, 64, "path", "torch"), {"progress": False})
+    assert calls["batch_predict"] == (("b", "photos/", "o.csv", 5, 64, "path", "torch"), {"progress": False, "device": "auto"})
 
     assert main(["retrieve", "r", "--query", "a dog", "a cat", "--images", "imgs", "--top-k", "2"]) == 0
     assert calls["retrieve"][0] == ("r", ["a dog", "a cat"], "imgs", None, None, 2, None)

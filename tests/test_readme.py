@@ -76,6 +76,11 @@ OVERRIDES: dict[str, str] = {
     # the search quick start: 30 trials, then 10 more; 2 + 1 trials (of 2 epochs: build_search_yaml) show it works
     "search --config search.yaml --out runs/search --trials 30": "--trials 2",
     "search --resume runs/search --trials 40": "--trials 3",
+    # "On a GPU": the same lines on this CPU-only machine (a later --device wins); fp16 convolutions on a
+    # CPU run at a fraction of fp32's speed, so the fp16 line runs fp32 here (tests/test_device.py trains fp16)
+    "--recipe fast --device cuda --precision bf16": "--device cpu",
+    "--recipe balanced --device cuda:0 --precision fp16": "--device cpu --precision fp32",
+    "img1.jpg --device cuda": "--device cpu",
 }
 # Lines and Python blocks (by a substring) that run but learn too little on the small data here to be
 # held to above-chance accuracy: seed-cnn from scratch for 2-3 epochs of ~5 steps. Each is a finding
@@ -94,6 +99,8 @@ LEARNS_LITTLE: dict[str, str] = {
     "--model auto --time-budget 15": "30 s (OVERRIDES) on 270 SST-2 sentences: under load only the TF-IDF member "
                                      "fits, 0.57-0.58 test as above (quiet: minilm-frozen too)",
     "--model minilm --lora": "LoRA, 2 epochs (OVERRIDES) of 270 SST-2 sentences: test 0.55 (full fine-tune: above 0.6)",
+    "--recipe fast --device cuda --precision bf16": "the fast recipe's fast-cnn from scratch: 2 epochs of one "
+                                                    "256-image step on 162 images (0.33 test)",
     "--labels-per-class 10 --unlabeled reviews.txt --semi fixmatch --freeze backbone":
         "20 labels + FixMatch on frozen MiniLM features: val 0.50 on 20 val texts",
 }

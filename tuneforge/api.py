@@ -214,14 +214,15 @@ SCORES = {"classification": _classification, "regression": _regression, "retriev
 
 def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, strict: bool = False,
              cache_dir: str | None = None, batch_size: int = 256, threads: int = 0, progress: bool = True,
-             tta: bool | None = None) -> dict:
+             tta: bool | None = None, device: str = "auto") -> dict:
     """Evaluate a trained model on labelled data read as its task reads it: an image model on a
     class-folder tree (its test/ subfolder if it has one), a text, sequence or image+text model
     on a table with the columns it was trained on, an aligned pair on a caption table
     (Recall@k both ways). Writes report.json/html into `out` (default RUN/eval-DATA) and
-    returns the report. `tta` overrides an image model's own test-time augmentation."""
+    returns the report. `tta` overrides an image model's own test-time augmentation. `device`:
+    where the model runs (auto: a GPU when present)."""
     setup(threads)
-    predictor = Predictor(run)
+    predictor = Predictor(run, device=device)
     if tta is not None:
         predictor.pre["tta"] = "flip" if tta else None
     task = predictor.task
@@ -240,14 +241,15 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
 
 
 def predict(run: str | Path, paths: Iterable[str | Path] = (), top_k: int = 5, batch_size: int = 256,
-            texts: Iterable[str] = ()) -> list[dict]:
+            texts: Iterable[str] = (), device: str = "auto") -> list[dict]:
     """One answer per input, read as the model's task reads `predict`'s arguments: image files
     and folders ({"path", "label", "top"}, or {"path", "error"} for an unreadable file); texts,
     files of one text per line or '-' (standard input) ({"text", "label", "top"}); numeric
     sequences (JSON lists, or tables in the training layout; a regressor answers {"value"});
     image+text tables, images or texts; an aligned pair's images and texts ({"embedding"}).
-    `texts` are classified as they are, never read as file names (after `paths`' answers)."""
-    predictor = Predictor(run)
+    `texts` are classified as they are, never read as file names (after `paths`' answers).
+    `device`: where the model runs (auto: a GPU when present)."""
+    predictor = Predictor(run, device=device)
     texts = list(texts or ())
     if texts and "text" not in predictor.task.inputs:
         raise ConfigError(f"--text: {run} is a {predictor.task.name} model and reads "
@@ -275,7 +277,7 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, token: 
     """Serve a bundle over HTTP until Ctrl-C: POST /v1/predict, /healthz, /readyz, /metrics, the
     try-it page at /. Other keywords: ServeSettings fields (backend, max_batch_size,
     max_wait_ms, max_queue, timeout_ms, max_body_mb, max_pixels, decode_threads, threads, busy_wait,
-    token_file; the token may also come from $TUNEFORGE_TOKEN)."""
+    token_file, device; the token may also come from $TUNEFORGE_TOKEN)."""
     from .deploy.serve import ServeSettings, run
     read_bundle_config(bundle)  # a wrong path fails here, by name, before a socket is opened
     setup(settings.get("threads", 0))
@@ -283,8 +285,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, token: 
 
 
 def batch_predict(run: str | Path, source: str | Path, output: str | Path, top_k: int = 5, batch_size: int = 64,
-                  column: str | None = None, backend: str = "torch", progress: bool = True) -> dict:
+                  column: str | None = None, backend: str = "torch", progress: bool = True, device: str = "auto") -> dict:
     """Predict a folder of images or a table (.csv/.tsv/.jsonl with a path or text column) into
     `output` (.csv or .jsonl), with a progress bar; returns {"rows", "errors", "output"}."""
     setup(0)
-    return predict_to_file(Predictor(run, backend=backend), source, output, top_k, batch_size, column, progress)
+    return predict_to_file(Predictor(run, backend=backend, device=device), source, output, top_k, batch_size, column, progress)

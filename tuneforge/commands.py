@@ -82,7 +82,7 @@ def cmd_align(settings: dict) -> int:
 def cmd_evaluate(settings: dict) -> int:
     cfg: EvaluateConfig = _command(EvaluateConfig, settings)
     report = api.evaluate(cfg.run, cfg.data, cfg.out, strict=cfg.strict, cache_dir=cfg.cache_dir,
-                          batch_size=cfg.batch_size, tta=cfg.tta)
+                          batch_size=cfg.batch_size, tta=cfg.tta, device=cfg.device)
     test = report.get("test") or {}
     print(json.dumps({"report": report["html_path"], "accuracy": test.get("accuracy"),
                       **{k: test[k] for k in ("rmse", "mae", "micro_f1", "macro_f1", "mAP") if k in test}}))
@@ -106,7 +106,7 @@ def _write_predictions(results: list[dict], out: Path) -> None:
 
 def cmd_predict(settings: dict) -> int:
     cfg: PredictConfig = _command(PredictConfig, settings)
-    results = api.predict(cfg.run, cfg.paths or [], cfg.top_k, cfg.batch_size, texts=cfg.text or [])
+    results = api.predict(cfg.run, cfg.paths or [], cfg.top_k, cfg.batch_size, texts=cfg.text or [], device=cfg.device)
     if cfg.output:
         _write_predictions(results, Path(cfg.output))
         print(f"wrote {len(results)} predictions to {cfg.output}", file=sys.stderr)
@@ -129,14 +129,15 @@ def cmd_serve(settings: dict) -> int:
     api.serve(cfg.bundle, cfg.host, cfg.port, cfg.token, backend=cfg.backend, threads=cfg.threads,
               max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
               timeout_ms=cfg.timeout_ms, max_body_mb=cfg.max_body_mb, busy_wait=cfg.busy_wait,
-              token_file=cfg.token_file, max_pixels=cfg.max_pixels, decode_threads=cfg.decode_threads)
+              token_file=cfg.token_file, max_pixels=cfg.max_pixels, decode_threads=cfg.decode_threads,
+              device=cfg.device)
     return 0
 
 
 def cmd_batch(settings: dict) -> int:
     cfg: BatchConfig = _command(BatchConfig, settings)
     counts = api.batch_predict(cfg.run, cfg.source, cfg.output, cfg.top_k, cfg.batch_size, cfg.column,
-                               cfg.backend, progress=cfg.progress)
+                               cfg.backend, progress=cfg.progress, device=cfg.device)
     print(json.dumps(counts))
     return 0
 

@@ -72,6 +72,12 @@ def _freeze_value(name: str, v: Any) -> None:
         raise ConfigError(f"{flag(name)}: {v!r} is not allowed; use none, backbone, or a number of stages")
 
 
+def _device_name(v: str) -> None:
+    """The form of a --device value (whether that device is here is core/device.py's question)."""
+    if v not in ("auto", "cpu", "cuda", "mps") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise ConfigError(f"--device: {v!r} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
+
+
 class Settings:
     """What every verb's settings class shares: validation by group, the group of a field,
     the explicitly given settings."""
@@ -138,7 +144,8 @@ class Run(Settings):
     seed: int = opt(0, "seed for split, order, initialisation and augmentation")
     threads: int = opt(0, "torch compute threads (0: one per core)", resume_safe=True)
     eval_batch_size: int = opt(256, "batch size for validation, test and prediction", resume_safe=True)
-    precision: str = opt("fp32", "bf16 autocast is only faster on CPUs with native bf16 (AVX512-BF16/AMX)", ("fp32", "bf16"))
+    precision: str = opt("fp32", "fp32; bf16 autocast (on CPU only faster with native bf16: AVX512-BF16/AMX); fp16 "
+                                 "autocast with a gradient scaler (GPUs)", ("fp32", "bf16", "fp16"))
     grad_clip: float | None = opt(None, "clip the gradient norm to this value")
     max_minutes: float | None = opt(None, "stop training before the epoch that would end after this many minutes", resume_safe=True)
     tensorboard: bool = opt(True, "write TensorBoard event files", resume_safe=True)
@@ -154,6 +161,9 @@ class Run(Settings):
                         "machines use torchrun itself (README: More than one process or machine)", resume_safe=True)
     sync_bn: bool = opt(False, "with more than one process: BatchNorm normalises by the statistics of the whole "
                                "batch across processes (SyncBatchNorm; CUDA only)")
+    # resume_safe: a run started on a GPU may be continued on the CPU (or another GPU)
+    device: str = opt("auto", "where to train: auto (a CUDA GPU when present, else Apple MPS, else the CPU), cpu, "
+                              "cuda, cuda:N or mps", resume_safe=True, metavar="DEVICE")
 
     def _check(self) -> None:
         if self.track == "mlflow" and importlib.util.find_spec("mlflow") is None:
@@ -163,6 +173,7 @@ class Run(Settings):
         _positive(self, "eval_batch_size", "limit_per_class")
         _fraction(self, "val_fraction")
         _positive(self, "nproc")
+        _device_name(self.device)
 
 
 @dataclass
@@ -722,9 +733,11 @@ class EvaluateConfig(Command):
     cache_dir: str | None = opt(None, "decoded-image cache ('' disables)")
     batch_size: int = opt(256, "inputs per forward pass")
     tta: bool | None = opt(None, "flip test-time augmentation on/off (default: as the model was trained)")
+    device: str = opt("auto", "where the model runs: auto (a GPU when present), cpu, cuda, cuda:N or mps", metavar="DEVICE")
 
     def _check(self) -> None:
         _positive(self, "batch_size")
+        _device_name(self.device)
 
 
 @dataclass
@@ -741,9 +754,11 @@ class PredictConfig(Command):
     top_k: int = opt(5, "labels per input, most probable first")
     batch_size: int = opt(256, "inputs per forward pass")
     output: str | None = opt(None, "write to FILE.csv or FILE.jsonl instead of stdout")
+    device: str = opt("auto", "where the model runs: auto (a GPU when present), cpu, cuda, cuda:N or mps", metavar="DEVICE")
 
     def _check(self) -> None:
         _positive(self, "top_k", "batch_size")
+        _device_name(self.device)
         if not self.paths and not self.text:
             raise ConfigError("predict: nothing to predict; give PATHS (files, folders, texts or -) and/or --text TEXT")
 
@@ -783,9 +798,12 @@ class ServeConfig(Command):
     decode_threads: int = opt(0, "threads that decode images and tokenise texts, off the event loop (0: up to 4)")
     busy_wait: bool = opt(False, "let ONNX Runtime's threads spin between operators (only when the server has cores "
                                  "to itself)")
+    device: str = opt("auto", "where the model runs: auto (a GPU when present), cpu, cuda, cuda:N or mps (ONNX "
+                              "backends: ONNX Runtime's CUDA provider on a CUDA device)", metavar="DEVICE")
 
     def _check(self) -> None:
         _positive(self, "max_batch_size", "max_queue", "max_pixels")
+        _device_name(self.device)
 
 
 @dataclass
@@ -801,9 +819,11 @@ class BatchConfig(Command):
     batch_size: int = opt(64, "inputs per forward pass")
     backend: str = opt("torch", "what runs the model (onnx, onnx-int8: the bundle's ONNX files)", BACKENDS)
     progress: bool = opt(True, "show a progress bar")
+    device: str = opt("auto", "where the model runs: auto (a GPU when present), cpu, cuda, cuda:N or mps", metavar="DEVICE")
 
     def _check(self) -> None:
         _positive(self, "top_k", "batch_size")
+        _device_name(self.device)
 
 
 @dataclass

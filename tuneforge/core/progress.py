@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger("tuneforge")
 
@@ -57,12 +57,15 @@ class Phase:
     that owns the display removes it at the end (feature extraction); the training bar stays.
     `keep`: a row added to another phase's display stays there after close."""
 
+    INFO_EVERY = 0.5
+
     def __init__(self, name: str, total: int, unit: str = "items", live: bool | None = None,
                  every: float | None = 10.0, transient: bool = True, keep: bool = False):
         self.name, self.total, self.unit = name, total, unit
         self.live = is_tty() if live is None else live
         self.every, self.transient, self.keep = every, transient, keep
         self.done, self.printed = 0, False
+        self.info_t = float("-inf")  # when a live bar's text was last drawn
         self.own = None  # the rich display this phase started (and stops)
         self.task = None
 
@@ -76,14 +79,24 @@ class Phase:
             self.task = _live.add_task(self.name, total=self.total, info="")
         return self
 
-    def advance(self, n: int = 1, info: str | None = None) -> None:
+    def advance(self, n: int = 1, info: str | Callable[[], str] | None = None) -> None:
+        """`n` more done. `info`: the text beside the bar or line; a function is called only when
+        it is drawn (a live bar's text at most every INFO_EVERY s, a line when one is due), so
+        what it reads (a loss on a GPU) is not fetched on every step."""
         self.done += n
         if self.task is not None and _live is not None:
+            if callable(info):
+                now = time.perf_counter()
+                due = now - self.info_t >= self.INFO_EVERY or self.done >= self.total
+                info = info() if due else None
+                if due:
+                    self.info_t = now
             _live.update(self.task, advance=n, **({"info": info} if info is not None else {}))
             return
         now = time.perf_counter()
         if self.every is not None and now - self.last >= self.every and self.done < self.total:
             self.last, self.printed = now, True
+            info = info() if callable(info) else info
             rate = self.done / (now - self.t0)
             left = (self.total - self.done) / rate if rate > 0 else float("inf")
             log.info("%s: %d/%d %s (%.0f%%), %.3g %s/s, ~%s left%s", self.name, self.done, self.total, self.unit,

@@ -28,6 +28,7 @@ from .. import config as cfgmod
 from ..config import Settings
 from ..errors import BundleError, ConfigError
 from .bundle import save_bundle
+from .device import precision_warning, resolve_device, threads as device_threads
 from .engine import Checkpointer, EarlyStopping, Engine, MetricsLogger, Progress, TimeLimit, build_optimizer, build_schedule
 from .engine import distributed, lr_find
 from .engine.checkpoint import load_checkpoint
@@ -40,12 +41,14 @@ log = logging.getLogger("tuneforge")
 FAILED = "failed.json"  # core/leaderboard.py reads it
 
 
-def setup(threads: int) -> None:
-    """Logging to the console (unless the caller set it up) and torch's compute threads."""
+def setup(threads: int, device: torch.device | None = None) -> None:
+    """Logging to the console (unless the caller set it up) and torch's compute threads (chosen
+    per device: core/device.threads)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(message)s", level=logging.INFO)
     # processes of a data-parallel run on one machine share its cores
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // distributed.local_world()))
+    cores = max(1, (os.cpu_count() or 1) // distributed.local_world())
+    torch.set_num_threads(device_threads(device or torch.device("cpu"), threads, cores))
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Run:
     # data-parallel runs: on ranks other than 0, `dir` is a private temporary folder (whatever a
     # kind writes there is thrown away) and this is the run folder rank 0 writes
     main_dir: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # --device, resolved (core/device.py)
 
     def warn(self, message: str) -> None:
         """A warning about this run: on the console now, and in report.json's "warnings" (and at
@@ -220,38 +224,43 @@ def open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
     config.yaml and report.json always agree), or reopen a run to resume: its last checkpoint
     is read, nothing is written (see Run.commit). In a data-parallel run rank 0 alone does this
     and shares the outcome (folder, checkpoint, or the refusal) with the other ranks."""
-    setup(cfg.threads)
+    device = resolve_device(getattr(cfg, "device", "cpu"))  # an absent device is refused before any folder is made
     nproc, world = getattr(cfg, "nproc", 1), distributed.world()
+    if world > 1 and device.type == "cuda" and device.index is None:  # one GPU per process of this machine
+        device = torch.device("cuda", distributed.local_rank())
+    if world > 1 and device.type != "cuda":  # NCCL moves CUDA tensors only: a CPU run on a GPU machine takes gloo
+        os.environ.setdefault("TUNEFORGE_DIST_BACKEND", "gloo")
+    setup(cfg.threads, device)
     if nproc > 1 and world != nproc:
         raise ConfigError(f"--nproc {nproc}: this is {world} process(es): " + (
             f"torchrun started {world}; drop --nproc (torchrun's --nproc-per-node decides)" if world > 1 else
             f"one process cannot start the others from Python: run `tuneforge fit --nproc {nproc} ...` (which "
             f"starts them), or the script under `torchrun --nproc-per-node {nproc} script.py`"))
     if world > 1:
-        shared = distributed.on_main(lambda: _open_run(cfg, resume_dir, name),
+        shared = distributed.on_main(lambda: _open_run(cfg, resume_dir, name, device),
                                      lambda run: (str(run.dir), run.resume_ckpt, run.resuming))
         if distributed.is_main():
             return shared
         folder, ckpt, resuming = shared
         return Run(cfg, Path(tempfile.mkdtemp(prefix=f"tuneforge-rank{distributed.rank()}-")), ckpt, resuming=resuming,
-                   committed=True, main_dir=Path(folder))
-    return _open_run(cfg, resume_dir, name)
+                   committed=True, main_dir=Path(folder), device=device)
+    return _open_run(cfg, resume_dir, name, device)
 
 
-def _open_run(cfg: Settings, resume_dir: Path | None, name: str) -> Run:
+def _open_run(cfg: Settings, resume_dir: Path | None, name: str, device: torch.device) -> Run:
     if resume_dir is not None:
         last = resume_dir / "checkpoints" / "last.pt"
         # killed before its first epoch ended: nothing to continue, the run starts at epoch 1
         ckpt = load_checkpoint(last) if last.exists() else None
         if ckpt is None:
             log.info("%s has no complete epoch yet: starting it from epoch 1", resume_dir)
-        return Run(cfg, resume_dir, ckpt, resuming=True)
+        return Run(cfg, resume_dir, ckpt, resuming=True, device=device)
     run_dir = Path(cfg.out) if cfg.out else _default_dir(name)
     _claim(run_dir, bool(getattr(cfg, "overwrite", False)))
     created = next((p for p in [run_dir, *run_dir.parents] if p.parent.exists()), run_dir) if not run_dir.exists() else None
     with storage_errors(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, run_dir, created=created)
+    run = Run(cfg, run_dir, created=created, device=device)
     try:
         run.commit()
     except BaseException:
@@ -408,9 +417,11 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
         # early stopping, which puts back the same best weights on every rank (it writes best.pt only
         # when a Checkpointer asks, and reads rank 0's on --resume)
         callbacks = early
+    if (note := precision_warning(cfg.precision, run.device)) is not None:
+        run.warn(note)
     engine = Engine(trainable, strategy, optimizer, scheduler, callbacks, cfg.precision, cfg.grad_clip, cfg.seed, cfg.epochs,
-                    distributed.on_main(lambda: accumulation(run)))
-    if parallel:
+                    distributed.on_main(lambda: accumulation(run)), run.device)
+    if parallel:  # after Engine placed the model on its device: DDP wraps it there
         engine.state["world"] = distributed.world()  # checked on --resume (_same_world)
         engine.forward_model, engine.grad_sync = distributed.wrap(
             trainable, getattr(strategy, "forwards_model", False), getattr(cfg, "sync_bn", False))
@@ -428,8 +439,11 @@ def train_model(run: Run, trainable: torch.nn.Module, strategy, train_loader, va
                               f"config.yaml ({first}); resume from the run that wrote it, or start a new run") from e
         log.info("resuming %s after epoch %d", run.dir, engine.state["epoch"])
     run.commit()  # the resumed run's identity is checked: its (resume-safe) changes are recorded now
-    with distributed.stop_on_interrupt(engine.request_stop):
-        state = engine.fit(train_loader, val_loader)
+    try:
+        with distributed.stop_on_interrupt(engine.request_stop):
+            state = engine.fit(train_loader, val_loader)
+    finally:
+        engine.to_cpu()  # the task's report, examples and bundle read the model on the CPU
     if not select:
         state["best_epoch"] = state["epoch"]
     return engine, state

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BundleError
+from ..core.device import to_device
+from ..errors import BundleError, ConfigError
 from ..tasks.registry import Task
 
 log = logging.getLogger("tuneforge")
@@ -24,10 +25,27 @@ OPSET = 17
 ATOL = 1e-4
 
 
-def session(path: str | Path, threads: int = 0, busy_wait: bool = True):
-    """An ONNX Runtime CPU session with all graph optimisations (conv+BN+activation fusion).
-    `busy_wait=False` stops its worker threads spinning between operators: slower alone, but
-    a server's event loop shares those cores (see serve/app.py)."""
+def onnx_providers(device: torch.device, explicit: bool = True) -> list:
+    """ONNX Runtime's execution providers for `device`: CUDA's first (CPU after it, for the
+    operators it lacks) on a CUDA device, the CPU's otherwise. A CUDA device asked for by name
+    where onnxruntime has no CUDA provider (the CPU-only package) is refused; 'auto' falls back."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        if explicit:
+            raise ConfigError(f"--device {device}: this onnxruntime has no CUDAExecutionProvider (pip install "
+                              f"onnxruntime-gpu), or run the model with --backend torch or --device cpu")
+        log.warning("onnxruntime has no CUDA provider here: the ONNX model runs on the CPU")
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+
+
+def session(path: str | Path, threads: int = 0, busy_wait: bool = True, providers: list | None = None):
+    """An ONNX Runtime session (CPU unless `providers` says otherwise: `onnx_providers`) with all
+    graph optimisations (conv+BN+activation fusion). `busy_wait=False` stops its worker threads
+    spinning between operators: slower alone, but a server's event loop shares those cores (see
+    serve/app.py)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -36,7 +54,7 @@ def session(path: str | Path, threads: int = 0, busy_wait: bool = True):
     opts.log_severity_level = 3  # warnings about unused initializers are not the user's concern
     if not busy_wait:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def run_session(sess, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -45,8 +63,13 @@ def run_session(sess, batch: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def eager_logits(graph: nn.Module, task: Task, batch: dict[str, np.ndarray]) -> np.ndarray:
-    return graph(*(torch.from_numpy(np.ascontiguousarray(batch[n])) for n in task.input_names)).float().numpy()
+def eager_logits(graph: nn.Module, task: Task, batch: dict[str, np.ndarray],
+                 device: torch.device | None = None) -> np.ndarray:
+    """The torch graph's output on a numpy batch, computed on `device` (default: the CPU)."""
+    inputs = [torch.from_numpy(np.ascontiguousarray(batch[n])) for n in task.input_names]
+    if device is not None and device.type != "cpu":
+        inputs = to_device(inputs, device)
+    return graph(*inputs).float().cpu().numpy()
 
 
 def export_onnx(model: nn.Module, task: Task, path: str | Path, check: dict[str, np.ndarray],

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from ..core.bundle import bundle_file, load_bundle, read_bundle_config
+from ..core.device import channels_last, resolve_device
 from ..errors import BundleError, ConfigError, DataError
 from ..tasks.registry import Task, softmax, task_for
-from .onnx import eager_logits, run_session, session
+from .onnx import eager_logits, onnx_providers, run_session, session
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 _softmax = softmax  # the name other modules used
@@ -23,12 +24,15 @@ class Predictor:
     model, so they start fast and need only onnxruntime to run. busy_wait: let ONNX Runtime's
     threads spin between operators (best when nothing else needs the cores). max_pixels:
     uploaded images announcing more pixels are refused before decoding (default: the image
-    Task's)."""
+    Task's). device: where the model runs ('cpu', 'cuda', 'cuda:N', 'mps' or 'auto': a GPU when
+    there is one); the torch backend moves the model there, the ONNX backends ask ONNX Runtime
+    for its CUDA provider on a CUDA device (core/device.py refuses a device that is absent)."""
 
     def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch", busy_wait: bool = True,
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, device: str = "cpu"):
         if backend not in BACKENDS:
             raise ConfigError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        self.device = resolve_device(device)
         config = read_bundle_config(bundle)
         if backend == "auto":
             backend = "onnx" if config.get("onnx") else "torch"
@@ -42,16 +46,19 @@ class Predictor:
             # channels-last convolutions: 1.3-1.9x the images/s of eager PyTorch at batch 32 on
             # this CPU (efficientnet_lite0, 64 px; BENCHMARKS.md); 4-D weights only, so text
             # models are untouched
-            self.model = self.model.to(memory_format=torch.channels_last)
-            if hasattr(self.model, "channels_last"):  # image classifiers also lay out their input so
-                self.model.channels_last = True
+            if channels_last(self.device, True):
+                self.model = self.model.to(memory_format=torch.channels_last)
+                if hasattr(self.model, "channels_last"):  # image classifiers also lay out their input so
+                    self.model.channels_last = True
+            self.model = self.model.to(self.device)
         else:
             key = "onnx" if backend == "onnx" else "onnx_int8"
             if not config.get(key):
                 raise BundleError(f"{config['_dir']}: the bundle has no {backend} model; export it with "
                                   f"`tuneforge export RUN --format onnx{' --quantize int8' if key == 'onnx_int8' else ''}`")
             self.config = config
-            self._session = session(bundle_file(config, config[key]["file"]), threads, busy_wait)
+            self._session = session(bundle_file(config, config[key]["file"]), threads, busy_wait,
+                                    onnx_providers(self.device, explicit=device != "auto"))
         self.task: Task = task_for(self.config)
         if max_pixels is not None:
             # the image Task itself, or the one a multimodal/aligned Task decodes its images with
@@ -71,7 +78,7 @@ class Predictor:
         per call: `evaluate --tta/--no-tta` changes the preprocessing after loading."""
         if self._session is not None:
             return run_session(self._session, batch)
-        return eager_logits(self.task.graph(self.model), self.task, batch)
+        return eager_logits(self.task.graph(self.model), self.task, batch, self.device)
 
     def outputs(self, rows: list[dict], batch_size: int = 256) -> np.ndarray:
         """Graph outputs of every row (for `evaluate`), in row order; a row that cannot be used

@@ -145,11 +145,11 @@ class Augment:
                 t = ops["shift"] * 2  # grid units span [-1, 1]
                 theta[:, 0, 2] = uniform(-t, t)
                 theta[:, 1, 2] = uniform(-t, t)
-            grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+            grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if ops.get("flip"):
             flip = torch.rand(b, generator=generator) < 0.5 * ops["flip"]
-            x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+            x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
         if "randaugment" in ops:
             n, m = ops["randaugment"]
             x = rand_augment(x, generator, n, m / 10)
@@ -167,9 +167,11 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = N
     xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
+    # offsets drawn on the CPU (the engine's generator), the gather indices built on x's device
+    oy, ox = oy.to(x.device), ox.to(x.device)
+    rows = (oy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
     xp = xp.gather(2, rows)
-    cols = (ox.view(b, 1) + torch.arange(w)).view(b, 1, 1, w).expand(b, c, h, w)
+    cols = (ox.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
     return xp.gather(3, cols)
 
 

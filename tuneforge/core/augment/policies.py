@@ -31,22 +31,26 @@ def _u(b: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:
     return torch.rand(b, generator=g) * (hi - lo) + lo
 
 
-def _bc(v: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, 1, 1, 1)
+def _bc(v: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image values broadcast over (B, C, H, W), on `like`'s device: every draw is made on the
+    CPU from the engine's CPU generator (the same numbers on every device, so a CPU run is what it
+    always was) and only the small per-image tensor is moved to a GPU batch."""
+    v = v.view(-1, 1, 1, 1)
+    return v if like is None else v.to(like.device)
 
 
 def grey(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GREY.to(x.dtype)).sum(1, keepdim=True)
+    return (x * _GREY.to(x.device, x.dtype)).sum(1, keepdim=True)
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """b + f * (a - b): PIL ImageEnhance's blend (f=1: a unchanged, f=0: b), clamped."""
-    return (b + _bc(f) * (a - b)).clamp_(0, 1)
+    return (b + _bc(f, a) * (a - b)).clamp_(0, 1)
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor, fill: float | None = 0.5) -> torch.Tensor:
     """One bilinear resample per batch; outside pixels are `fill` (grey) or the border."""
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     if fill is None:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
@@ -73,7 +77,7 @@ def _equalize(x, m, g):
 
 
 def _brightness(x, m, g):
-    return (x * _bc(_enhance_factor(m, g))).clamp_(0, 1)
+    return (x * _bc(_enhance_factor(m, g), x)).clamp_(0, 1)
 
 
 def _color(x, m, g):
@@ -85,18 +89,18 @@ def _contrast(x, m, g):
 
 
 def _sharpness(x, m, g):
-    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype) / 13
+    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype, device=x.device) / 13
     blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3).contiguous(), groups=3)
     return _blend(x, blur, _enhance_factor(m, g))
 
 
 def _posterize(x, m, g):
-    levels = _bc(2.0 ** (8 - (m * 4).round()))  # keep 8..4 bits
+    levels = _bc(2.0 ** (8 - (m * 4).round()), x)  # keep 8..4 bits
     return (x * 255 / (256 / levels)).floor_().mul_(256 / levels / 255).clamp_(0, 1)
 
 
 def _solarize(x, m, g):
-    t = _bc(1 - m)
+    t = _bc(1 - m, x)
     return torch.where(x >= t, 1 - x, x)
 
 
@@ -184,7 +188,7 @@ def random_erase(x: torch.Tensor, g: torch.Generator | None, p: float, area: tup
     box = (ys >= top) & (ys < top + eh.view(b, 1, 1)) & (xs >= left) & (xs < left + ew.view(b, 1, 1))
     box &= hit.view(b, 1, 1)
     noise = torch.rand(x.shape, generator=g, dtype=x.dtype)
-    return torch.where(box.unsqueeze(1), noise, x)
+    return torch.where(box.unsqueeze(1).to(x.device), noise.to(x.device), x)
 
 
 def mix_batch(x: torch.Tensor, g: torch.Generator | None, mixup: float = 0.0,
@@ -215,7 +219,7 @@ def mixed_targets(y: torch.Tensor, lam: float, num_classes: int, smoothing: floa
     """Soft targets of a mixed batch: lam of each label and 1 - lam of its partner's (the
     reversed batch), each one-hot smoothed as timm does (off = smoothing / classes)."""
     off = smoothing / num_classes
-    one_hot = torch.full((len(y), num_classes), off).scatter_(1, y.view(-1, 1), 1 - smoothing + off)
+    one_hot = torch.full((len(y), num_classes), off, device=y.device).scatter_(1, y.view(-1, 1), 1 - smoothing + off)
     return one_hot * lam + one_hot.flip(0) * (1 - lam)
 
 

@@ -47,21 +47,21 @@ def color_jitter(x: torch.Tensor, g: torch.Generator | None, strength: float = 0
     applied to a random fraction p of the images."""
     b = len(x)
     keep = torch.rand(b, generator=g) >= p
-    out = x * _bc(_u(b, 1 - strength, 1 + strength, g))
+    out = x * _bc(_u(b, 1 - strength, 1 + strength, g), x)
     out = _blend(out, grey(out).mean((2, 3), keepdim=True).expand_as(out), _u(b, 1 - strength, 1 + strength, g))
     out = _blend(out, grey(out).expand_as(out), _u(b, 1 - strength, 1 + strength, g))
     a = _u(b, -hue, hue, g) * 2 * math.pi
     rot = torch.zeros(b, 3, 3)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos()
-    m = (torch.linalg.inv(_YIQ) @ rot @ _YIQ).to(x.dtype)  # (b, 3, 3): RGB -> YIQ -> rotate -> RGB
+    m = (torch.linalg.inv(_YIQ) @ rot @ _YIQ).to(x.device, x.dtype)  # (b, 3, 3): RGB -> YIQ -> rotate -> RGB
     out = torch.einsum("bij,bjhw->bihw", m, out).clamp_(0, 1)
-    return torch.where(_bc(keep), x, out)
+    return torch.where(_bc(keep, x), x, out)
 
 
 def random_grayscale(x: torch.Tensor, g: torch.Generator | None, p: float = 0.2) -> torch.Tensor:
     pick = torch.rand(len(x), generator=g) < p
-    return torch.where(_bc(pick), grey(x).expand_as(x), x)
+    return torch.where(_bc(pick, x), grey(x).expand_as(x), x)
 
 
 def ssl_view(x: torch.Tensor, g: torch.Generator | None, scale: tuple[float, float] = (0.2, 1.0),
@@ -74,7 +74,7 @@ def ssl_view(x: torch.Tensor, g: torch.Generator | None, scale: tuple[float, flo
 def weak_view(x: torch.Tensor, g: torch.Generator | None, crop: float = 0.125) -> torch.Tensor:
     """Flip + reflect-pad-and-crop by `crop` of the side (FixMatch's weak augmentation)."""
     flip = torch.rand(len(x), generator=g) < 0.5
-    x = torch.where(_bc(flip), x.flip(3), x)
+    x = torch.where(_bc(flip, x), x.flip(3), x)
     pad = max(1, round(crop * min(x.shape[-2:])))
     return random_crop(x, pad, g)
 
@@ -86,7 +86,7 @@ def cutout(x: torch.Tensor, g: torch.Generator | None, max_frac: float = 0.5) ->
     cy, cx = torch.rand(b, generator=g).view(b, 1, 1) * h, torch.rand(b, generator=g).view(b, 1, 1) * w
     ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
     hole = ((ys - cy).abs() <= side / 2) & ((xs - cx).abs() <= side / 2) & (side > 0)
-    return torch.where(hole.unsqueeze(1), torch.full_like(x, 0.5), x)
+    return torch.where(hole.unsqueeze(1).to(x.device), torch.full_like(x, 0.5), x)
 
 
 def strong_view(x: torch.Tensor, g: torch.Generator | None, crop: float = 0.125, n: int = 2) -> torch.Tensor:

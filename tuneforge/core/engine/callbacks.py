@@ -77,12 +77,16 @@ class EpochMeasure(Callback):
         raise NotImplementedError
 
     def measure(self, model) -> float:
+        """`score` in eval mode, on the CPU where the measure's data is (a model trained on a GPU
+        visits it for the measure and goes back)."""
         was = model.training
-        model.eval()
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else "cpu"
+        model.eval().cpu()
         try:
             return self.score(model)
         finally:
-            model.train(was)
+            model.to(device).train(was)
 
     def on_fit_start(self, engine: "Engine") -> None:
         if self.start_key not in engine.state:
@@ -264,13 +268,16 @@ class Progress(Callback):
     def on_batch_end(self, engine: "Engine", batch: int, stats: dict) -> None:
         if not self.enabled:
             return
-        s = f"loss {stats['loss']:.3f}"
-        if "accuracy" in stats:
-            s += f" acc {stats['accuracy']:.3f}"
-        s += f" {stats['images_per_s']:.0f} {self.unit}/s"
+        def info() -> str:
+            # read only when a line or bar is drawn: reading the loss waits for the device
+            s = f"loss {stats['loss']:.3f}"
+            if "accuracy" in stats:
+                s += f" acc {stats['accuracy']:.3f}"
+            return s + f" {stats['images_per_s']:.0f} {self.unit}/s"
+
         if self.epoch is not None:
-            self.epoch.advance(1, s)
-        self.run.advance(1, "" if self.live else s)
+            self.epoch.advance(1, info)
+        self.run.advance(1, "" if self.live else info)
         if not self.estimated:
             self._estimate(engine, batch + 1)
 

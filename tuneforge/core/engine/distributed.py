@@ -53,7 +53,7 @@ def init() -> bool:
         return False
     if not dist.is_initialized():
         if backend() == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend())
         atexit.register(_shutdown)
         if not is_main():  # one console, rank 0's: the others say only what goes wrong
@@ -64,6 +64,11 @@ def init() -> bool:
 def _shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK): which GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) if world() > 1 else 0
 
 
 def local_world() -> int:

@@ -23,7 +23,7 @@ def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tenso
     """Symmetric InfoNCE of L2-normalised embeddings; `ids` marks rows showing the same image."""
     logits = scale * text_emb @ image_emb.T  # (texts, images)
     if ids is None:
-        target = torch.arange(len(logits))
+        target = torch.arange(len(logits), device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
     same = (ids[:, None] == ids[None, :]).float()
     target = same / same.sum(1, keepdim=True)

@@ -29,8 +29,8 @@ class FusionSupervised:
             x["images"] = self.augment(x["images"].float().div_(255.0), generator)
         if self.p > 0 and "has_image" in x and "has_text" in x:
             both = (x["has_image"] > 0) & (x["has_text"] > 0)
-            drop = (torch.rand(len(y), generator=generator) < self.p) & both
-            which = torch.rand(len(y), generator=generator) < 0.5
+            drop = (torch.rand(len(y), generator=generator) < self.p).to(both.device) & both
+            which = (torch.rand(len(y), generator=generator) < 0.5).to(both.device)
             x["has_image"] = x["has_image"] * ~(drop & which)
             x["has_text"] = x["has_text"] * ~(drop & ~which)
         logits = model(x)

@@ -20,19 +20,20 @@ IGNORE = -100
 def mask_tokens(ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: list[int], mask_id: int,
                 vocab_size: int, g: torch.Generator | None, prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked input ids, labels): BERT's 80/10/10 corruption of `prob` of the real tokens."""
-    real = attention_mask.bool() & ~torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype))
-    chosen = (torch.rand(ids.shape, generator=g) < prob) & real
+    real = attention_mask.bool() & ~torch.isin(ids, torch.tensor(special_ids, dtype=ids.dtype, device=ids.device))
+    # drawn on the CPU (the engine's generator: the same masks on every device), used on ids' device
+    chosen = (torch.rand(ids.shape, generator=g) < prob).to(ids.device) & real
     # Every text with a real token gets at least one target: short texts (SST-2 has many 2-3 word
     # phrases) would otherwise often contribute no loss at all.
     none = real.any(1) & ~chosen.any(1)
     if none.any():
-        score = torch.rand(ids.shape, generator=g).masked_fill(~real, -1.0)
+        score = torch.rand(ids.shape, generator=g).to(ids.device).masked_fill(~real, -1.0)
         pick = score.argmax(1)
         rows = none.nonzero().squeeze(1)
         chosen[rows, pick[rows]] = True
     labels = ids.masked_fill(~chosen, IGNORE)
-    r = torch.rand(ids.shape, generator=g)
-    random_tokens = torch.randint(0, vocab_size, ids.shape, generator=g, dtype=ids.dtype)
+    r = torch.rand(ids.shape, generator=g).to(ids.device)
+    random_tokens = torch.randint(0, vocab_size, ids.shape, generator=g, dtype=ids.dtype).to(ids.device)
     out = torch.where(chosen & (r < 0.8), torch.full_like(ids, mask_id), ids)
     out = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_tokens, out)
     return out, labels

@@ -62,7 +62,7 @@ class FeatureViews:
 
     def strong(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         x = self.weak(x, g)
-        keep = torch.rand(x.shape, generator=g) >= self.dropout
+        keep = (torch.rand(x.shape, generator=g) >= self.dropout).to(x.device)
         return x * keep / (1 - self.dropout)
 
 
@@ -87,8 +87,8 @@ class TextViews:
 
     def strong(self, x: dict, g: torch.Generator | None) -> dict:
         ids, att = x["input_ids"], x["attention_mask"]
-        real = att.bool() & ~torch.isin(ids, torch.tensor(self.special_ids, dtype=ids.dtype))
-        r = torch.rand(ids.shape, generator=g)
+        real = att.bool() & ~torch.isin(ids, torch.tensor(self.special_ids, dtype=ids.dtype, device=ids.device))
+        r = torch.rand(ids.shape, generator=g).to(ids.device)  # drawn on the CPU generator, as every view
         masked = real & (r < self.mask)
         deleted = real & (r >= self.mask) & (r < self.mask + self.delete)
         return {"input_ids": ids.masked_fill(masked, self.mask_id), "attention_mask": att.masked_fill(deleted, 0)}
@@ -210,7 +210,8 @@ class _Semi:
         self.seen = 0
 
     def _count(self, pseudo: torch.Tensor, mask: torch.Tensor) -> None:
-        self.counts += torch.bincount(pseudo[mask], minlength=self.num_classes)
+        # on the labels' device (no wait for a GPU each step); read once an epoch
+        self.counts = self.counts.to(pseudo.device) + torch.bincount(pseudo[mask], minlength=self.num_classes)
         self.seen += len(mask)
 
     def _ramp(self, model: SemiModel) -> float:

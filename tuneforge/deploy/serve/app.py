@@ -57,6 +57,7 @@ class ServeSettings:
     max_pixels: int = 40_000_000
     decode_threads: int = 0
     busy_wait: bool = False
+    device: str = "auto"  # where the model runs (core/device.py)
 
 
 TOKEN_ENV = "TUNEFORGE_TOKEN"
@@ -253,7 +254,7 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
     # cores from the event loop that parses the next requests (c=32, median of 5 rounds:
     # 183 requests/s spinning vs 257 not; BENCHMARKS.md, "Current server").
     load = loader or (lambda: Predictor(bundle, threads=s.threads, backend=s.backend, busy_wait=s.busy_wait,
-                                        max_pixels=s.max_pixels))
+                                        max_pixels=s.max_pixels, device=s.device))
     # Decoding and tokenising run here, a few threads, never on the event loop (a 12000x12000
     # PNG decoded there held /healthz 5 s) nor on the 40 threads of the default pool (four
     # such decodes at once took 4 GB). At most this many uploads are decoded at once.

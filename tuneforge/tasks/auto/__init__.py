@@ -16,5 +16,5 @@ PLUGIN = register_plugin(Plugin(
     # what each member sets for itself (portfolio.py), or what a run of several fits cannot honour
     unread=("recipe", "precision", "grad_clip", "max_minutes", "pretrained", "weights", "init", "freeze",
             "cache_features", "dropout", "image_size", "resize", "augment", "tta", "head_init",
-            "channels_last", "nproc", "sync_bn"),
+            "channels_last", "nproc", "sync_bn", "device"),
     help="--model auto --time-budget MIN: a portfolio of models within the budget, chosen on validation"))

@@ -16,6 +16,7 @@ from ...config import FitConfig, flag
 from ...core.augment import parse_spec
 from ...core.baseline import EVAL_MAX, PROBE_PER_CLASS, Baseline, compare, image_features, per_class_subset, probe_baseline
 from ...core.baseline import pretrained_backbone, skipped, stratified_cap
+from ...core.device import channels_last
 from ...core.data import BatchLoader, ImageSet, load_image_folder, scan_class_folders, stratified_split, subsample_per_class, write_manifest
 from ...core.data.duplicates import image_duplicates
 from ...core.data.images import default_cache_dir, peek_sides
@@ -273,7 +274,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         model.backbone.init_from_data(train.images[pick].float().div_(255.0))
     model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
-    if cfg.channels_last:
+    if channels_last(run.device, cfg.channels_last):  # per device: off on MPS (core/device.py)
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
 

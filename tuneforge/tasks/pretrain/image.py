@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ...config import PretrainConfig
+from ...core.device import channels_last
 from ...core.data import load_image_folder, scan_class_folders, stratified_split, subsample_per_class
 from ...core.data.unlabeled import UnlabeledLoader, load_unlabeled, scan_unlabeled
 from ...core.engine.callbacks import EpochMeasure
@@ -154,7 +155,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> PretrainResult:
         # fast-cnn's patch whitening: a statistic of the images, no labels involved.
         pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         encoder.backbone.init_from_data(pool.images[pick].float().div_(255.0))
-    if cfg.channels_last:
+    if channels_last(run.device, cfg.channels_last):  # per device: off on MPS (core/device.py)
         encoder = encoder.to(memory_format=torch.channels_last)
         encoder.channels_last = True
     model, strategy = build_ssl(cfg.method, encoder, cfg.proj_dim, cfg.proj_hidden, cfg.temperature,

@@ -35,5 +35,5 @@ TFIDF = register_plugin(Plugin(
     "tfidf", groups=("run", "model", "table", "tfidf"), detect="tuneforge.tasks.text.classic:detect",
     fit="tuneforge.tasks.text.classic:fit_classic", tasks=("text-tfidf",), infer="tuneforge.tasks.text.tfidf_infer",
     unread=("precision", "grad_clip", "max_minutes", "pretrained", "weights", "init", "freeze", "cache_features",
-            "dropout", "nproc", "sync_bn"),  # scikit-learn, in one process
+            "dropout", "nproc", "sync_bn", "device"),  # scikit-learn, in one process, on the CPU
     help="a text table with --model tfidf: TF-IDF n-grams + a linear classifier, fitted by scikit-learn"))
