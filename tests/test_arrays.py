@@ -150,3 +150,19 @@ def test_target_recall_fit_stores_the_threshold_and_predict_uses_it(tmp_path):
     assert (called & truth).sum() / truth.sum() == pytest.approx(a["test"]["sensitivity"])
     ev = tuneforge.evaluate(runs[0].run_dir, tmp_path / "p0.npz", progress=False)
     assert ev["decision"]["test"]["sensitivity"] == pytest.approx(a["test"]["sensitivity"])
+
+
+def test_target_recall_on_a_text_classifier(text_table, tmp_path):
+    """The same threshold for a text model: chosen on its val table, applied by predict."""
+    data = text_table(val_rows=32)
+    quick = dict(progress=False, tensorboard=False, threads=2, baseline=False)
+    r = tuneforge.fit(data=str(data), model="gru", embed_dim=16, hidden_size=16, num_layers=1, epochs=3, batch_size=8,
+                      target_recall="p=0.9", out=str(tmp_path / "run"), **quick)
+    d = r.report["decision"]
+    assert d["class"] == "p" and d["val"]["sensitivity"] >= 0.9 and d["val"]["n"] == 32
+    answers = tuneforge.predict(r.run_dir, texts=["good thing 3", "bad thing 5"])
+    for ans in answers:
+        p = next(t["probability"] for t in ans["top"] if t["label"] == "p")
+        assert ans["label"] == ("p" if p >= d["threshold"] else "n")
+    with pytest.raises(ConfigError, match="--target-recall: no class 'x'"):
+        tuneforge.fit(data=str(data), model="gru", epochs=1, target_recall="x=0.9", out=str(tmp_path / "r2"), **quick)

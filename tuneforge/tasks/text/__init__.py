@@ -5,7 +5,8 @@ which reads only the run, model name, table and tfidf settings (no epochs: nothi
 from ..plugins import Plugin, register_plugin
 
 PLUGIN = register_plugin(Plugin(
-    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline"),
+    "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline",
+                    "decision"),
     detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text", tasks=("text-classification",),
     infer="tuneforge.tasks.text.infer", help="a text table: --text-column/--label-column or --columns"))
 
