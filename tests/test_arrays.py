@@ -89,7 +89,7 @@ def test_bad_npz_is_refused_naming_the_file_and_key(tmp_path, arrays, message):
     assert str(path) in str(e.value) and message in str(e.value)
 
 
-def test_npz_cli_errors(tmp_path, capsys):
+def test_npz_cli_errors(tmp_path, capsys, cifar3):
     (tmp_path / "junk.npz").write_text("not a zip")
     assert main(["fit", "--data", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "r1")]) == 2
     assert "junk.npz: cannot read it as a .npz file" in capsys.readouterr().err
@@ -103,6 +103,8 @@ def test_npz_cli_errors(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path / "ok.npz"), "--target-recall", "2=0.9", "--model", "fast-cnn",
                  "--out", str(tmp_path / "r4")]) == 2
     assert "--target-recall: no class '2' (the classes: 0, 1)" in capsys.readouterr().err
+    assert main(["fit", "--data", str(cifar3), "--label-names", "a,b,c", "--out", str(tmp_path / "r5")]) == 2
+    assert "--label-names names the label values of arrays" in capsys.readouterr().err
 
 
 def test_threshold_is_chosen_on_validation_alone():

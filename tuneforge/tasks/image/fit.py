@@ -31,7 +31,7 @@ from ...core.run import FitResult, Run, finish, train_model
 from ...core.strategies import Supervised
 from ...core.strategies.ema import EMAModel, with_ema
 from ...core.strategies.features import CachedFeatures
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..semi.setup import setup_semi
 from . import arrays, is_arrays
 
@@ -124,6 +124,9 @@ def resolve(cfg: FitConfig, given: Collection[str] = ()) -> None:
     if is_arrays(cfg):
         sides, labels, has_val = arrays.facts(cfg)
     else:
+        if cfg.label_names:
+            raise ConfigError("--label-names names the label values of arrays (--data FILE.npz); class folders are "
+                              "named by their folders")
         train_dir, val_dir, _ = resolve_splits(cfg)
         cfg.scanned = (train_dir, scan_class_folders(train_dir))  # for load_splits: one listing per fit
         _, items = cfg.scanned[1]
