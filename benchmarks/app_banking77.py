@@ -16,7 +16,7 @@ TARGET = 0.93
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("banking77")
-    g.add_argument("--banking77-epochs", type=int, default=10)
+    g.add_argument("--banking77-epochs", type=int, default=5)
     g.add_argument("--banking77-lr", default="1e-4")
 
 

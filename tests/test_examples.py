@@ -34,7 +34,7 @@ EXAMPLES = ["medical", "customer_service"]  # examples/<name>/README.md (other p
 # 10-30 minutes a line on a 2-core CPU; a few epochs on the slices show the line works.
 OVERRIDES = {
     "--model efficientnet_lite0 --image-size 64 --epochs 10": "--image-size 32 --epochs 2",
-    "--model minilm --epochs 10": "--epochs 3",
+    "--model minilm --epochs 5": "--epochs 3",
 }
 # The same for Python blocks: text replaced (a keyword cannot be given twice).
 PY_OVERRIDES = {"image_size=64, epochs=10": "image_size=32, epochs=2"}
