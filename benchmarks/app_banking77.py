@@ -42,11 +42,13 @@ def run(args: argparse.Namespace) -> dict:
     out = {"dataset": "banking77 (10,003 train of which 10% val, 3,080 test, 77 intents)", "commands": {}}
     for name, cmd in commands(args).items():
         folder = Path(cmd[cmd.index("--out") + 1])
-        if not (args.reuse and (folder / "report.json").is_file()):
+        reused = args.reuse and (folder / "report.json").is_file()
+        if not reused:
             print("$ tuneforge " + shlex.join(cmd), flush=True)
             subprocess.run([sys.executable, "-m", "tuneforge", *cmd], check=True)
         out["commands"][name] = "tuneforge " + shlex.join(cmd)
-        out[name] = summarise(json.loads((folder / "report.json").read_text()))
+        out[name] = {**summarise(json.loads((folder / "report.json").read_text())),
+                     "reused_run": str(folder.resolve()) if reused else None}
     out["test_accuracy"] = out["minilm"]["test_accuracy"]
     out["target"], out["met"] = TARGET, out["test_accuracy"] >= TARGET
     return out
