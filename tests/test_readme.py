@@ -382,6 +382,18 @@ def build_search_yaml(ws: Path) -> None:
 
 
 # The data a README line may name, by its top-level name in the workspace, and what makes it.
+def build_pneumoniamnist_npz(ws: Path) -> None:
+    """pneumoniamnist.npz: a balanced slice of the real MedMNIST file in its own layout (100/40/50 per class)."""
+    import numpy as np
+    src = np.load(DATASETS / "medmnist" / "pneumoniamnist.npz")
+    out = {}
+    for split, n in (("train", 100), ("val", 40), ("test", 50)):
+        labels = src[f"{split}_labels"][:, 0]
+        idx = np.sort(np.concatenate([np.flatnonzero(labels == c)[:n] for c in (0, 1)]))
+        out[f"{split}_images"], out[f"{split}_labels"] = src[f"{split}_images"][idx], src[f"{split}_labels"][idx]
+    np.savez(ws / "pneumoniamnist.npz", **out)
+
+
 DATA: dict[str, Callable[[Path], None]] = {
     "photos": build_photos, "other_photos": build_other_photos, "img1.jpg": build_img1_jpg,
     "more_images": build_more_images, "cat.jpg": build_cat_jpg, "unlabeled": build_unlabeled, "pets": build_pets,
@@ -391,6 +403,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
     "vit_tiny.safetensors": build_vit_tiny_safetensors, "search.yaml": build_search_yaml,
     "ratings.csv": build_ratings_csv, "brightness.csv": build_brightness_csv, "vix.csv": build_vix_csv,
+    "pneumoniamnist.npz": build_pneumoniamnist_npz,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",

@@ -23,6 +23,7 @@ import torch
 
 from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, SearchConfig, build
 from .core.bundle import load_bundle, read_bundle_config
+from .core.decision import evaluate_decision
 from .core.metrics import classification_metrics, multilabel_metrics
 from .core.report import print_summary, write_report
 from .core import leaderboard
@@ -232,6 +233,8 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
     metrics, examples = SCORES[task.score](outputs, labelled.targets, task, labelled)
     report = {"model": predictor.config["model"], "classes": predictor.classes, **labelled.report, "test": metrics,
               "data": labelled.info, "wall_s": round(time.perf_counter() - t0, 2)}
+    if predictor.config.get("decision") and task.score == "classification":  # fit --target-recall's threshold
+        report["decision"] = evaluate_decision(predictor.config["decision"], outputs, labelled.targets)
     out = Path(out) if out else Path(predictor.config["_dir"]).parent / f"eval-{labelled.name}"
     paths = write_report(out, report, None, examples)
     report["html_path"] = str(paths["html"])

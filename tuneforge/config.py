@@ -263,6 +263,8 @@ class Image(Settings):
                              "process), 'disk' (memory-mapped files in --cache-dir: sets larger than memory train), "
                              "'auto' (memory when the decoded set is at most a quarter of the available memory)",
                      ("auto", "memory", "disk"), resume_safe=True)
+    label_names: str | None = opt(None, "arrays (--data FILE.npz): names of the label values 0, 1, ... in order, "
+                                        "comma-separated, e.g. 'normal,pneumonia' (default: the numbers)")
 
     def _check(self) -> None:
         if self.image_size is not None and self.image_size < 8:
@@ -525,11 +527,37 @@ class Auto(Settings):
             raise ConfigError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
 
 
+@dataclass
+class Decision(Settings):
+    """The decision rule of a binary classifier: a threshold chosen on validation for a stated recall."""
+    group: ClassVar[str] = "decision"
+    target_recall: str | None = opt(None, "binary classification: 'CLASS=R' chooses, on validation only, the highest "
+                                          "threshold on CLASS's probability that keeps its recall (sensitivity) on "
+                                          "validation >= R (e.g. pneumonia=0.95); kept in the bundle and used by predict, "
+                                          "evaluate, batch and serve; the report gives sensitivity and specificity at it")
+
+    def _check(self) -> None:
+        if self.target_recall is not None:
+            target_recall(self.target_recall)
+
+
+def target_recall(spec: str) -> tuple[str, float]:
+    """'CLASS=R' -> (CLASS, R), R in (0, 1]; a ConfigError naming --target-recall otherwise."""
+    name, sep, value = str(spec).rpartition("=")
+    try:
+        recall = float(value)
+    except ValueError:
+        recall = -1.0
+    if not sep or not name.strip() or not 0 < recall <= 1:
+        raise ConfigError(f"--target-recall must be CLASS=R with R in (0, 1], e.g. pneumonia=0.95; got {spec!r}")
+    return name.strip(), recall
+
+
 # --------------------------------------------------------------------------- fit
 
 @dataclass
-class FitConfig(Auto, Baseline, Semi, Fusion, Forecast, Target, Sequence, Arch, Tfidf, Vocab, Lora, Text, Heads, Table, Image, Model,
-                Optim, Run):
+class FitConfig(Decision, Auto, Baseline, Semi, Fusion, Forecast, Target, Sequence, Arch, Tfidf, Vocab, Lora, Text, Heads, Table,
+                Image, Model, Optim, Run):
     """`tuneforge fit`: every group; the kind of task (tuneforge/tasks) reads some of them."""
     verb: ClassVar[str] = "fit"
 

@@ -606,6 +606,23 @@ def _baseline(page: Page) -> str:
     return _section("Model vs baseline", f"<p{style}>{_e(b.get('message', ''))}</p>{table}{note}")
 
 
+# --- the decision threshold of a binary classifier (core/decision.py, --target-recall)
+
+@register_section("decision", lambda report: isinstance(report.get("decision"), dict), order=11)
+def _decision(page: Page) -> str:
+    """The threshold chosen on validation for a stated recall, and what it gives on each split."""
+    d = page.report["decision"]
+    rows = "".join(f'<tr><td class="l">{s}</td><td>{_pct(d[s]["sensitivity"])}</td><td>{_pct(d[s]["specificity"])}</td>'
+                   f'<td>{_pct(d[s]["precision"])}</td><td>{_pct(d[s]["accuracy"])}</td><td>{d[s]["n"]}</td></tr>'
+                   for s in ("val", "test") if isinstance(d.get(s), dict))
+    table = ('<table><tr><th class="l">split</th><th>sensitivity</th><th>specificity</th><th>precision</th>'
+             f"<th>accuracy</th><th>n</th></tr>{rows}</table>")
+    text = (f"<p>{_e(d['class'])} when its probability is at least {d['threshold']:.4f}: the highest threshold whose "
+            f"recall on validation is at least {_pct(d['target_recall'])} (chosen on {_e(d.get('chosen_on', 'val'))}; "
+            "predict, batch and serve use it).</p>")
+    return _section(f"Decision threshold for {_e(d['class'])}", text + table)
+
+
 # --- regression
 
 def plot_predicted_vs_true(predictions: Any, targets: Any, path: Path, title: str = "Predicted vs true") -> Path:

@@ -23,6 +23,7 @@ from torch import nn
 from ..core.data.images import list_images
 from ..core.data.tables import table_folder
 from ..core.data.text import read_rows
+from ..core.decision import labels as decision_labels
 from ..errors import BundleError, DataError
 from .plugins import PLUGINS, plugin_of_task, task_names
 
@@ -130,10 +131,14 @@ class Task:
         probs = softmax(outputs.astype(np.float64))
         k = max(1, min(k, len(self.classes)))
         idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        # a binary model's threshold chosen for a recall (--target-recall) decides the label; the
+        # ranking stays that of the probabilities
+        decision = self.config.get("decision")
+        chosen = decision_labels(probs, decision)
         out = []
-        for p, ix in zip(probs, idx):
+        for p, ix, label in zip(probs, idx, chosen):
             top = [{"label": self.classes[c], "probability": round(float(p[c]), 6)} for c in ix]
-            out.append({"label": top[0]["label"], "top": top})
+            out.append({"label": self.classes[int(label)], "top": top})
         return out
 
     # --- the verbs' arguments as rows: {"image" and/or "text" or "values", plus id fields} ---

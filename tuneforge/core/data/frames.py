@@ -6,6 +6,8 @@ written as the files the readers already take, so that an in-memory fit is a fit
     images:      DataFrame with a path and a label column, or
                  a list of (path, label) pairs                  -> train/LABEL/N-NAME links (val/, test/)
     image+text:  DataFrame with path, text and label columns    -> train.csv, its paths made absolute
+    arrays:      (images, labels) NumPy arrays, or a dict of
+                 train_images, train_labels, val_*, test_*      -> arrays.npz (core/data/arrays.py)
 
 pandas itself is never imported: a DataFrame is recognised by its `columns` and read a column at a
 time (`frame[name].tolist()`), so the API works without pandas for every other kind of input.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, DataError
+from .arrays import is_arrays, write_npz
 
 SPLITS = ("data", "val", "test")
 # column names taken as the image path when `image_column` is not given
@@ -36,8 +39,8 @@ def is_pairs(value: Any) -> bool:
 
 
 def in_memory(value: Any) -> bool:
-    """A DataFrame or a list of (path, label) pairs: data `materialise` writes to files."""
-    return is_frame(value) or is_pairs(value)
+    """A DataFrame, a list of (path, label) pairs, or image arrays: data `materialise` writes to files."""
+    return is_frame(value) or is_pairs(value) or is_arrays(value)
 
 
 def _cell(v: Any) -> str:
@@ -110,6 +113,10 @@ def materialise(settings: dict, folder: Path) -> dict:
     kind of task is told from). Every in-memory split must be of the same kind as `data`."""
     out = dict(settings)
     data = settings.get("data")
+    if is_arrays(data):  # (images, labels) or a dict of train_images...: one .npz (core/data/arrays.py)
+        out.update(data=str(write_npz(folder / "arrays.npz", data, settings.get("val"), settings.get("test"))),
+                   val=None, test=None)
+        return out
     if not in_memory(data):
         raise ConfigError("val/test given as a DataFrame or a list of pairs need data= of the same form")
     kind, image, text = ("images", None, None) if is_pairs(data) else _kind(data, settings)

@@ -22,6 +22,7 @@ from ...core.data.duplicates import image_duplicates
 from ...core.data.images import default_cache_dir, peek_sides
 from ...core.data.mapped import scratch_dir, scratch_tensor
 from ...core.data.split import fingerprint
+from ...core.decision import check as check_decision, with_decision
 from ...core.memory import plan_memory
 from ...core.metrics import classification_metrics
 from ...core.models import ModelSpec, create_model, model_spec
@@ -32,8 +33,9 @@ from ...core.run import FitResult, Run, finish, train_model
 from ...core.strategies import Supervised
 from ...core.strategies.ema import EMAModel, with_ema
 from ...core.strategies.features import CachedFeatures
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..semi.setup import setup_semi
+from . import arrays, is_arrays
 
 log = logging.getLogger("tuneforge")
 
@@ -122,9 +124,17 @@ def resolve(cfg: FitConfig, given: Collection[str] = ()) -> None:
         return
     given = {k.replace("-", "_") for k in given}
     spec = model_spec(cfg.model)
-    train_dir, val_dir, _ = resolve_splits(cfg)
-    cfg.scanned = (train_dir, scan_class_folders(train_dir))  # for load_splits: one listing per fit
-    _, items = cfg.scanned[1]
+    if is_arrays(cfg):
+        sides, labels, has_val = arrays.facts(cfg)
+    else:
+        if cfg.label_names:
+            raise ConfigError("--label-names names the label values of arrays (--data FILE.npz); class folders are "
+                              "named by their folders")
+        train_dir, val_dir, _ = resolve_splits(cfg)
+        cfg.scanned = (train_dir, scan_class_folders(train_dir))  # for load_splits: one listing per fit
+        _, items = cfg.scanned[1]
+        sides = lambda: peek_sides([f for f, _ in items], seed=cfg.seed)
+        labels, has_val = [l for _, l in items], val_dir is not None
     # the reasons, for the console and report.json (not settings: config.yaml holds the values)
     cfg.chosen = {"said": []}
     if cfg.image_size is not None:
@@ -133,9 +143,9 @@ def resolve(cfg: FitConfig, given: Collection[str] = ()) -> None:
     starts_from_weights = bool(cfg.init or cfg.weights) or (cfg.pretrained and spec.loads_weights())
     if cfg.image_size is None:
         cfg.image_size, cfg.chosen["image_size"] = choose_image_size(
-            cfg.model, spec, peek_sides([f for f, _ in items], seed=cfg.seed), cfg.resize, starts_from_weights)
+            cfg.model, spec, sides(), cfg.resize, starts_from_weights)
         cfg.chosen["said"].append("image size " + cfg.chosen["image_size"])
-    per_class = train_per_class(cfg, [l for _, l in items], val_dir is not None)
+    per_class = train_per_class(cfg, labels, has_val)
     # a recipe is a measured set of defaults of its own; semi-supervised fits train on more
     # (unlabeled) images than the labelled count says
     if per_class < SMALL_DATA and "freeze" not in given and starts_from_weights and not cfg.recipe and not cfg.semi:
@@ -256,14 +266,21 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     for line in getattr(cfg, "chosen", {}).get("said", []):
         log.info("%s", line)
     t_data = time.perf_counter()
-    dirs = resolve_splits(cfg)
-    train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
+    if is_arrays(cfg):
+        dirs = (Path(cfg.data),)
+        train, val, test, duplicates = arrays.load_splits(cfg, image_size, run.dir, resume=run.resuming)
+    else:
+        dirs = resolve_splits(cfg)
+        train, val, test = load_splits(cfg, image_size, run.dir, *dirs, resume=run.resuming)
     data_s = time.perf_counter() - t_data
     log.info("data: %d train, %d val, %d test images, %d classes, %dpx (%.1fs%s)", len(train), len(val) if val else 0,
              len(test) if test else 0, len(train.classes), image_size, data_s,
              "; mapped from the cache file, --cache disk" if train.scratch is not None else "")
-    # test images copied into train, or one image under two classes: warned about, and in the report
-    duplicates = image_duplicates({"train": train, "val": val if val is not train else None, "test": test}, train.classes)
+    if cfg.target_recall:
+        check_decision(cfg.target_recall, train.classes, val is not None)  # before training, not after it
+    if not is_arrays(cfg):
+        # test images copied into train, or one image under two classes: warned about, and in the report
+        duplicates = image_duplicates({"train": train, "val": val if val is not train else None, "test": test}, train.classes)
 
     torch.manual_seed(cfg.seed)
     model_args: dict = {}
@@ -355,12 +372,13 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
                               "settings": {k: getattr(cfg, k) for k in SMALL_DATA_SETTINGS}}
     if semi:
         report["semi"] = semi.finish(state, train.classes)
-    examples = None
+    examples, scores = None, {}
     for name, split in (("val", val), ("test", test)):
         if split is None:
             continue
         out = engine.predict(BatchLoader(inputs[name], split.labels, cfg.eval_batch_size))
         report[name] = classification_metrics(out["logits"], out["targets"], train.classes)
+        scores[name] = (out["logits"].numpy(), out["targets"].numpy())
         if name == "test" or test is None:
             examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
                         "targets": out["targets"].numpy(), "paths": split.paths}
@@ -373,6 +391,8 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
                               "mean": list(model.backbone.mean), "std": list(model.backbone.std)},
             "metrics": {k: {m: report[k][m] for m in ("accuracy", "macro_f1", "n")} for k in ("val", "test") if k in report},
             "data": {"train_dir": str(dirs[0]), "train_images": len(train)}}
+    if cfg.target_recall:
+        with_decision(cfg.target_recall, train.classes, scores, report, meta)
     return finish(run, model, report, state, meta, examples)
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ...core.augment import flip_tta
+from ...core.data.arrays import is_array_file, read_npz, to_image_set
 from ...core.data.images import TooManyPixels, _decode_one, decode_image, list_images, load_image_folder
 from ...errors import DataError
 from ..registry import Labelled, Task, register_task
@@ -84,6 +85,8 @@ class ImageClassification(Task):
         """A class-folder tree (its test/ subfolder if it has one), decoded by the training
         decoder and its cache; the rows are the decoded pixels."""
         data = Path(data)
+        if is_array_file(data):
+            return self._labelled_arrays(data)
         folder = data / "test" if (data / "test").is_dir() else data
         split = load_image_folder(folder, self.pre["image_size"], self.pre.get("resize", "crop"), classes=self.classes,
                                   cache_dir=cache_dir, strict=strict)
@@ -92,3 +95,13 @@ class ImageClassification(Task):
                         {"test": len(split), "folder": str(folder), "skipped": split.skipped},
                         {"images": images, "paths": split.paths}, folder.resolve().name,
                         {"tta": self.pre.get("tta")})
+
+    def _labelled_arrays(self, path: Path) -> Labelled:
+        """A .npz file's test_* arrays (core/data/arrays.py), resized as training did."""
+        images, labels = read_npz(path, ("test",), required=("test",))["test"]
+        paths = [f"{path.name}:test[{i}]" for i in range(len(labels))]
+        split = to_image_set(images, labels, self.pre["image_size"], self.pre.get("resize", "crop"), self.classes, paths,
+                             f"{path}: test")
+        pixels = split.images.numpy()
+        return Labelled([{"image": a} for a in pixels], split.labels.numpy(), {"test": len(split), "file": str(path)},
+                        {"images": pixels, "paths": paths}, path.stem, {"tta": self.pre.get("tta")})

@@ -14,6 +14,10 @@ def resolve(cfg, given=()) -> None:
         cfg.multi_label = True
     if cfg.multi_label and cfg.task == "regression":
         raise ConfigError("--multi-label and --task regression: a label column holds labels or one number, not both")
+    if cfg.target_recall and (cfg.multi_label or cfg.task == "regression"):
+        raise ConfigError("--target-recall chooses one class's threshold of a single-label classifier: not with "
+                          + ("--multi-label (each label's threshold is tuned on validation already)" if cfg.multi_label
+                             else "--task regression"))
     if cfg.task == "regression":
         cfg.monitor = "val_loss"
     if cfg.multi_label and "monitor" not in given:
@@ -24,7 +28,7 @@ def resolve(cfg, given=()) -> None:
 
 PLUGIN = register_plugin(Plugin(
     "text", groups=("run", "optim", "model", "table", "text", "lora", "vocab", "arch", "semi", "ema", "baseline", "target",
-                    "heads"),
+                    "heads", "decision"),
     detect="tuneforge.tasks.text.fit:detect", fit="tuneforge.tasks.text.fit:fit_text",
     tasks=("text-classification", "text-regression", "text-multilabel"),
     resolve="tuneforge.tasks.text:resolve",

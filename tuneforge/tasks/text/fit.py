@@ -28,6 +28,7 @@ from ...errors import ConfigError, DataError
 from ..semi.setup import read_semi_texts, setup_semi_text
 from ...core.memory import plan_memory
 from ...core.data.multilabel import multilabel_split, read_multilabel_file
+from ...core.decision import check as check_decision, with_decision
 from ...core.metrics import classification_metrics, multilabel_metrics, sigmoid, tune_thresholds
 from ...core.models import create_model, model_spec
 from ...core.models.base import HeadOnly
@@ -231,6 +232,8 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
     log.info("data: %d train, %d val, %d test %s, %s, mean length %.1f (max %d) (%.1fs)", len(splits["train"]),
              len(splits.get("val", [])), len(splits.get("test", [])), "sequences" if seq else "texts",
              f"{len(classes)} classes" if classes else "regression", lens.mean(), cfg.max_length, data_s)
+    if cfg.target_recall:  # checked before training, not after it
+        check_decision(cfg.target_recall, classes, "val" in splits)
     baseline = train_baseline(cfg, splits, seq, scale) if run.range_test is None else None  # lr_find stops before training
 
     torch.manual_seed(cfg.seed)
@@ -286,7 +289,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
               "config": cfg.to_dict()}
     if semi:
         report["semi"] = semi.finish(state, classes)
-    examples, thresholds = None, None
+    examples, thresholds, scores = None, None, {}
     for name in ("val", "test"):
         if name not in splits:
             continue
@@ -312,6 +315,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
             report[name] = multilabel_metrics(logits, splits[name].labels, classes, thresholds)
             continue
         report[name] = classification_metrics(logits, splits[name].labels, classes)
+        scores[name] = (logits.numpy(), splits[name].labels.numpy())
         if name == "test" or "test" not in splits:
             s = splits[name]
             examples = {"texts": s.texts, "logits": logits.numpy(), "targets": s.labels.numpy(),
@@ -345,5 +349,7 @@ def fit_text(cfg: FitConfig, run: Run) -> FitResult:
         report["thresholds"] = dict(zip(classes, thresholds))
     if seq:  # the table layout, so predict/evaluate/batch read a table as training did
         meta["data"].update({k: getattr(cfg, k) for k in ("sequence_column", "id_column", "time_column", "feature_columns")})
+    if cfg.target_recall:
+        with_decision(cfg.target_recall, classes, scores, report, meta)
     # tokenizer / vocabulary files go beside the weights, listed with their checksums
     return finish(run, model, report, state, meta, examples, save=lambda d: save_bundle(d, model, meta, tokenizer=enc))
