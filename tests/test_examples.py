@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATASETS
-from test_readme import Block, _free_port, _json_lines, _chance_margin, command_lines
+from test_readme import Block, _free_port, _json_lines, _chance_margin, build_pneumoniamnist_npz, command_lines
 from tuneforge.cli import main
 
 pytestmark = pytest.mark.slow
@@ -43,15 +43,9 @@ INTENTS = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rat
 
 
 def build_medical(ws: Path) -> None:
-    """pneumoniamnist.npz: a balanced slice of the real file in its own layout; xray.png: a test X-ray."""
-    src = np.load(DATASETS / "medmnist" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", 100), ("val", 40), ("test", 50)):
-        labels = src[f"{split}_labels"][:, 0]
-        idx = np.sort(np.concatenate([np.flatnonzero(labels == c)[:n] for c in (0, 1)]))
-        out[f"{split}_images"], out[f"{split}_labels"] = src[f"{split}_images"][idx], src[f"{split}_labels"][idx]
-    np.savez(ws / "pneumoniamnist.npz", **out)
-    Image.fromarray(src["test_images"][-1], "L").save(ws / "xray.png")
+    """pneumoniamnist.npz: the README's balanced slice of the real file (test_readme's builder); xray.png: a test X-ray."""
+    build_pneumoniamnist_npz(ws)
+    Image.fromarray(np.load(DATASETS / "medmnist" / "pneumoniamnist.npz")["test_images"][-1], "L").save(ws / "xray.png")
 
 
 def build_customer_service(ws: Path) -> None:
