@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pip takes torch/torchvision from this machine's disk; uv/poetry would download GBs.
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: demo test test-readme install clean bench
+.PHONY: demo test test-e2e test-readme install clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+test-e2e: $(VENV)/.installed   # the longest end-to-end runs (several processes, whole examples; ~5 min quiet)
+	$(PY) -m pytest -q -m e2e
 
 test-readme: $(VENV)/.installed   # every README command and snippet, run literally on small data (~6 min quiet)
 	$(PY) -m pytest -q -m readme tests/test_readme.py

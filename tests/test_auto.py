@@ -67,6 +67,7 @@ def _check_baseline(report: dict) -> dict:
     return row
 
 
+@pytest.mark.e2e
 def test_text_choice_never_reads_the_test_table(sst2_tables, tmp_path):
     # a budget that binds nothing on 150 sentences: both runs train the same members at the same size
     a = _auto(sst2_tables / "train.tsv", tmp_path / "a", 3, test=str(sst2_tables / "test_a.tsv"), columns="text,label")
@@ -138,6 +139,7 @@ def _fashion_auto(table: Path, out: Path, budget: float) -> tuneforge.FitResult:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_image_text_portfolio_never_below_its_baseline(fashion_table, tmp_path):
     # 120 rows: both members' encoder loads dominate (~40 s on a quiet machine); a budget that binds nothing
     report = _fashion_auto(fashion_table, tmp_path / "run", 3).report

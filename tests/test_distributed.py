@@ -23,6 +23,9 @@ from tuneforge.core.engine import distributed
 from tuneforge.core.engine.checkpoint import load_checkpoint
 from tuneforge.errors import ConfigError
 
+# two processes per test (a gloo group starts in ~15 s): run by `make test-e2e` and CI, not `make test`
+pytestmark = pytest.mark.e2e
+
 IMAGE = dict(model="fast-cnn", image_size=16, epochs=3, batch_size=16, lr=3e-3, val_fraction=0.25, baseline=False,
              tensorboard=False, progress=False)
 TEXT = dict(model="gru", embed_dim=16, hidden_size=16, num_layers=1, batch_size=8, epochs=4, baseline=False,

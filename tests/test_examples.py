@@ -183,7 +183,8 @@ def run_example(name: str, ws: Path, capsys, monkeypatch) -> None:
             server.stop()
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.e2e) if n == "customer_service" else n
+                                  for n in EXAMPLES])
 def test_example_readme_runs(name, tmp_path, capsys, monkeypatch):
     BUILD[name](tmp_path)
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / ".cache"))

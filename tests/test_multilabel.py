@@ -183,6 +183,7 @@ def test_bad_input_is_refused_naming_the_file_line_or_flag(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_the_nlupp_example_runs_as_written_on_a_slice(tmp_path, monkeypatch):
     """examples/customer_service/MULTILABEL.md's commands, in order, on 15 messages of each training
     fold and 6 of each test fold (the serve line is exercised above on a multi-label bundle)."""

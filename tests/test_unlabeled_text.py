@@ -77,6 +77,7 @@ def test_text_views_mask_and_delete_real_tokens_only():
     assert both["input_ids"].shape == (35, 40) and both["attention_mask"][32:, 5:].sum() == 0
 
 
+@pytest.mark.e2e
 def test_mlm_lowers_heldout_loss_and_fit_init_loads_the_encoder_bit_for_bit(sst2, tmp_path):
     pt = tuneforge.pretrain(method="mlm", model="minilm", data=str(sst2 / "unlabeled.txt"), max_length=32,
                             batch_size=16, epochs=2, lr=3e-4, heldout_fraction=0.1, probe=str(sst2 / "test.tsv"),
@@ -121,6 +122,7 @@ def test_semi_methods_on_frozen_text_features_beat_chance_with_50_labels(sst2, t
     assert len(split["train"]) == 50  # the seeded labelled rows, by line number
 
 
+@pytest.mark.e2e
 def test_fixmatch_on_tokens_trains_the_encoder_and_reports_pseudo_labels(sst2, tmp_path):
     run = tuneforge.fit(data=str(sst2 / "train.tsv"), test=str(sst2 / "test.tsv"), unlabeled=str(sst2 / "unlabeled.txt"),
                         semi="fixmatch", epochs=2, lr=1e-4, semi_threshold=0.6, out=str(tmp_path / "tok"),

@@ -239,6 +239,7 @@ for line in sys.stdin:
 """
 
 
+@pytest.mark.e2e
 def test_a_fit_killed_at_random_moments_resumes_to_the_uninterrupted_result(full, cifar3, cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-c", FORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
