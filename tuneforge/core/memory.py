@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from .engine.loop import rows, split_batch
+from .host import available_bytes, rss_bytes  # noqa: F401 (rss_bytes: part of this module's interface)
 
 log = logging.getLogger("tuneforge")
 
@@ -41,54 +40,6 @@ ACTIVATION_FACTOR = 1.6
 OPTIMIZER_COPIES = {"adamw": 4, "adam": 4, "sgd": 3}
 HEADROOM = 0.85  # of the available memory a step may plan to use: page cache, other processes, noise
 SHRINK_FLAGS = "--batch-size, --image-size, --semi-mu (semi-supervised), --freeze (fewer trained layers)"
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def _meminfo(key: str) -> int | None:
-    text = _read("/proc/meminfo") or ""
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now."""
-    for line in (_read("/proc/self/status") or "").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cgroup_headroom() -> int | None:
-    """What the cgroup limit (v2 memory.max, or v1 limit_in_bytes) still allows, page cache that
-    can be reclaimed counted as free; None without a limit."""
-    for limit_f, usage_f, stat_f, cache_key in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
-        limit, usage = _read(limit_f), _read(usage_f)
-        if not limit or not usage or not limit.isdigit() or int(limit) >= 1 << 60:
-            continue
-        cache = 0
-        for line in (_read(stat_f) or "").splitlines():
-            k, _, v = line.partition(" ")
-            if k == cache_key and v.isdigit():
-                cache = int(v)
-        return max(0, int(limit) - int(usage) + cache)
-    return None
-
-
-def available_bytes() -> int:
-    """Memory this process may still allocate: MemAvailable, or less under a cgroup limit."""
-    found = [v for v in (_meminfo("MemAvailable"), _cgroup_headroom()) if v is not None]
-    return min(found) if found else 1 << 62
 
 
 def _storage(t: torch.Tensor) -> tuple[int, int]:

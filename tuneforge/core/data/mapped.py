@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..host import available_bytes
+
 # --cache auto keeps a set in memory when it is at most this fraction of the memory available.
 # Measured (BENCHMARKS.md, "Data larger than memory", CIFAR-10 at 64 px, both paths side by side in
 # one process): training images/s is the same within noise (+10.7%, -3.0% mapped), and so is a pure
@@ -28,24 +30,11 @@ import torch
 AUTO_MEMORY_FRACTION = 0.25
 
 
-def available_memory() -> int:
-    """Bytes of memory the kernel says a new allocation can take (MemAvailable); when that is
-    unknown, the physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def choose_store(nbytes: int, store: str = "auto") -> str:
     """'memory' or 'disk' for an array of `nbytes`: `store` itself unless it is 'auto'."""
     if store != "auto":
         return store
-    return "memory" if nbytes <= AUTO_MEMORY_FRACTION * available_memory() else "disk"
+    return "memory" if nbytes <= AUTO_MEMORY_FRACTION * available_bytes() else "disk"
 
 
 def map_npy(path: Path) -> np.ndarray:
