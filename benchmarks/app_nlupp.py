@@ -23,6 +23,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: small_data's helpers
+from small_data import load  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
 RESULTS = ROOT / "benchmarks" / "results" / "app_nlupp.jsonl"
@@ -44,10 +47,6 @@ def folds(src: Path, out: Path) -> tuple[Path, Path]:
         path.write_text(json.dumps(records), encoding="utf-8")
         paths.append(path)
     return paths[0], paths[1]
-
-
-def load() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def run(args: argparse.Namespace) -> dict:

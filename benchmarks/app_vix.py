@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: small_data's helpers
+from small_data import cpu_name, load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,17 +38,6 @@ FORECASTS = {
     "5d-w20": {"horizon": 5, "window": 20},
 }
 SIZE = {"model": "gru", "embed_dim": 32, "hidden_size": 32, "num_layers": 1, "batch_size": 128, "lr": 3e-3}
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def command(name: str, settings: dict, epochs: int, patience: int) -> str:

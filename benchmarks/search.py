@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from small_data import subset  # the CIFAR-10 subset as symlinks (this folder is on sys.path when run)
+from small_data import cpu_name, load, subset  # the CIFAR-10 subset as symlinks (this folder is on sys.path when run)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("TUNEFORGE_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -55,17 +54,6 @@ SST2_SPACE = {
     "pooling": {"choice": ["mean", "cls", "max"]},
     "batch_size": {"choice": [64, 256]},
 }
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def tf(argv: list[str]) -> tuple[float, str]:
