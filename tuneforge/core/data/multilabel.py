@@ -198,8 +198,11 @@ def read_multilabel_images(path: str | Path, image_column: str, label_column: st
     try:
         table = read_multilabel_file(path, image_column, label_column, label_columns, None, encoding, skip_bad_rows, classes)
     except DataError as e:
-        if flag and (f"no column {image_column!r}" in str(e) or f"no field {image_column!r}" in str(e)):
+        missing = lambda c: f"no column {c!r}" in str(e) or f"no field {c!r}" in str(e)
+        if flag and missing(image_column):
             raise DataError(f"{flag}: {e}") from None
+        if not label_columns and missing(label_column):
+            raise DataError(f"--label-column: {e}") from None
         raise
     base, keep, files = table_folder(path), [], []
     for i, (value, no) in enumerate(zip(table.texts, table.lines)):

@@ -5,6 +5,7 @@ tuned on validation only, scored beside the one-vs-rest linear probe of a pretra
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ...core.augment import Augment
 from ...core.baseline import EVAL_MAX, Baseline, compare, image_features, multilabel_probe_baseline, pretrained_backbone, skipped
 from ...core.data import BatchLoader, write_manifest
 from ...core.data.images import decode_cached, peek_sides
+from ...core.data.tables import table_folder
 from ...core.data.multilabel import ImageLabels, multilabel_split, read_multilabel_images
 from ...core.data.text import is_text_data
 from ...core.memory import plan_memory
@@ -163,8 +165,12 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
                                       starts_from_weights)
         log.info("image size %s", why)
     data = decode(cfg, tables, size)
-    write_manifest(run.dir / "split.json", classes, {n: [str(f) for f in t.files] for n, t in tables.items()}, cfg.seed,
-                   resume=run.resuming, roots={"train": str(cfg.data), "val": cfg.val, "test": cfg.test}, unit="file")
+    roots = {n: str(table_folder(Path((cfg.val if n == "val" else cfg.test if n == "test" else None) or cfg.data)).resolve())
+             for n in tables}
+    # the labels go under "labels": "classes" names class folders, which export's check reads paths by
+    write_manifest(run.dir / "split.json", [], {n: [os.path.relpath(f, roots[n]) for f in t.files] for n, t in tables.items()},
+                   cfg.seed, resume=run.resuming, roots=roots, unit="file", labels=classes,
+                   tables={"train": str(cfg.data), "val": cfg.val, "test": cfg.test})
     data_s = time.perf_counter() - t_data
     log.info("data: %s images at %dpx, %d labels, %.2f per image (%.1fs)", ", ".join(f"{len(y)} {n}" for n, (_, y) in data.items()),
              size, len(classes), float(data["train"][1].sum(1).mean()), data_s)
