@@ -25,25 +25,28 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 50, 220)}
 LABELS = sorted(COLOURS)
 
 
-def draw(present: list[str], r: random.Random) -> Image.Image:
-    """A grey-ish 24x24 image with a 7x7 square of each colour in `present`, placed so none hides another."""
+def draw(present: list[str], r: random.Random, side: int = 24) -> Image.Image:
+    """A grey-ish image with a square of each colour in `present` (7x7 at 24 px), placed so none
+    hides another."""
     im = Image.new("RGB", (24, 24), tuple(r.randint(90, 160) for _ in range(3)))
     corners = r.sample([(1, 1), (15, 1), (1, 15), (15, 15), (8, 8)], len(present))
     for c, (x, y) in zip(present, corners):
         x, y = x + r.randint(0, 1), y + r.randint(0, 1)
         im.paste(COLOURS[c], (x, y, x + 7, y + 7))
-    return im
+    return im if side == 24 else im.resize((side, side), Image.NEAREST)
 
 
-def write_table(root: Path, name: str, n: int, seed: int, only_none: bool = False) -> tuple[Path, np.ndarray]:
-    """root/NAME.csv (path,labels) with its images in root/img/; returns it and its (n, 3) 0/1 labels."""
+def write_table(root: Path, name: str, n: int, seed: int, only_none: bool = False, folder: str = "img",
+                side: int = 24) -> tuple[Path, np.ndarray]:
+    """root/NAME.csv (path,labels) with its images in root/FOLDER/; returns it and its (n, 3) 0/1 labels.
+    (tests/test_readme.py builds the README's findings.csv with it.)"""
     r = random.Random(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / folder).mkdir(parents=True, exist_ok=True)
     lines, y = ["path,labels"], []
     for i in range(n):
         present = [] if only_none else [c for c in COLOURS if r.random() < 0.45]
-        draw(present, r).save(root / "img" / f"{name}_{i}.png")
-        lines.append(f"img/{name}_{i}.png,{'|'.join(present)}")
+        draw(present, r, side).save(root / folder / f"{name}_{i}.png")
+        lines.append(f"{folder}/{name}_{i}.png,{'|'.join(present)}")
         y.append([c in present for c in LABELS])
     (root / f"{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root / f"{name}.csv", np.array(y, dtype=float)
@@ -61,7 +64,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("multilabel_images")
     write_table(root, "train", 240, 0)
     test, y = write_table(root, "test", 80, 1)
-    return root, test, y, fit(root, test, "run")
+    return root, test, y, fit(root, test, "run", baseline=True)
 
 
 def test_the_model_finds_the_colours_well_above_chance(trained):
@@ -76,8 +79,10 @@ def test_the_model_finds_the_colours_well_above_chance(trained):
     bundle = json.loads((result.run_dir / "model" / "config.json").read_text())
     assert bundle["task"] == "image-multilabel" and len(bundle["thresholds"]) == 3
     assert bundle["data"]["image_column"] == "path"
+    # the one-vs-rest linear probe of efficientnet_lite0's frozen features, thresholds tuned the same way
+    assert report["baseline"]["metric"] == "micro_f1" and report["baseline"]["test"]["micro_f1"] > chance
     html = (result.run_dir / "report.html").read_text()
-    assert "Per-label metrics (test)" in html and "micro-F1" in html
+    assert "Per-label metrics (test)" in html and "micro-F1" in html and "Model vs baseline" in html
 
 
 def test_thresholds_are_tuned_on_validation_and_test_rows_never_change_them(trained):

@@ -193,10 +193,12 @@ def multilabel_tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate:
 
 
 def multilabel_probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
-                              backbone: str, seed: int = 0, seconds: float = 0.0, note: str = "") -> Baseline:
+                              backbone: str, seed: int = 0, seconds: float = 0.0, note: str = "",
+                              cached: bool = False) -> Baseline:
     """The linear probe of multi-label images: one logistic regression per label on a
     pretrained backbone's standardised pooled features (N, D), thresholds tuned on validation
-    as the model's are. `seconds`: what computing the features cost."""
+    as the model's are. `seconds`: what computing the features cost; `cached`: they are the
+    fit's own (its model is a head on them, trained by steps rather than to convergence)."""
     t0 = time.perf_counter()
     mean, std = train[0].mean(0), train[0].std(0) + 1e-6
     z = lambda f: (np.asarray(f, np.float64) - mean) / std
@@ -206,7 +208,8 @@ def multilabel_probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: di
         "linear probe", f"one-vs-rest logistic regression on {backbone}'s frozen features",
         round(seconds + time.perf_counter() - t0, 2), scores.get("val"), scores.get("test"),
         f"{len(train[0])} training images; per-label thresholds tuned on validation" + (f"; {note}" if note else ""),
-        advice=f"`--model {backbone} --freeze backbone` trains a head on the same features"))
+        advice="more --epochs or a higher --lr train the head further (the probe is the same kind of head, fitted to "
+               "convergence)" if cached else f"`--model {backbone} --freeze backbone` trains a head on the same features"))
 
 
 # ---------------------------------------------------------------- images

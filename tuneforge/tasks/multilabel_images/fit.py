@@ -124,7 +124,7 @@ def train_baseline(cfg: FitConfig, model, data: dict, size: int, cached: dict | 
     if cached is not None:
         feats = {n: f[:, 0].float().numpy() for n, f in cached.items()}
         return multilabel_probe_baseline((feats["train"], labels["train"]), {n: (feats[n], labels[n]) for n in feats if n != "train"},
-                                         cfg.model, cfg.seed, note="on the fit's cached features")
+                                         cfg.model, cfg.seed, note="on the fit's cached features", cached=True)
     name, source = cfg.model, model
     if not (cfg.init or cfg.weights or (cfg.pretrained and model_spec(cfg.model).loads_weights())):
         name, source = PROBE_BACKBONE, None
