@@ -16,6 +16,7 @@ from ...config import FitConfig
 from ...core.augment import Augment
 from ...core.baseline import EVAL_MAX, Baseline, compare, image_features, multilabel_probe_baseline, pretrained_backbone, skipped
 from ...core.data import BatchLoader, write_manifest
+from ...core.device import channels_last
 from ...core.data.images import decode_cached, peek_sides
 from ...core.data.tables import table_folder
 from ...core.data.multilabel import ImageLabels, multilabel_split, read_multilabel_images
@@ -103,7 +104,7 @@ def decode(cfg: FitConfig, tables: dict[str, ImageLabels], size: int) -> dict[st
     """Each split's uint8 images at `size` (disk-cached) and their labels; unreadable ones skipped and counted."""
     out = {}
     for name, t in tables.items():
-        arr, ok, bad = decode_cached(t.files, size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict)
+        arr, ok, bad = decode_cached(t.files, size, cfg.resize, cfg.cache_dir, cfg.workers, cfg.strict, cfg.cache)
         if bad:
             log.warning("%s: %d unreadable images skipped (first: %s)", name, len(bad), bad[0]["path"])
         out[name] = (torch.from_numpy(np.ascontiguousarray(arr)), t.labels[torch.from_numpy(np.asarray(ok, bool))])
@@ -183,6 +184,9 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         model.backbone.init_from_data(train_images[pick].float().div_(255.0))
     model.freeze(int(cfg.freeze) if cfg.freeze.isdigit() else cfg.freeze)
+    if channels_last(run.device, cfg.channels_last):  # per device, as class folders (core/device.py)
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
     cached = None
     if cfg.cache_features and model.frozen_stages == len(model.backbone.stages()):
         # a frozen backbone computes the same features every epoch: once, then the head trains on them
