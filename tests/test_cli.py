@@ -95,8 +95,9 @@ def test_fit_help_groups_settings_by_kind_of_data(capsys):
         section = out.split(f"{group} settings:", 1)[1]
         assert f"Read by: {', '.join(readers)}." in " ".join(section.split()[:80]), group
     flat = " ".join(out.split())
-    assert "Read by: image, image-regression, image+text, auto." in flat  # the image group: not text or sequence tables (auto passes it on)
-    assert "Read by: image+text, auto." in flat    # fusion (auto: its image+text portfolio)
+    # the image group: not text or sequence tables (auto passes it on)
+    assert "Read by: image, image-regression, image+text, image-multilabel, auto." in flat
+    assert "Read by: image+text, image-multilabel, auto." in flat    # fusion (auto: its image+text portfolio; --image-column)
     assert "[read by: image]" in flat               # e.g. --tta: image+text does not read it
     # defect 4: --data speaks of every kind of data, not only class folders
     data_help = flat.split("run settings:", 1)[1].split("--data DATA", 1)[1][:300]

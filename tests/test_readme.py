@@ -365,6 +365,14 @@ def build_brightness_csv(ws: Path) -> None:
     _write_csv(ws / "brightness.csv", ["file", "value"], rows)
 
 
+def build_findings_csv(ws: Path) -> None:
+    """findings.csv and findings_test.csv (path,labels) with 48 px images in xrays/: the colours of
+    the squares an image holds are its labels (tests/test_multilabel_images.py draws them)."""
+    from test_multilabel_images import write_table
+    write_table(ws, "findings", 240, 0, folder="xrays", side=48)
+    write_table(ws, "findings_test", 80, 1, folder="xrays", side=48)
+
+
 def build_vix_csv(ws: Path) -> None:
     """vix.csv: the last 600 trading days of the VIX series (DATE,OPEN,HIGH,LOW,CLOSE)."""
     lines = (DATASETS / "finance_vix" / "vix-daily.csv").read_text().splitlines()
@@ -403,12 +411,13 @@ DATA: dict[str, Callable[[Path], None]] = {
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
     "vit_tiny.safetensors": build_vit_tiny_safetensors, "search.yaml": build_search_yaml,
     "ratings.csv": build_ratings_csv, "brightness.csv": build_brightness_csv, "vix.csv": build_vix_csv,
-    "pneumoniamnist.npz": build_pneumoniamnist_npz,
+    "pneumoniamnist.npz": build_pneumoniamnist_npz, "findings.csv": build_findings_csv,
 }
 # Names a builder makes besides its own.
 ALSO_MADE = {"images": "captions.csv", "train.txt": "captions.csv", "dev.txt": "captions.csv",
              "test.txt": "captions.csv", "test_captions.csv": "captions.csv", "captions.txt": "captions.csv",
-             "photo.jpg": "captions.csv", "brightness": "brightness.csv"}
+             "photo.jpg": "captions.csv", "brightness": "brightness.csv", "findings_test.csv": "findings.csv",
+             "xrays": "findings.csv"}
 
 
 # ------------------------------------------------------------------------------------------- README parsing

@@ -285,7 +285,7 @@ class Table(Settings):
 
 @dataclass
 class Heads(Settings):
-    """Task heads beyond single-label classification (text tables)."""
+    """Task heads beyond single-label classification (text tables, and tables of image paths)."""
     group: ClassVar[str] = "heads"
     multi_label: bool = opt(False, "several labels per row: the label column holds labels separated by '|' (or a JSON "
                                    "list); sigmoid outputs, per-label thresholds tuned on validation")
@@ -429,7 +429,8 @@ class Fusion(Settings):
     group: ClassVar[str] = "fusion"
     modalities: str | None = opt(None, "image+text table: 'image,text' trains a fusion model; 'image' or 'text' alone "
                                  "trains a baseline on the same rows")
-    image_column: str | None = opt(None, "image+text table: the column holding image paths (relative to the table or --image-root)")
+    image_column: str | None = opt(None, "image+text table, or multi-label image table: the column holding image "
+                                         "paths (relative to the table or --image-root)")
     image_root: str | None = opt(None, "image+text table: folder the image paths are relative to (default: the table's folder)")
     image_model: str = opt("efficientnet_lite0", "image+text: the image encoder (any image model of `tuneforge models`)")
     text_model: str = opt("minilm", "image+text: the text encoder (minilm or hf:PATH)")

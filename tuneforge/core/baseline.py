@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .data.split import subsample_per_class
-from .metrics import multilabel_metrics, tune_thresholds
+from .metrics import multilabel_splits
 from .models import create_model
 from .models.base import Classifier
 from .models.tfidf import TfidfFit, fit_tfidf, predict_scores
@@ -147,42 +147,69 @@ def mean_predictor(train_targets: np.ndarray, evaluate: dict[str, np.ndarray]) -
     mean = float(np.mean(train_targets))
     return {"name": "mean", "description": "the training targets' mean for every example", "value": mean,
             **{name: regression_scores(np.full(len(y), mean), y) for name, y in evaluate.items() if len(y)}}
+def one_vs_rest(x, labels: np.ndarray, seed: int = 0, c: float = 10.0) -> Callable[[object], np.ndarray]:
+    """One logistic regression per label fitted on the rows `x` (a matrix, sparse or dense) with
+    (N, C) 0/1 `labels`; returns the (N, C) logits of new rows. A label every training row carries
+    (or none does) has one class: its score is then a constant."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    y = np.asarray(labels) > 0.5
+    present = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, random_state=seed)).fit(x, y[:, present])
+
+    def logits(rows) -> np.ndarray:
+        out = np.where(y.all(0), 20.0, -20.0)[None, :].repeat(rows.shape[0], 0)
+        out[:, present] = clf.decision_function(rows).reshape(rows.shape[0], -1)
+        return out
+    return logits
+
+
+def multilabel_scores(logits: Callable[[object], np.ndarray], evaluate: dict[str, tuple[object, np.ndarray]]) -> dict:
+    """A multi-label baseline's scores on each `evaluate` split (rows, (N, C) labels), with
+    per-label thresholds tuned on "val" as the model's are (0.5 without it)."""
+    outputs = {n: (logits(rows), labels) for n, (rows, labels) in evaluate.items() if n in ("val", "test") and rows.shape[0]}
+    if not outputs:
+        return {}
+    metrics, _ = multilabel_splits(outputs, [str(j) for j in range(next(iter(outputs.values()))[0].shape[1])])
+    return {n: {k: m[k] for k in ("micro_f1", "macro_f1", "mAP", "subset_accuracy", "n")} for n, m in metrics.items()}
+
+
 def multilabel_tfidf_baseline(train: tuple[Sequence[str], np.ndarray], evaluate: dict[str, tuple[Sequence[str], np.ndarray]],
                               seed: int = 0) -> Baseline:
     """One-vs-rest TF-IDF word 1-2-grams + logistic regression per label for multi-label texts
     (`labels` (N, C) 0/1), its per-label thresholds tuned on validation as the model's are
     (0.5 without validation); scored on each `evaluate` split by micro/macro-F1."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
 
     t0 = time.perf_counter()
-    y = np.asarray(train[1]) > 0.5
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    X = vec.fit_transform(list(train[0]))
-    # a label every training row carries (or none does) has one class: a constant score then
-    present = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
-    clf = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=1000, random_state=seed)).fit(X, y[:, present])
-
-    def logits(texts: Sequence[str]) -> np.ndarray:
-        out = np.where(y.all(0), 20.0, -20.0)[None, :].repeat(len(texts), 0)
-        out[:, present] = clf.decision_function(vec.transform(list(texts))).reshape(len(texts), -1)
-        return out
-
-    names = [str(j) for j in range(y.shape[1])]
-    scores, thresholds = {}, [0.5] * y.shape[1]
-    for name in ("val", "test"):  # val first: its thresholds are the ones test is scored with
-        if name in evaluate and len(evaluate[name][0]):
-            texts, labels = evaluate[name]
-            z = logits(texts)
-            if name == "val":
-                thresholds = tune_thresholds(1 / (1 + np.exp(-z)), labels)
-            m = multilabel_metrics(z, labels, names, thresholds)
-            scores[name] = {k: m[k] for k in ("micro_f1", "macro_f1", "mAP", "subset_accuracy", "n")}
+    logits = one_vs_rest(vec.fit_transform(list(train[0])), train[1], seed)
+    scores = multilabel_scores(logits, {n: (vec.transform(list(t)), y) for n, (t, y) in evaluate.items()})
     return _trained(Baseline(
         "tfidf", "one-vs-rest TF-IDF word 1-2-grams + logistic regression", round(time.perf_counter() - t0, 2),
         scores.get("val"), scores.get("test"), f"{len(vec.vocabulary_)} terms from {len(train[0])} training texts; "
         "per-label thresholds tuned on validation"))
+
+
+def multilabel_probe_baseline(train: tuple[np.ndarray, np.ndarray], evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
+                              backbone: str, seed: int = 0, seconds: float = 0.0, note: str = "",
+                              cached: bool = False) -> Baseline:
+    """The linear probe of multi-label images: one logistic regression per label on a
+    pretrained backbone's standardised pooled features (N, D), thresholds tuned on validation
+    as the model's are. `seconds`: what computing the features cost; `cached`: they are the
+    fit's own (its model is a head on them, trained by steps rather than to convergence)."""
+    t0 = time.perf_counter()
+    mean, std = train[0].mean(0), train[0].std(0) + 1e-6
+    z = lambda f: (np.asarray(f, np.float64) - mean) / std
+    logits = one_vs_rest(z(train[0]), train[1], seed, c=1.0)
+    scores = multilabel_scores(lambda f: logits(z(f)), evaluate)
+    return _trained(Baseline(
+        "linear probe", f"one-vs-rest logistic regression on {backbone}'s frozen features",
+        round(seconds + time.perf_counter() - t0, 2), scores.get("val"), scores.get("test"),
+        f"{len(train[0])} training images; per-label thresholds tuned on validation" + (f"; {note}" if note else ""),
+        advice="more --epochs or a higher --lr train the head further (the probe is the same kind of head, fitted to "
+               "convergence)" if cached else f"`--model {backbone} --freeze backbone` trains a head on the same features"))
 
 
 # ---------------------------------------------------------------- images

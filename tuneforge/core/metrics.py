@@ -148,3 +148,13 @@ def multilabel_metrics(logits, targets, classes: list[str], thresholds: list[flo
             "per_label": {str(name): {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]),
                                       "ap": ap[j], "support": int(s[j]), "threshold": float(t[j])}
                           for j, name in enumerate(classes)}}
+
+
+def multilabel_splits(outputs: dict[str, tuple], classes: list[str]) -> tuple[dict[str, dict], list[float]]:
+    """Each split's `multilabel_metrics` from its (logits, targets), all at the per-label
+    thresholds tuned on "val" (0.5 each without it): test data never chooses a threshold."""
+    thresholds = [0.5] * len(classes)
+    if "val" in outputs:
+        logits, targets = outputs["val"]
+        thresholds = tune_thresholds(sigmoid(to_numpy(logits)), to_numpy(targets))
+    return {n: multilabel_metrics(z, y, classes, thresholds) for n, (z, y) in outputs.items()}, thresholds

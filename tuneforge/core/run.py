@@ -332,6 +332,8 @@ def rate_unit(cfg: Any, loader: Any) -> str:
     kind = type(loader).__name__
     if kind == "BatchLoader" and getattr(cfg, "task", None) == "regression" and not getattr(cfg, "text_column", None):
         return "images"  # image regression (tasks/regression); text regression trains through SequenceBatchLoader
+    if kind == "BatchLoader" and getattr(cfg, "multi_label", False) and getattr(cfg, "image_column", None):
+        return "images"  # multi-label image tables (tasks/multilabel_images)
     if kind in ("MultimodalLoader", "PairLoader"):
         return "samples" if kind == "MultimodalLoader" else "pairs"
     if kind == "SequenceBatchLoader":

@@ -47,7 +47,7 @@ def _run_split(bundle_dir: Path, split: str) -> tuple[list[Path], np.ndarray] | 
         log.warning("the images of the run's %s split are gone from %s", split, root)
         return None
     classes = doc["classes"]
-    if not classes:  # a regression's table of images: no class folders (the labels are not needed to check)
+    if not classes:  # a table of images (regression, multi-label): no class folders (the labels are not needed to check)
         return files, np.zeros(len(files), np.int64)
     return files, np.array([classes.index(Path(r).parts[0]) for r in rel])
 

@@ -8,7 +8,7 @@ the last registered first.
 To add a kind of task: a folder `tasks/<kind>/` with `infer.py` (a `Task` subclass under
 `@register_task("<bundle task name>")`), `fit.py` (`fit(cfg, run) -> FitResult` built from
 tuneforge.core), and an `__init__.py` that registers the plugin naming both; then import it below."""
-from . import image, text, sequence, forecast, regression, multimodal, align, pretrain, auto, search  # noqa: F401  (registration order matters)
+from . import image, text, sequence, forecast, regression, multimodal, multilabel_images, align, pretrain, auto, search  # noqa: F401  (registration order matters)
 from .plugins import PLUGINS, Plugin, plugin_for, plugin_of_task, register_plugin
 
 __all__ = ["PLUGINS", "Plugin", "plugin_for", "plugin_of_task", "register_plugin"]

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..core.data.images import list_images
+from ..core.data.multilabel import SEPARATOR
 from ..core.data.tables import table_folder
 from ..core.data.text import read_rows
 from ..core.decision import labels as decision_labels
@@ -175,6 +177,48 @@ class Task:
         """Labelled data for `evaluate` -> rows, targets and what the report says about them.
         `options`: strict, cache_dir (image folders)."""
         raise DataError(f"a {self.name} model cannot be evaluated on {data}")
+
+
+class SigmoidGraph(nn.Module):
+    """A multi-label graph: the task's own graph (its inputs, its logits) -> each label's sigmoid
+    probability, so eager PyTorch and the ONNX file answer in probabilities that the bundle's
+    thresholds (config.json `thresholds`) decide on."""
+
+    def __init__(self, logits: nn.Module):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(*inputs).float())
+
+
+class MultiLabelTask:
+    """Mixin before a Task class (texts, images) for its `fit --multi-label` bundles: independent
+    labels, each decided by its own validation-tuned threshold. An answer holds every label at
+    or above its threshold ("predicted", and "label" joined by '|', '' when none), and the labels
+    ranked by probability ("top": the k most probable, and any further ones above their threshold)."""
+
+    output_name = "probabilities"
+    score = "multilabel"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.thresholds = np.asarray(config.get("thresholds") or [0.5] * len(self.classes), dtype=np.float64)
+
+    def graph(self, model: nn.Module) -> nn.Module:
+        return SigmoidGraph(super().graph(model)).eval()
+
+    def results(self, outputs: np.ndarray, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
+        out = []
+        for p in outputs.astype(np.float64):
+            above = p >= self.thresholds
+            order = np.argsort(-p, kind="stable")
+            labels = [self.classes[c] for c in order if above[c]]
+            shown = [c for i, c in enumerate(order) if i < max(1, k) or above[c]]
+            out.append({"label": SEPARATOR.join(labels), "predicted": labels,
+                        "top": [{"label": self.classes[c], "probability": round(float(p[c]), 6),
+                                 "threshold": float(self.thresholds[c]), "above": bool(above[c])} for c in shown]})
+        return out
 
 
 def read_table(path: Path, encoding: str = "utf-8", columns: str | None = None) -> list[dict]:

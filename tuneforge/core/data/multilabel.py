@@ -1,5 +1,5 @@
-"""Multi-label text tables (`fit --multi-label`): each row's set of labels as a 0/1 row of a
-(N, C) float tensor, in one of two layouts users already have:
+"""Multi-label tables (`fit --multi-label`; of texts, or of image paths: `read_multilabel_images`):
+each row's set of labels as a 0/1 row of a (N, C) float tensor, in one of two layouts users already have:
 
 - one label column holding several labels: "billing|refund" in CSV/TSV/JSONL, or a JSON list
   (`["billing", "refund"]`) in JSONL or a JSON file holding an array of records (NLU++'s folds);
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...errors import DataError
+from .tables import table_folder
 from .text import TextSet, _sorted_labels, at, read_rows
 
 log = logging.getLogger("tuneforge")
@@ -168,3 +170,52 @@ def multilabel_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     perm = torch.randperm(len(labels), generator=g).tolist()
     k = max(1, int(round(fraction * len(labels))))
     return sorted(perm[k:]), sorted(perm[:k])
+
+
+@dataclass
+class ImageLabels:
+    """A multi-label image table: image files (relative paths resolved against the table's
+    folder), their (N, C) 0/1 labels, the table's line numbers and the labels train lacks."""
+    files: list[Path]
+    labels: torch.Tensor
+    classes: list[str]
+    lines: list[int]
+    unknown: dict[str, int]
+
+    def subset(self, idx) -> "ImageLabels":
+        idx = list(idx)
+        return ImageLabels([self.files[i] for i in idx], self.labels[idx], self.classes, [self.lines[i] for i in idx],
+                           self.unknown)
+
+
+def read_multilabel_images(path: str | Path, image_column: str, label_column: str, label_columns: list[str] | None = None,
+                           encoding: str = "utf-8", skip_bad_rows: bool = False, classes: list[str] | None = None,
+                           flag: str | None = "--image-column") -> ImageLabels:
+    """A table of image paths and label sets, read in the layouts of `read_multilabel_file`
+    (the image path standing where a text would); a missing image file is an error naming its
+    line (skipped and counted with `skip_bad_rows`); `flag` is named when the image column is missing."""
+    path = Path(path)
+    try:
+        table = read_multilabel_file(path, image_column, label_column, label_columns, None, encoding, skip_bad_rows, classes)
+    except DataError as e:
+        missing = lambda c: f"no column {c!r}" in str(e) or f"no field {c!r}" in str(e)
+        if flag and missing(image_column):
+            raise DataError(f"{flag}: {e}") from None
+        if not label_columns and missing(label_column):
+            raise DataError(f"--label-column: {e}") from None
+        raise
+    base, keep, files = table_folder(path), [], []
+    for i, (value, no) in enumerate(zip(table.texts, table.lines)):
+        f = Path(value.strip())
+        f = f if f.is_absolute() else base / f
+        if not value.strip() or not f.is_file():
+            why = f"{at(path, no)}: no image file {f} (column {image_column!r}; paths are relative to the table's folder)"
+            if not skip_bad_rows:
+                raise DataError(f"{why}; fix the file, or give --skip-bad-rows")
+            log.warning("%s; skipped", why)
+            continue
+        keep.append(i)
+        files.append(f)
+    if not files:
+        raise DataError(f"{path}: none of the images in column {image_column!r} exists")
+    return ImageLabels(files, table.labels[keep], table.classes, [table.lines[i] for i in keep], table.unknown)

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.data.multilabel import SEPARATOR, json_records, read_multilabel_file
+from ...core.data.multilabel import json_records, read_multilabel_file
 from ...core.data.tables import is_arrow_table
 from ...core.data.targets import numeric_targets
 from ...core.data.text import read_text_file
 from ...core.data.text_loader import pad_batch
 from ...core.tokenizer import TextEncoding
 from ...errors import DataError
-from ..registry import Labelled, Task, register_task
+from ..registry import Labelled, MultiLabelTask, Task, register_task
 
 
 class TextGraph(nn.Module):
@@ -178,50 +178,14 @@ class TextRegression(TextClassification):
         return Labelled([{"text": t} for t in split.texts], split.labels.numpy().astype(np.float64),
                         {"test": len(split), "file": str(data), "skipped": split.skipped},
                         {"texts": split.texts, "paths": [f"{data}:{l}" for l in split.lines]}, Path(data).name)
-class ProbabilityGraph(nn.Module):
-    """A multi-label text graph: token ids and mask -> each label's sigmoid probability, so the
-    ONNX file answers in probabilities that the bundle's thresholds (config.json) decide on."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.text = TextGraph(model)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.text(input_ids, attention_mask).float())
-
-
 @register_task("text-multilabel")
-class TextMultiLabel(TextClassification):
-    """`fit --multi-label`: independent labels, each decided by its own validation-tuned
-    threshold (config.json `thresholds`). An answer holds every label above its threshold
-    ("predicted", and "label" joined by '|', '' when none), and the labels ranked by probability
-    ("top": the k most probable, and any further ones above their threshold)."""
-
-    output_name = "probabilities"
-    score = "multilabel"
-
-    def __init__(self, config: dict):
-        super().__init__(config)
-        self.thresholds = np.asarray(config.get("thresholds") or [0.5] * len(self.classes), dtype=np.float64)
-
-    def graph(self, model: nn.Module) -> nn.Module:
-        return ProbabilityGraph(model).eval()
+class TextMultiLabel(MultiLabelTask, TextClassification):
+    """`fit --multi-label` on a text table: token ids and mask -> each label's probability
+    (registry.MultiLabelTask: the answers, the thresholds and the sigmoid graph)."""
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                 "probabilities": {0: "batch"}}
-
-    def results(self, outputs: np.ndarray, items: list[dict[str, np.ndarray]], k: int = 5) -> list[dict]:
-        out = []
-        for p in outputs.astype(np.float64):
-            above = p >= self.thresholds
-            order = np.argsort(-p, kind="stable")
-            labels = [self.classes[c] for c in order if above[c]]
-            shown = [c for i, c in enumerate(order) if i < max(1, k) or above[c]]
-            out.append({"label": SEPARATOR.join(labels), "predicted": labels,
-                        "top": [{"label": self.classes[c], "probability": round(float(p[c]), 6),
-                                 "threshold": float(self.thresholds[c]), "above": bool(above[c])} for c in shown]})
-        return out
 
     def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
         """A JSON file holding an array of records (the layout NLU++ ships) is read as a table too."""
