@@ -170,3 +170,52 @@ def test_help_of_the_verb(capsys):
         main(["ensemble", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "RUN_OR_BUNDLE" in out and "--weights" in out and "--val" in out and "never the test set" in out.lower()
+
+
+def test_onnx_export_runs_the_members_graphs(ens, tables, tmp_path):
+    config = tuneforge.export(ens, tmp_path / "onnx", format="onnx")
+    assert {"members/0/model.onnx", "members/1/model.onnx"} <= set(config["files"])
+    rows = [{"text": t} for t in _texts(tables["test"])]
+    p = open_predictor(tmp_path / "onnx", backend="onnx", device="cpu")
+    assert p.backend == "onnx" and all(m._session is not None for m in p.members)
+    want = softmax(open_predictor(ens, device="cpu").outputs(rows).astype(np.float64))
+    np.testing.assert_allclose(softmax(p.outputs(rows).astype(np.float64)), want, atol=1e-5)
+    with pytest.raises(ConfigError, match="a text-tfidf model is exported as fp32 ONNX only"):
+        tuneforge.export(ens, tmp_path / "int8", format="onnx", quantize="int8")  # as the member alone is refused
+
+
+TINY_GRU = dict(model="gru", embed_dim=8, hidden_size=8, num_layers=1, max_length=8, batch_size=16, lr=1e-2, epochs=2,
+                progress=False, tensorboard=False, threads=2, baseline=False)
+
+
+def test_regressors_and_multilabel_classifiers(tmp_path):
+    """Values averaged in the target's units (members scale their targets on their own data);
+    multi-label probabilities averaged with the thresholds."""
+    words = ["good", "bad", "fine", "awful"]
+    reg = [(f"{words[i % 4]} thing {i}", (i % 4) * 1.5) for i in range(48)]
+    multi = [(f"{words[i % 4]} thing {i}", ["pos", "neg", "pos|mild", "neg"][i % 4]) for i in range(48)]
+    for name, rows in (("reg", reg), ("multi", multi)):
+        (tmp_path / f"{name}.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    runs = [tuneforge.fit(data=str(tmp_path / "reg.csv"), task="regression", seed=s, out=str(tmp_path / f"r{s}"),
+                          **TINY_GRU).run_dir for s in (0, 1)]
+    tuneforge.ensemble(runs, tmp_path / "re", weights=[1, 3])
+    texts = [t for t, _ in reg[:8]]
+    alone = [np.array([r["value"] for r in tuneforge.predict(run, texts=texts, device="cpu")]) for run in runs]
+    got = np.array([r["value"] for r in tuneforge.predict(tmp_path / "re", texts=texts, device="cpu")])
+    np.testing.assert_allclose(got, 0.25 * alone[0] + 0.75 * alone[1], atol=1e-5)
+    report = tuneforge.evaluate(tmp_path / "re", tmp_path / "reg.csv", out=tmp_path / "rev", progress=False, device="cpu")
+    assert report["test"]["n"] == 48 and report["test"]["rmse"] >= 0
+
+    mruns = [tuneforge.fit(data=str(tmp_path / "multi.csv"), multi_label=True, seed=s, out=str(tmp_path / f"m{s}"),
+                           **TINY_GRU).run_dir for s in (0, 1)]
+    p = open_predictor(tuneforge.ensemble(mruns, tmp_path / "me")["_dir"], device="cpu")
+    members = [Predictor(m / "model") for m in mruns]
+    rows = [{"text": t} for t in texts]
+    want = np.mean([m.outputs(rows)[:, [m.classes.index(c) for c in p.classes]] for m in members], axis=0)
+    np.testing.assert_allclose(p.outputs(rows), want, atol=1e-6)
+    th = np.mean([np.asarray(m.task.thresholds)[[m.classes.index(c) for c in p.classes]] for m in members], axis=0)
+    np.testing.assert_allclose(p.task.thresholds, th)
+    answer = p.iter_predict(rows[:1]).__next__()
+    assert answer["predicted"] == [c for c, q, t in zip(p.classes, want[0], th) if q >= t]
+    with pytest.raises(ConfigError, match=r"m0/model: a text-multilabel model \(multilabel of text\), but .*r0/model"):
+        tuneforge.ensemble([runs[0], mruns[0]], tmp_path / "x")
