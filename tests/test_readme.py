@@ -616,8 +616,10 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
         assert answer["label"] in classes_of(ws / "pets-bundle") and len(answer["top"]) == 3, f"{where}: {answer}"
     elif verb == "export":
         printed = _json_lines(out)[-1]
-        assert (Path(printed["bundle"]) / "model.onnx").is_file() and (printed["int8"] or "--quantize" not in words), \
-            f"{where}: {printed}"
+        bundle = Path(printed["bundle"])
+        members = sorted(bundle.glob("members/*/config.json"))  # an ensemble: every member exported
+        onnx = all((m.parent / "model.onnx").is_file() for m in members) if members else (bundle / "model.onnx").is_file()
+        assert onnx and (printed["int8"] or "--quantize" not in words), f"{where}: {printed}"
     elif verb == "lr-find":
         assert math.isfinite(_json_lines(out)[-1]["suggested"]), where
     elif verb == "align":

@@ -197,7 +197,19 @@ class EnsembleTask(Task):
         return self.base.folder_rows(path)
 
     def labelled(self, data: str | Path, **options):
-        return self.base.labelled(data, **options)
+        """The first member's labelled rows; image rows it decoded at its own size are given to
+        members that decode at another size as their files instead (each member decodes them as
+        it was trained)."""
+        got = self.base.labelled(data, **options)
+        decoded = bool(got.rows) and isinstance(got.rows[0].get("image"), np.ndarray)
+        size = lambda t: (t.pre.get("image_size"), t.pre.get("resize", "crop"))  # noqa: E731
+        if decoded and any(size(t) != size(self.base) for t in self.members):
+            paths = got.examples.get("paths") or []
+            if len(paths) != len(got.rows) or not all(Path(p).is_file() for p in paths):
+                raise DataError(f"{data}: the ensemble's members decode images at different sizes; evaluate it on "
+                                "class folders (their files are decoded by each member)")
+            got.rows = [{**r, "image": Path(p)} for r, p in zip(got.rows, paths)]
+        return got
 
 
 class EnsemblePredictor(Predictor):
