@@ -157,6 +157,8 @@ def test_val_chooses_weights_reading_only_that_table(members, tables, tmp_path, 
     assert chosen["chosen"]["accuracy"] >= max(chosen["equal_weights"]["accuracy"],
                                                *[m["accuracy"] for m in chosen["members_alone"]])
     assert json.loads((tmp_path / "e" / "config.json").read_text())["weights"] == config["weights"]
+    with pytest.raises(ConfigError, match=r"--val: .*train-5-0.csv is the table .*tfidf/model was trained on"):
+        tuneforge.ensemble(members, tmp_path / "t", val=tables["train"])
 
 
 def test_grid_covers_the_simplex():

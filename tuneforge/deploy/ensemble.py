@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import read_yaml
 from ..core.bundle import staged_bundle, write_file
 from ..core.ensemble import (check_members, choose_weights, class_order, is_ensemble, model_card, normalise_weights,
                              read_ensemble, verified_member, write_ensemble)
@@ -40,6 +41,7 @@ def make_ensemble(members: list[str | Path], out: str | Path, weights: list[floa
     if val is not None:
         if not Path(val).exists():
             raise DataError(f"--val: no such file or folder: {val}")
+        _refuse_seen(Path(val), [c for c, _ in verified])
         w, info = _weights_on(val, [c["_dir"] for c, _ in verified], combine, batch_size, device)
         sha = hashlib.sha256(Path(val).read_bytes()).hexdigest() if Path(val).is_file() else None
         extra["weights_chosen"] = {"on": str(Path(val).resolve()), "sha256": sha, **info}
@@ -47,6 +49,20 @@ def make_ensemble(members: list[str | Path], out: str | Path, weights: list[floa
     else:
         w = normalise_weights(weights, len(members))
     return write_ensemble(out, verified, w, extra)
+
+
+def _refuse_seen(val: Path, configs: list[dict]) -> None:
+    """--val must be data no member was trained or tested on: weights chosen on a member's training
+    table favour the member that memorised it, and on the test table the test would choose them."""
+    for c in configs:
+        run_yaml = Path(c["_dir"]).parent / "config.yaml"
+        recorded = read_yaml(run_yaml) if run_yaml.is_file() else {}
+        seen = {"trained on": (c.get("data") or {}).get("train_file") or recorded.get("data"),
+                "tested on": recorded.get("test")}
+        for what, path in seen.items():
+            if path and Path(str(path)).exists() and Path(str(path)).resolve() == val.resolve():
+                raise ConfigError(f"--val: {val} is the table {c['_dir']} was {what}; choose the weights on "
+                                  "validation data that no member was trained or tested on")
 
 
 def _weights_on(val: str | Path, dirs: list[str], combine: str, batch_size: int, device: str) -> tuple[list[float], dict]:
