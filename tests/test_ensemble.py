@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import tuneforge
@@ -221,3 +222,35 @@ def test_regressors_and_multilabel_classifiers(tmp_path):
     assert answer["predicted"] == [c for c, q, t in zip(p.classes, want[0], th) if q >= t]
     with pytest.raises(ConfigError, match=r"m0/model: a text-multilabel model \(multilabel of text\), but .*r0/model"):
         tuneforge.ensemble([runs[0], mruns[0]], tmp_path / "x")
+
+
+@pytest.mark.e2e
+def test_auto_text_ensemble_of_the_best_two(tmp_path, monkeypatch):
+    """`--model auto` on text: the best two members on validation make an "ensemble" row, its
+    weights chosen on the shared validation split; when chosen (forced here: which row wins on a
+    small table is chance) the run's bundle is the ensemble bundle."""
+    from tuneforge.tasks.auto import fit as auto_fit
+    lines = (DATASETS / "sst2" / "sentiment-train").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "train.tsv").write_text("\n".join(lines[:150]) + "\n", encoding="utf-8")
+    (tmp_path / "test.tsv").write_text("\n".join(lines[150:190]) + "\n", encoding="utf-8")
+    choose = auto_fit._choose
+    monkeypatch.setattr(auto_fit, "_choose", lambda board: "ensemble" if any(
+        r["name"] == "ensemble" and r["status"] == "trained" for r in board) else choose(board))
+    run = tuneforge.fit(data=str(tmp_path / "train.tsv"), test=str(tmp_path / "test.tsv"), columns="text,label",
+                        model="auto", time_budget=3, out=str(tmp_path / "auto"), progress=False, tensorboard=False,
+                        threads=2)
+    board = run.report["leaderboard"]
+    [row] = [r for r in board if r["name"] == "ensemble"]
+    trained = sorted((r for r in board if r["status"] == "trained" and r["name"] != "ensemble"),
+                     key=lambda r: (r["val"]["accuracy"], r["val"]["macro_f1"]), reverse=True)
+    assert row["status"] == "trained" and row["chosen"] and row["members"] == [r["name"] for r in trained[:2]]
+    assert sum(row["weights"]) == pytest.approx(1)
+    config = json.loads((tmp_path / "auto" / "model" / "config.json").read_text())
+    val = tmp_path / "auto" / "data" / "val.jsonl"
+    assert config["format"] == "tuneforge-ensemble" and config["weights_chosen"]["on"] == str(val.resolve())
+    # the row's val score is the bundle's own on the shared validation split; the run reports it
+    ev = tuneforge.evaluate(tmp_path / "auto", val, out=tmp_path / "ev", progress=False, device="cpu")
+    assert ev["test"]["accuracy"] == row["val"]["accuracy"] == run.report["val"]["accuracy"]
+    assert run.report["test"]["accuracy"] == row["test"]["accuracy"] and run.report["chosen"] == "ensemble"
+    assert tuneforge.predict(tmp_path / "auto", texts=["a moving , beautifully acted film ."])[0]["label"] in ("0", "1")
+    assert isinstance(run.model, torch.nn.Module)
