@@ -261,6 +261,13 @@ class EnsemblePredictor(Predictor):
         """Every member's outputs, combined by weight, in the first member's output format."""
         return self.combined(weighted_mean(self.parts(batch), self.weights))
 
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities of uint8 (N, 3, H, W) images when every member decodes at that size."""
+        images = np.asarray(images)
+        items = [self.prepare(image=im) for im in images]  # a member of another size refuses the array, by size
+        out = [softmax(self.logits(self.task.collate(items[i:i + batch_size]))) for i in range(0, len(items), batch_size)]
+        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, len(self.classes))
+
     def combined(self, mean: np.ndarray) -> np.ndarray:
         """A weighted mean (of `parts`) as the graph output the ensemble's Task reads."""
         if self.combine == "regression":
