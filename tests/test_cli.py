@@ -136,7 +136,8 @@ def calls(monkeypatch):
     for name, result in (("evaluate", report), ("predict", [{"path": "a.jpg", "label": "x",
                                                                "top": [{"label": "x", "probability": 0.9}]}]),
                          ("export", {"_dir": "b", "files": {}}), ("serve", None), ("batch_predict", {"rows": 0}),
-                         ("retrieve", []), ("zeroshot", report), ("embed", {"out": "e"})):
+                         ("retrieve", []), ("zeroshot", report), ("embed", {"out": "e"}),
+                         ("ensemble", {"_dir": "e", "members": [], "weights": [0.5, 0.5]})):
         monkeypatch.setattr(api, name, recorder(name, result))
     monkeypatch.setattr(commands, "evaluate_retrieval", recorder("evaluate_retrieval", {"R@1": 0.1}))
     return seen
@@ -197,6 +198,7 @@ def test_config_file_on_every_verb(calls, tmp_path, capsys):
         "retrieve": (["r"], "images: imgs\nquery: [a dog]\n", ["--top-k", "4"]),
         "zeroshot": (["r"], "data: d\nclass_name: {Footwear: shoes}\n", ["--limit-per-class", "3"]),
         "embed": (["r"], "images: imgs\nout: x.safetensors\n", ["--out", "y.safetensors"]),
+        "ensemble": (["a", "b"], "out: e\nweights: '1,3'\n", ["--out", "f"]),
     }
     assert set(cases) == {c.verb for c in COMMANDS}
     for verb, (positional, text, override) in cases.items():
@@ -212,6 +214,7 @@ def test_config_file_on_every_verb(calls, tmp_path, capsys):
     assert calls["retrieve"][0][1:3] == (["a dog"], "imgs") and calls["retrieve"][0][5] == 4
     assert calls["zeroshot"][0][8] == {"Footwear": "shoes"} and calls["zeroshot"][0][10] == 3
     assert calls["embed"][0][1:3] == ("imgs", "y.safetensors")
+    assert calls["ensemble"][0][:3] == (["a", "b"], "f", [1.0, 3.0])
 
 
 def test_config_file_on_the_training_verbs(monkeypatch, tmp_path):

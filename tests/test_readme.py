@@ -191,6 +191,12 @@ def build_reviews(ws: Path) -> None:
                [(t, names[y]) for t, y in _sst2_lines("sentiment-dev", 0, 150)])
 
 
+def build_reviews_val_csv(ws: Path) -> None:
+    """reviews-val.csv (header text,label): SST-2 training sentences after reviews/train.csv's, for `ensemble --val`."""
+    names = {"0": "negative", "1": "positive"}
+    _write_csv(ws / "reviews-val.csv", ["text", "label"], [(t, names[y]) for t, y in _sst2_lines("sentiment-train", 500, 150)])
+
+
 def build_reviews_txt(ws: Path) -> None:
     """reviews.txt: unlabeled SST-2 sentences, one a line."""
     (ws / "reviews.txt").write_text("".join(t + "\n" for t, _ in _sst2_lines("sentiment-train", 5000, 300)),
@@ -406,6 +412,7 @@ DATA: dict[str, Callable[[Path], None]] = {
     "photos": build_photos, "other_photos": build_other_photos, "img1.jpg": build_img1_jpg,
     "more_images": build_more_images, "cat.jpg": build_cat_jpg, "unlabeled": build_unlabeled, "pets": build_pets,
     "reviews": build_reviews, "reviews.txt": build_reviews_txt, "reviews.csv": build_reviews_csv,
+    "reviews-val.csv": build_reviews_val_csv,
     "labelled.csv": build_labelled_csv, "sst2": build_sst2, "tnews": build_tnews, "nlupp": build_nlupp,
     "metadata.csv": build_metadata_csv, "new.csv": build_new_csv, "shoe.jpg": build_shoe_jpg,
     "captions.csv": build_captions, "sst2_hf": build_sst2_hf, "sst2_test.parquet": build_sst2_test_parquet,
@@ -618,8 +625,10 @@ def check_output(words: list[str], out: str, ws: Path, where: str) -> None:
         assert answer["label"] in classes_of(ws / "pets-bundle") and len(answer["top"]) == 3, f"{where}: {answer}"
     elif verb == "export":
         printed = _json_lines(out)[-1]
-        assert (Path(printed["bundle"]) / "model.onnx").is_file() and (printed["int8"] or "--quantize" not in words), \
-            f"{where}: {printed}"
+        bundle = Path(printed["bundle"])
+        members = sorted(bundle.glob("members/*/config.json"))  # an ensemble: every member exported
+        onnx = all((m.parent / "model.onnx").is_file() for m in members) if members else (bundle / "model.onnx").is_file()
+        assert onnx and (printed["int8"] or "--quantize" not in words), f"{where}: {printed}"
     elif verb == "lr-find":
         assert math.isfinite(_json_lines(out)[-1]["suggested"]), where
     elif verb == "align":

@@ -18,10 +18,10 @@ from .config import AlignConfig, FitConfig, LrFindConfig, PretrainConfig, Search
 
 __all__ = ["fit", "lr_find", "Callback", "LrFindConfig", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
            "embed", "AlignConfig", "pretrain", "PretrainConfig", "FitConfig", "FitResult", "runs", "search", "SearchConfig",
-           "__version__"]
+           "ensemble", "__version__"]
 
 _API = {"fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-        "embed", "pretrain", "runs", "search", "FitResult"}
+        "embed", "pretrain", "runs", "search", "FitResult", "ensemble"}
 
 
 def __getattr__(name: str):

@@ -32,9 +32,11 @@ from .core.data import frames
 from .core.engine import Callback
 from .core.fs import storage_errors
 from .core.run import setup
+from .core.ensemble import is_ensemble
 from .deploy.batch import predict_to_file
+from .deploy.ensemble import export_ensemble, make_ensemble
 from .deploy.export import export_bundle
-from .deploy.predictor import Predictor
+from .deploy.predictor import open_predictor
 from .errors import ConfigError
 from .tasks import PLUGINS, plugin_for
 from .tasks.launch import launch
@@ -42,7 +44,7 @@ from .tasks.registry import Labelled, softmax
 from .tasks.align import workflow
 
 __all__ = ["fit", "lr_find", "Callback", "evaluate", "predict", "load", "export", "serve", "batch_predict", "align", "retrieve", "zeroshot",
-           "embed", "pretrain", "runs", "search", "FitResult"]
+           "embed", "pretrain", "runs", "search", "FitResult", "ensemble"]
 
 
 @dataclass
@@ -172,8 +174,22 @@ def runs(*dirs: str | Path, sort: str | None = None, top: int | None = None) -> 
 
 def load(path: str | Path) -> torch.nn.Module:
     """The model of a run folder or bundle, in eval mode (a Classifier; an aligned pair for
-    an `align` run)."""
+    an `align` run). An ensemble bundle has no one module: `predict`/`evaluate` take it, and
+    each of its members/I folders loads here."""
+    if is_ensemble(path):
+        raise ConfigError(f"{path}: an ensemble bundle has no single model to load; use tuneforge.predict/evaluate "
+                          f"on it, or load one of its members ({Path(path) / 'members' / '0'})")
     return load_bundle(path)[0]
+
+
+def ensemble(members: Iterable[str | Path], out: str | Path, weights: Iterable[float] | None = None,
+             val: str | Path | None = None, batch_size: int = 256, device: str = "auto") -> dict:
+    """Write an ensemble bundle into `out` from two or more run folders or bundles of the same
+    kind (classifiers with the same classes, in any order; multi-label classifiers; regressors):
+    the weighted mean of their probabilities (values for regressors). `weights`: one per member
+    (normalised; default equal); `val`: a labelled validation table to choose them on instead
+    (never the test set). Every verb that takes a bundle takes the ensemble. Returns its config."""
+    return make_ensemble(list(members), out, None if weights is None else list(weights), val, batch_size, device)
 
 
 def _classification(outputs: np.ndarray, targets: np.ndarray, task, labelled: Labelled) -> tuple[dict, dict]:
@@ -223,9 +239,10 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path | None = None, s
     returns the report. `tta` overrides an image model's own test-time augmentation. `device`:
     where the model runs (auto: a GPU when present)."""
     setup(threads)
-    predictor = Predictor(run, device=device)
+    predictor = open_predictor(run, device=device)
     if tta is not None:
-        predictor.pre["tta"] = "flip" if tta else None
+        for p in getattr(predictor, "members", [predictor]):  # an ensemble's members each
+            p.pre["tta"] = "flip" if tta else None
     task = predictor.task
     labelled = task.labelled(data, strict=strict, cache_dir=cache_dir)
     t0 = time.perf_counter()
@@ -252,7 +269,7 @@ def predict(run: str | Path, paths: Iterable[str | Path] = (), top_k: int = 5, b
     image+text tables, images or texts; an aligned pair's images and texts ({"embedding"}).
     `texts` are classified as they are, never read as file names (after `paths`' answers).
     `device`: where the model runs (auto: a GPU when present)."""
-    predictor = Predictor(run, device=device)
+    predictor = open_predictor(run, device=device)
     texts = list(texts or ())
     if texts and "text" not in predictor.task.inputs:
         raise ConfigError(f"--text: {run} is a {predictor.task.name} model and reads "
@@ -272,6 +289,8 @@ def export(run: str | Path, out: str | Path, format: str = "safetensors", quanti
     `data`: images to check/calibrate/measure with when `run` is not a run folder. Returns the
     bundle's config."""
     setup(0)
+    if is_ensemble(run):
+        return export_ensemble(run, out, format, quantize, data)
     return export_bundle(run, out, format, quantize, data)
 
 
@@ -282,7 +301,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, token: 
     max_wait_ms, max_queue, timeout_ms, max_body_mb, max_pixels, decode_threads, threads, busy_wait,
     token_file, device; the token may also come from $TUNEFORGE_TOKEN)."""
     from .deploy.serve import ServeSettings, run
-    read_bundle_config(bundle)  # a wrong path fails here, by name, before a socket is opened
+    if not is_ensemble(bundle):
+        read_bundle_config(bundle)  # a wrong path fails here, by name, before a socket is opened
     setup(settings.get("threads", 0))
     run(bundle, ServeSettings(host=host, port=port, token=token, **settings))
 
@@ -292,4 +312,4 @@ def batch_predict(run: str | Path, source: str | Path, output: str | Path, top_k
     """Predict a folder of images or a table (.csv/.tsv/.jsonl with a path or text column) into
     `output` (.csv or .jsonl), with a progress bar; returns {"rows", "errors", "output"}."""
     setup(0)
-    return predict_to_file(Predictor(run, backend=backend, device=device), source, output, top_k, batch_size, column, progress)
+    return predict_to_file(open_predictor(run, backend=backend, device=device), source, output, top_k, batch_size, column, progress)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import __version__
-from .config import (AlignConfig, BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig,
+from .config import (AlignConfig, BatchConfig, EmbedConfig, EnsembleConfig, EvaluateConfig, ExportConfig, FitConfig, LrFindConfig,
                      ModelsConfig, PredictConfig, PretrainConfig, RetrieveConfig, RunsConfig, SearchConfig, ServeConfig, Settings, ZeroshotConfig, display_name, flag, read_yaml)
 from .errors import ConfigError, TuneforgeError
 from .tasks import PLUGINS
@@ -183,6 +183,9 @@ VERBS: dict[str, Verb] = {
     "serve": Verb("tuneforge.commands:cmd_serve", ServeConfig, "HTTP prediction server with a try-it page at /"),
     "batch": Verb("tuneforge.commands:cmd_batch", BatchConfig,
                   "predict a folder of images or a table into CSV/JSONL, with a progress bar"),
+    "ensemble": Verb("tuneforge.commands:cmd_ensemble", EnsembleConfig,
+                     "combine trained models of the same kind into one bundle (weighted mean of their probabilities "
+                     "or values); predict, evaluate, batch, serve and export take it"),
     "align": Verb("tuneforge.commands:cmd_align", AlignConfig,
                   "align an image and a text encoder on image-caption pairs (contrastive)"),
     "retrieve": Verb("tuneforge.commands:cmd_retrieve", RetrieveConfig,

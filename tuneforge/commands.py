@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from . import api
-from .config import (BatchConfig, EmbedConfig, EvaluateConfig, ExportConfig, ModelsConfig, PredictConfig,
+from .config import (BatchConfig, EmbedConfig, EnsembleConfig, EvaluateConfig, ExportConfig, ModelsConfig, PredictConfig,
                      RetrieveConfig, RunsConfig, ServeConfig, Settings, ZeroshotConfig, build, flag)
 from .core.leaderboard import render, table_cells
 from .core.models import MODELS, ModelSpec, model_spec, timm_zoo
@@ -121,6 +121,14 @@ def cmd_export(settings: dict) -> int:
     config = api.export(cfg.run, cfg.out, cfg.format, cfg.quantize, cfg.data)
     print(json.dumps({"bundle": config["_dir"], "files": sorted(config["files"]), "onnx": config.get("onnx"),
                       "int8": config.get("onnx_int8")}))
+    return 0
+
+
+def cmd_ensemble(settings: dict) -> int:
+    cfg: EnsembleConfig = _command(EnsembleConfig, settings)
+    config = api.ensemble(cfg.members, cfg.out, cfg.weight_list(), cfg.val, cfg.batch_size, cfg.device)
+    print(json.dumps({"bundle": config["_dir"], "members": [m["source"] for m in config["members"]],
+                      "weights": config["weights"], **({"chosen_on": config["weights_chosen"]} if "weights_chosen" in config else {})}))
     return 0
 
 

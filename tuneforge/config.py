@@ -1019,8 +1019,43 @@ class SearchConfig(Command):
             raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
 
 
+@dataclass
+class EnsembleConfig(Command):
+    """`tuneforge ensemble`: bundles answering together (core/ensemble.py)."""
+    verb: ClassVar[str] = "ensemble"
+    members: list[str] | None = opt(None, "two or more run folders or bundles of the same kind (classifiers with the "
+                                          "same classes, multi-label classifiers, or regressors)", positional=True,
+                                    nargs="+", required=True, metavar="RUN_OR_BUNDLE")
+    out: str | None = opt(None, "the ensemble bundle's folder (use it as any bundle: predict, evaluate, batch, serve, "
+                                "export)", required=True)
+    weights: str | None = opt(None, "comma-separated weights, one per member in order, e.g. 0.7,0.3 (normalised to sum "
+                                    "1; default: equal)", metavar="W1,W2,...")
+    val: str | None = opt(None, "choose the weights on this labelled validation table (read as `evaluate --data` reads "
+                                "it): the best accuracy on a 0.1 grid, then the lower log-loss. Never the test set "
+                                "you report the ensemble on", metavar="DATA")
+    batch_size: int = opt(256, "--val: inputs per forward pass")
+    device: str = opt("auto", "--val: where the members run: auto (a GPU when present), cpu, cuda, cuda:N or mps",
+                      metavar="DEVICE")
+
+    def _check(self) -> None:
+        _positive(self, "batch_size")
+        _device_name(self.device)
+        if self.members is not None and len(self.members) < 2:
+            raise ConfigError("RUN_OR_BUNDLE: give at least two members")
+        self.weight_list()
+
+    def weight_list(self) -> list[float] | None:
+        """--weights as numbers; a word that is not one is refused naming the flag."""
+        if self.weights is None:
+            return None
+        try:
+            return [float(w) for w in str(self.weights).split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights: {self.weights!r} is not a comma-separated list of numbers (e.g. 0.7,0.3)") from None
+
+
 COMMANDS: tuple[type[Command], ...] = (EvaluateConfig, PredictConfig, ExportConfig, ServeConfig, BatchConfig,
-                                      RetrieveConfig, ZeroshotConfig, EmbedConfig)
+                                      RetrieveConfig, ZeroshotConfig, EmbedConfig, EnsembleConfig)
 
 
 def read_yaml(path: str | Path) -> dict:

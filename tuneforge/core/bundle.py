@@ -39,6 +39,7 @@ log = logging.getLogger("tuneforge")
 
 FORMAT = "tuneforge-bundle"
 FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "tuneforge-ensemble"  # core/ensemble.py: a folder of member bundles
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "tuneforge-manifest"
 REEXPORT = "re-export it: tuneforge export RUN_OR_BUNDLE --out NEW_FOLDER"
@@ -79,6 +80,17 @@ def manifest_doc(folder: Path) -> dict:
 def read_manifest(folder: Path) -> dict[str, str]:
     """name -> sha256 of a bundle's manifest, itself verified; refused by name when missing,
     unreadable or edited."""
+    files = read_manifest_doc(folder)
+    path = folder / MANIFEST
+    for required in ("config.json", "model.safetensors"):
+        if required not in files:
+            raise BundleError(f"{path}: does not list {required} (edited or damaged); {REEXPORT}")
+    return files
+
+
+def read_manifest_doc(folder: Path) -> dict[str, str]:
+    """name -> sha256 of any manifest written by `staged_bundle` (a bundle's, an ensemble's),
+    itself verified."""
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path}: missing, so the bundle's files cannot be verified (deleted, or a bundle "
@@ -95,9 +107,8 @@ def read_manifest(folder: Path) -> dict[str, str]:
     rest = {k: v for k, v in doc.items() if k != "manifest_sha256"}
     if want != hashlib.sha256(_canonical(rest)).hexdigest():
         raise BundleError(f"{path}: edited or damaged (its own checksum does not match); {REEXPORT}")
-    for required in ("config.json", "model.safetensors"):
-        if required not in files:
-            raise BundleError(f"{path}: does not list {required} (edited or damaged); {REEXPORT}")
+    if "config.json" not in files:
+        raise BundleError(f"{path}: does not list config.json (edited or damaged); {REEXPORT}")
     return files
 
 
@@ -355,6 +366,9 @@ def _read(path: str | Path, legacy: bool = False) -> tuple[dict, dict[str, str] 
         config = json.loads(cfg_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{cfg_path}: damaged config ({e})") from None
+    if isinstance(config, dict) and config.get("format") == ENSEMBLE_FORMAT:
+        raise BundleError(f"{path}: an ensemble of bundles (`tuneforge ensemble`); this takes a single model: give "
+                          f"one of its members ({path / 'members' / '0'}) or use predict, evaluate, batch or serve")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BundleError(f"{cfg_path}: not a tuneforge bundle (format "
                           f"{config.get('format') if isinstance(config, dict) else None!r})")

@@ -1,5 +1,7 @@
 """Predictor: a bundle plus exactly the preprocessing it was trained with, run by eager PyTorch
-or ONNX Runtime. `predict`, `evaluate`, batch prediction and the server all go through it."""
+or ONNX Runtime; EnsemblePredictor: the same interface over an ensemble bundle's members
+(core/ensemble.py). `predict`, `evaluate`, batch prediction and the server all go through
+`open_predictor`, which gives the one a folder needs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +12,7 @@ import torch
 
 from ..core.bundle import bundle_file, load_bundle, read_bundle_config
 from ..core.device import channels_last, resolve_device
+from ..core.ensemble import class_order, is_ensemble, read_ensemble, weighted_mean
 from ..errors import BundleError, ConfigError, DataError
 from ..tasks.registry import Task, softmax, task_for
 from .onnx import eager_logits, onnx_providers, run_session, session
@@ -151,3 +154,131 @@ class Predictor:
                 chunk = []
         if chunk:
             yield from flush()
+
+
+class EnsembleTask(Task):
+    """The Task of an ensemble: a prepared example holds every member's own prepared example
+    (members may differ in preprocessing: a TF-IDF member beside a MiniLM one), a batch every
+    member's own batch. What the outputs mean, how tables and labelled data are read, is the
+    first member's Task (`base`, built without its binary decision threshold and, for
+    multi-label, with the ensemble's thresholds): the ensemble's outputs are in its format."""
+
+    def __init__(self, base: Task, members: list[Task]):
+        super().__init__(base.config)
+        self.base, self.members = base, members
+        self.name, self.inputs, self.score = base.name, base.inputs, base.score
+
+    def __getattr__(self, name: str):
+        # everything not about running the members (rows, labelled, results, values, target,
+        # thresholds ...) is the first member's
+        if name in ("base", "members"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def prepare(self, image=None, text: str | None = None, values=None) -> dict:
+        return {"members": [t.prepare(image=image, text=text, values=values) for t in self.members]}
+
+    def collate(self, items: list[dict]) -> dict:
+        return {"members": [t.collate([it["members"][i] for it in items]) for i, t in enumerate(self.members)]}
+
+    def length(self, item: dict) -> int:
+        return max(t.length(it) for t, it in zip(self.members, item["members"]))
+
+    def results(self, outputs: np.ndarray, items: list[dict], k: int = 5) -> list[dict]:
+        return self.base.results(outputs, items, k)
+
+    def rows(self, items: list[str]) -> list[dict]:
+        return self.base.rows(items)
+
+    def table_rows(self, path: Path, column: str | None = None) -> list[dict]:
+        return self.base.table_rows(path, column)
+
+    def folder_rows(self, path: Path) -> list[dict]:
+        return self.base.folder_rows(path)
+
+    def labelled(self, data: str | Path, **options):
+        """The first member's labelled rows; image rows it decoded at its own size are given to
+        members that decode at another size as their files instead (each member decodes them as
+        it was trained)."""
+        got = self.base.labelled(data, **options)
+        decoded = bool(got.rows) and isinstance(got.rows[0].get("image"), np.ndarray)
+        size = lambda t: (t.pre.get("image_size"), t.pre.get("resize", "crop"))  # noqa: E731
+        if decoded and any(size(t) != size(self.base) for t in self.members):
+            paths = got.examples.get("paths") or []
+            if len(paths) != len(got.rows) or not all(Path(p).is_file() for p in paths):
+                raise DataError(f"{data}: the ensemble's members decode images at different sizes; evaluate it on "
+                                "class folders (their files are decoded by each member)")
+            got.rows = [{**r, "image": Path(p)} for r, p in zip(got.rows, paths)]
+        return got
+
+
+class EnsemblePredictor(Predictor):
+    """An ensemble bundle with the Predictor's interface: each member runs as its own Predictor
+    (same backend, threads and device), and `logits` combines their outputs with the ensemble's
+    weights into the first member's output format, so the Task's results and `evaluate`'s scores
+    read the combination: the log of the weighted mean probabilities for a classifier (softmax
+    gives the mean back), the weighted mean probabilities for multi-label (its graph answers
+    probabilities), the weighted mean value standardised by the first member's target scaling
+    for a regressor. backend 'auto' lets each member choose."""
+
+    def __init__(self, bundle: str | Path, threads: int = 0, backend: str = "torch", busy_wait: bool = True,
+                 max_pixels: int | None = None, device: str = "cpu"):
+        self.config = read_ensemble(bundle)
+        self.members = [Predictor(m["dir"], threads, backend, busy_wait, max_pixels, device)
+                        for m in self.config["members"]]
+        self.weights = np.asarray(self.config["weights"], np.float64)
+        self.combine: str = self.config["combine"]
+        self.device = self.members[0].device
+        self.backend = "+".join(dict.fromkeys(m.backend for m in self.members))
+        self.model, self._session = None, None
+        self.classes = list(self.config.get("classes") or [])
+        self.orders = [class_order(self.classes, m.classes) for m in self.members] if self.classes else None
+        first = dict(self.members[0].config)
+        first.pop("decision", None)  # a member's recall threshold was chosen for its own probabilities
+        if self.combine == "multilabel":
+            first["thresholds"] = weighted_mean(
+                [np.asarray(m.task.thresholds, np.float64)[o] for m, o in zip(self.members, self.orders)],
+                self.weights).tolist()
+            first["classes"] = self.classes
+        self.task = EnsembleTask(task_for(first), [m.task for m in self.members])
+        self.pre = {}
+
+    def parts(self, batch: dict) -> list[np.ndarray]:
+        """Each member's contribution on a batch: class probabilities in the ensemble's class
+        order, or values in the target's units."""
+        out = []
+        for i, (m, b) in enumerate(zip(self.members, batch["members"])):
+            raw = m.logits(b)
+            if self.combine == "regression":
+                out.append(m.task.values(raw))
+            elif self.combine == "multilabel":
+                out.append(raw.astype(np.float64)[:, self.orders[i]])
+            else:
+                out.append(softmax(raw.astype(np.float64))[:, self.orders[i]])
+        return out
+
+    def logits(self, batch: dict) -> np.ndarray:
+        """Every member's outputs, combined by weight, in the first member's output format."""
+        return self.combined(weighted_mean(self.parts(batch), self.weights))
+
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities of uint8 (N, 3, H, W) images when every member decodes at that size."""
+        images = np.asarray(images)
+        items = [self.prepare(image=im) for im in images]  # a member of another size refuses the array, by size
+        out = [softmax(self.logits(self.task.collate(items[i:i + batch_size]))) for i in range(0, len(items), batch_size)]
+        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, len(self.classes))
+
+    def combined(self, mean: np.ndarray) -> np.ndarray:
+        """A weighted mean (of `parts`) as the graph output the ensemble's Task reads."""
+        if self.combine == "regression":
+            scale_mean, std = self.task.target
+            return ((mean - scale_mean) / (std or 1.0)).astype(np.float32)[:, None]
+        if self.combine == "multilabel":
+            return mean.astype(np.float32)
+        return np.log(np.clip(mean, 1e-30, None))
+
+
+def open_predictor(bundle: str | Path, **options) -> Predictor:
+    """The Predictor of a bundle or run folder, or the EnsemblePredictor of an ensemble bundle
+    (same keywords)."""
+    return (EnsemblePredictor if is_ensemble(bundle) else Predictor)(bundle, **options)

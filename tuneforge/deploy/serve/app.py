@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from ...core.data.images import TooManyPixels
 from ...errors import ConfigError, DataError
-from ..predictor import Predictor
+from ..predictor import Predictor, open_predictor
 from ...tasks.registry import describe
 from .batching import MicroBatcher, Overloaded
 from .limits import BodySizeLimit, BodyTooLarge
@@ -253,8 +253,8 @@ def create_app(bundle: str | Path, settings: ServeSettings | None = None,
     # ONNX Runtime's threads spin-wait between operators by default; here they would take the
     # cores from the event loop that parses the next requests (c=32, median of 5 rounds:
     # 183 requests/s spinning vs 257 not; BENCHMARKS.md, "Current server").
-    load = loader or (lambda: Predictor(bundle, threads=s.threads, backend=s.backend, busy_wait=s.busy_wait,
-                                        max_pixels=s.max_pixels, device=s.device))
+    load = loader or (lambda: open_predictor(bundle, threads=s.threads, backend=s.backend, busy_wait=s.busy_wait,
+                                             max_pixels=s.max_pixels, device=s.device))
     # Decoding and tokenising run here, a few threads, never on the event loop (a 12000x12000
     # PNG decoded there held /healthz 5 s) nor on the 40 threads of the default pool (four
     # such decodes at once took 4 GB). At most this many uploads are decoded at once.

@@ -1,6 +1,8 @@
 """`fit --model auto --time-budget MIN`: the kind's portfolio (portfolio.py), in order of cost,
 each member an ordinary fit of another kind's plugin into RUN/members/NAME (a full run folder
-with its own report), within the budget; the best on validation becomes RUN/model.
+with its own report), within the budget; the best on validation becomes RUN/model. On text, the
+best two trained members also make an ensemble (ensemble.py, weights chosen on validation), a
+leaderboard row chosen like the others.
 
 Every member is trained on the same train/val split, written once into RUN/data (class folders
 of links for images, JSONL tables for text) from the training data alone, so their validation
@@ -26,7 +28,6 @@ import numpy as np
 from ... import config as cfgmod
 from ...config import FitConfig
 from ...core.baseline import Baseline, compare, skipped
-from ...core.bundle import load_bundle
 from ...core.data.images import scan_class_folders
 from ...core.data.split import stratified_split
 from ...core.data.multimodal import read_image_text_table
@@ -35,6 +36,7 @@ from ...core.report import Page, register_section, print_summary, write_report
 from ...core.run import FitResult, Run, open_run
 from ...errors import ConfigError, DataError
 from ..plugins import PLUGINS, Plugin, plugin_for
+from .ensemble import ensemble_row, run_module
 from .portfolio import PORTFOLIOS, Member
 
 log = logging.getLogger("tuneforge")
@@ -95,6 +97,10 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
         board.append({**row, "status": "trained", "wall_s": round(took, 2), "estimate_s": round(plan["estimate_s"], 1),
                       "val": _scores(result.get("val")), "test": _scores(result.get("test")),
                       "model": result.get("model", row["model"]), "run": str(Path("members") / member.name)})
+    if kind == "text":  # the best two on validation, weighted on validation: chosen like any member
+        row = ensemble_row(run.dir, board, split, deadline - time.perf_counter())
+        if row is not None:
+            board.append(row)
     chosen = _choose(board)
     if chosen is None:
         raise ConfigError(f"--time-budget {cfg.time_budget}: no member of the {kind} portfolio could be trained "
@@ -409,7 +415,7 @@ def _finish(cfg: FitConfig, run: Run, kind: str, board: list[dict], member_dir: 
                  "  <- chosen" if row.get("chosen") else "")
     if cfg.progress:
         print_summary(report)
-    return FitResult(run.dir, load_bundle(run.dir / "model")[0], report, cfg, history)
+    return FitResult(run.dir, run_module(run.dir / "model"), report, cfg, history)
 
 
 def _baseline_section(report: dict, board: list[dict], won: dict, run: Run) -> None:
