@@ -3,6 +3,7 @@ instead, on the same data, model, weights and settings, in one run.
 
     .venv/bin/python benchmarks/peers.py [--per-class 1000] [--test-per-class 200] [--repeats 1]
                                          [--only conventional,timm,tuneforge-cold,tuneforge-warm]
+                                         [--only timm-native,tuneforge-timm-cold] [--only "" --balanced]
                                          [--balanced] [--out benchmarks/results/peers.jsonl]
 
 Setting (the issue's): a seeded stratified subset of CIFAR-10 (`--per-class` train images of
@@ -309,7 +310,8 @@ def main() -> None:
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--only", default="conventional,timm,tuneforge-cold,tuneforge-warm",
-                    help="peers, comma-separated (also tuneforge-freezeK-cold/-warm, ...-cold+baseline)")
+                    help="peers, comma-separated (also tuneforge-freezeK-cold/-warm, ...-cold+baseline, timm-native, "
+                         "tuneforge-timm-cold/-warm; '' with --balanced: the balanced pair alone)")
     ap.add_argument("--balanced", action="store_true", help="also --recipe balanced vs the conventional loop, 3 epochs")
     ap.add_argument("--work", default="/tmp/tuneforge-peers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peers.jsonl"))
