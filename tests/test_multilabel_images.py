@@ -188,3 +188,18 @@ def test_search_optimises_a_multi_label_metric_of_images(trained, tmp_path):
     assert found["objective"] == "mAP" and found["direction"] == "maximize"
     trial = json.loads((Path(found["best"]["run_dir"]) / "report.json").read_text())
     assert trial["task"] == "multi-label" and found["best"]["value"] == pytest.approx(trial["val"]["mAP"])
+
+
+def test_an_ensemble_of_image_multilabel_runs_averages_their_probabilities(trained, tmp_path):
+    root, test, y, result = trained
+    other = fit(root, test, "run_seed1", seed=1)  # another split, order and initialisation
+    ens = tuneforge.ensemble([result.run_dir, other.run_dir], tmp_path / "ens", weights=[3, 1])
+    images = [str(root / line.split(",")[0]) for line in test.read_text().splitlines()[1:13]]
+    members = [tuneforge.predict(r, images) for r in (result.run_dir, other.run_dir)]
+    got = tuneforge.predict(ens["_dir"], images)
+    for a, b, e in zip(*members, got):
+        pa, pb, pe = ({t["label"]: t["probability"] for t in x["top"]} for x in (a, b, e))
+        for label in LABELS:
+            assert pe[label] == pytest.approx(0.75 * pa[label] + 0.25 * pb[label], abs=1e-5)
+    ev = tuneforge.evaluate(ens["_dir"], test, out=tmp_path / "eval", progress=False)
+    assert ev["test"]["n"] == len(y) and ev["test"]["micro_f1"] > 2 * y.mean() / (1 + y.mean())

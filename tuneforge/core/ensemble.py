@@ -41,6 +41,7 @@ TASK_KINDS: dict[str, tuple[str, str]] = {
     "image-text-classification": ("classification", "image+text"),
     "sequence-classification": ("classification", "sequence"),
     "text-multilabel": ("multilabel", "text"),
+    "image-multilabel": ("multilabel", "image"),
     "text-regression": ("regression", "text"),
     "image-regression": ("regression", "image"),
     "sequence-regression": ("regression", "sequence"),
