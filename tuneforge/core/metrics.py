@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -62,6 +61,10 @@ def classification_metrics(logits, targets, classes: list[str]) -> dict:
         top5 = np.argpartition(-logits, 5, axis=1)[:, :5]
         out["top5_accuracy"] = float((top5 == targets[:, None]).any(axis=1).mean())
     out["loss"] = float(-log_softmax(logits)[np.arange(n), targets].mean())
+
+    # imported here: scikit-learn (with scipy and pandas) is ~1.5 s of CPU, which a fit can
+    # spend while its test set is scored (core/report.preload) instead of at start-up
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     macro = precision_recall_fscore_support(
         targets, preds, labels=labels, average="macro", zero_division=0)
@@ -123,7 +126,7 @@ def multilabel_metrics(logits, targets, classes: list[str], thresholds: list[flo
     """Micro/macro F1, subset accuracy, mAP (mean per-label average precision over labels with
     a positive row), BCE loss and per-label precision/recall/F1/AP/support, at `thresholds`
     (0.5 each when None). `logits` (N, C) scores, `targets` (N, C) 0/1."""
-    from sklearn.metrics import average_precision_score, f1_score
+    from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
 
     logits = to_numpy(logits).astype(np.float64, copy=False)
     y = to_numpy(targets).astype(np.float64, copy=False) > 0.5

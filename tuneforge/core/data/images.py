@@ -216,10 +216,21 @@ def _decode_one(args: tuple[str, int, str]) -> tuple[np.ndarray | None, str]:
         return None, f"{e.__class__.__name__}: {e}"
 
 
+def _import_decoder(jobs: list[tuple[str, int, str]]) -> None:
+    """Import torchvision's JPEG decoder here, before the workers are forked, when any job is a
+    JPEG: each forked worker would otherwise import torchvision itself (it pulls in
+    torch._dynamo: 1.6 s of CPU each, in every pool, i.e. once for train and once for test),
+    while the training process needs torch._dynamo anyway (torch.optim imports it on the
+    optimizer's first call). Imported once here, the workers inherit it."""
+    if any(path.lower().endswith((".jpg", ".jpeg", ".jfif")) for path, _, _ in jobs):
+        import torchvision.io  # noqa: F401
+
+
 def _decoded(jobs: list[tuple[str, int, str]], workers: int):
     """(array or None, reason) per job, in order, as they are decoded (in parallel)."""
     with phase("decoding images", len(jobs), "images") as p:
         if workers > 1 and len(jobs) >= 256:
+            _import_decoder(jobs)
             with get_context("fork").Pool(workers) as pool:
                 # imap keeps the order and lets the progress follow; chunks small enough for a
                 # smooth bar, large enough that pickling stays cheap

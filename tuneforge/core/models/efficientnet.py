@@ -51,6 +51,8 @@ class EfficientNetLiteBackbone(Backbone):
         for m in self.net.modules():
             if type(m).__name__ == "Conv2dDynamicSamePadding":
                 m.__class__ = _SamePaddingConv
+            elif type(m) is nn.ReLU6:
+                m.__class__ = _ReLU6
         # The TF port keeps TF's BatchNorm momentum (0.99, i.e. 0.01 here): running statistics
         # then lag far behind the new domain in a short fine-tune and evaluation collapses.
         for m in self.net.modules():
@@ -118,6 +120,17 @@ class _SamePaddingConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return same_padding_conv(self, x)
+
+
+class _ReLU6(nn.ReLU6):
+    """ReLU6 in place under torch.inference_mode (evaluation, prediction, cached features): its
+    input, a BatchNorm's output, is used by nothing else, and the out-of-place clamp was ~15% of
+    an inference pass at 64 px (memory-bound). Same values; with autograd on (training, export)
+    it stays out of place, as the package has it. An inference pass of 256 images at 64 px took
+    0.87 s of CPU out of place and 0.66 s in place (7 alternating runs, load ~9)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardtanh(x, 0.0, 6.0, torch.is_inference_mode_enabled())
 
 
 def _lite(variant: int):

@@ -29,6 +29,7 @@ from ...core.models import ModelSpec, create_model, model_spec
 from ...core.models.base import FrozenPrefix, HeadOnly, StageTail, extract_features
 from ...core.models.weights import resolve_init
 from ...core.probe import init_head_from_probe
+from ...core.report import preload
 from ...core.run import FitResult, Run, finish, train_model
 from ...core.strategies import Supervised
 from ...core.strategies.ema import EMAModel, with_ema
@@ -373,6 +374,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
     if semi:
         report["semi"] = semi.finish(state, train.classes)
     examples, scores = None, {}
+    imported = preload()  # the report's imports, while torch scores val/test
     for name, split in (("val", val), ("test", test)):
         if split is None:
             continue
@@ -382,6 +384,7 @@ def fit(cfg: FitConfig, run: Run) -> FitResult:
         if name == "test" or test is None:
             examples = {"images": split.images.numpy(), "logits": out["logits"].numpy(),
                         "targets": out["targets"].numpy(), "paths": split.paths}
+    imported()
     if isinstance(baseline, Baseline):
         compare(report, baseline, run.warn)
     elif baseline is not None:
