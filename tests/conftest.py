@@ -107,7 +107,8 @@ def seed_bundle(seed_run, tmp_path_factory) -> Path:
 @pytest.fixture
 def live_server():
     """live_server(app) -> base URL of a real uvicorn server on a free loopback port, in a thread;
-    stopped when the test ends."""
+    stopped when the test ends. ready=True: also waits until /readyz answers 200 (the model is
+    loaded), failing the test with its answer after 30 s."""
     import socket
     import threading
     import time
@@ -115,7 +116,7 @@ def live_server():
     import uvicorn
     servers = []
 
-    def start(app) -> str:
+    def start(app, ready: bool = False) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
@@ -127,7 +128,14 @@ def live_server():
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("test server did not start")
             time.sleep(0.02)
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        if ready:
+            import httpx
+            deadline = time.monotonic() + 30
+            while (answer := httpx.get(url + "/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, f"{url}/readyz: {answer.status_code} {answer.text}"
+                time.sleep(0.05)
+        return url
 
     yield start
     for server, thread, sock in servers:

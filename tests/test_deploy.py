@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -124,19 +123,10 @@ def test_sequence_bundles_export_to_onnx(seq_run, reg_run, tmp_path):
         assert [x.get("label", round(x.get("value", 0), 3)) for x in a] == [x.get("label", round(x.get("value", 0), 3)) for x in b]
 
 
-def _ready(url: str) -> None:
-    for _ in range(300):
-        if httpx.get(url + "/readyz").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError(httpx.get(url + "/readyz").text)
-
-
 def test_sequence_bundles_are_served(seq_run, reg_run, live_server):
     steps = make_sequences(1, 12)[0][1]
     for run in (seq_run, reg_run):
-        url = live_server(create_app(run.run_dir))
-        _ready(url)
+        url = live_server(create_app(run.run_dir), ready=True)
         r = httpx.post(url + "/v1/predict", json={"values": steps})
         assert r.status_code == 200, r.text
         want = tuneforge.predict(run.run_dir, [json.dumps(steps)])[0]
@@ -202,8 +192,7 @@ def test_aligned_pair_exports_and_serves(pair_run, tmp_path, live_server):
     items = lambda p: [p.prepare(text="two dogs play"), p.prepare(image=img)]
     a, b = np.array([r["embedding"] for r in eager.top_k(items(eager))]), np.array([r["embedding"] for r in onnx.top_k(items(onnx))])
     assert np.abs(a - b).max() < 1e-4
-    url = live_server(create_app(tmp_path / "onnx"))
-    _ready(url)
+    url = live_server(create_app(tmp_path / "onnx"), ready=True)
     r = httpx.post(url + "/v1/predict", json={"text": "two dogs play"})
     assert r.status_code == 200 and np.abs(np.array(r.json()["embedding"]) - a[0]).max() < 1e-4
     both = httpx.post(url + "/v1/predict", files={"file": ("a.jpg", img.read_bytes(), "image/jpeg")}, data={"text": "x"})

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -132,11 +131,7 @@ def test_a_forecast_bundle_predicts_evaluates_batches_and_exports(fc_run, tmp_pa
 
 def test_a_forecast_bundle_is_served(fc_run, live_server):
     run, d, y = fc_run
-    url = live_server(create_app(run.run_dir))
-    for _ in range(300):
-        if httpx.get(url + "/readyz").status_code == 200:
-            break
-        time.sleep(0.1)
+    url = live_server(create_app(run.run_dir), ready=True)
     r = httpx.post(url + "/v1/predict", json={"values": y[-20:].tolist()})  # more rows than the window: the last 14
     assert r.status_code == 200, r.text
     want = tuneforge.predict(run.run_dir, [json.dumps(y[-14:].tolist())])[0]["value"]

@@ -9,7 +9,6 @@ import random
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -57,6 +56,18 @@ def trained(tmp_path_factory):
     test = write_csv(tmp / "test.csv", messages(120, 1))
     return tmp, test, fit(tmp, test, "run")
 
+
+
+def assert_onnx_answers_as_torch(bundle: Path, items: list, k: int) -> None:
+    """A multi-label bundle's ONNX graph gives torch's label sets and probabilities (its sigmoid
+    included) on prepared `items`. (tests/test_multilabel_images.py checks image bundles with it.)"""
+    torch_p = Predictor(bundle, backend="torch").top_k(items, k)
+    onnx_p = Predictor(bundle, backend="onnx").top_k(items, k)
+    for a, b in zip(torch_p, onnx_p):
+        assert a["predicted"] == b["predicted"]
+        assert {t["label"]: t["probability"] for t in a["top"]} == pytest.approx(
+            {t["label"]: t["probability"] for t in b["top"]}, abs=1e-5)
+        assert all(0 <= t["probability"] <= 1 for t in b["top"])  # the ONNX graph answers probabilities
 
 def test_the_model_finds_the_rule_well_above_chance(trained):
     tmp, test, result = trained
@@ -109,20 +120,9 @@ def test_predict_evaluate_serve_and_onnx_answer_the_same_labels(trained, tmp_pat
     config = json.loads((onnx / "config.json").read_text())
     assert config["onnx"]["max_abs_diff"] < 1e-4 and config["thresholds"] == list(result.report["thresholds"].values())
     texts = [t for t, _ in messages(12, 3)]
-    items = [Predictor(onnx).task.prepare(text=t) for t in texts]
-    torch_p = Predictor(onnx, backend="torch").top_k(items, 4)
-    onnx_p = Predictor(onnx, backend="onnx").top_k(items, 4)
-    for a, b in zip(torch_p, onnx_p):
-        assert a["predicted"] == b["predicted"]
-        assert {t["label"]: t["probability"] for t in a["top"]} == pytest.approx(
-            {t["label"]: t["probability"] for t in b["top"]}, abs=1e-5)
-        assert all(0 <= t["probability"] <= 1 for t in b["top"])  # the ONNX graph answers probabilities
+    assert_onnx_answers_as_torch(onnx, [Predictor(onnx).task.prepare(text=t) for t in texts], 4)
 
-    base = live_server(create_app(run / "model", ServeSettings(backend="torch")))
-    for _ in range(300):
-        if httpx.get(f"{base}/readyz").status_code == 200:
-            break
-        time.sleep(0.05)
+    base = live_server(create_app(run / "model", ServeSettings(backend="torch")), ready=True)
     r = httpx.post(f"{base}/v1/predict", json={"text": "I need a refund on my card"}, timeout=30)
     assert r.status_code == 200, r.text
     assert set(r.json()["predicted"]) == {"billing", "cards"}

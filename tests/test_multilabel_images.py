@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,8 @@ from tuneforge.core.data.multilabel import read_multilabel_images
 from tuneforge.deploy.predictor import Predictor
 from tuneforge.deploy.serve import ServeSettings, create_app
 from tuneforge.errors import ConfigError, DataError
+
+from test_multilabel import assert_onnx_answers_as_torch  # tests/ is on sys.path (rootdir conftest)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 50, 220)}
 LABELS = sorted(COLOURS)
@@ -114,20 +115,9 @@ def test_predict_evaluate_serve_and_onnx_answer_the_same_labels(trained, tmp_pat
     config = json.loads((onnx / "config.json").read_text())
     assert config["onnx"]["max_abs_diff"] < 1e-4 and config["thresholds"] == list(result.report["thresholds"].values())
     task = Predictor(onnx).task
-    items = [task.prepare(image=f) for f in sorted((root / "img").glob("test_*.png"))[:12]]
-    torch_p = Predictor(onnx, backend="torch").top_k(items, 3)
-    onnx_p = Predictor(onnx, backend="onnx").top_k(items, 3)
-    for a, b in zip(torch_p, onnx_p):
-        assert a["predicted"] == b["predicted"]
-        assert {t["label"]: t["probability"] for t in a["top"]} == pytest.approx(
-            {t["label"]: t["probability"] for t in b["top"]}, abs=1e-5)
-        assert all(0 <= t["probability"] <= 1 for t in b["top"])  # the ONNX graph answers probabilities
+    assert_onnx_answers_as_torch(onnx, [task.prepare(image=f) for f in sorted((root / "img").glob("test_*.png"))[:12]], 3)
 
-    base = live_server(create_app(run / "model", ServeSettings(backend="torch")))
-    for _ in range(300):
-        if httpx.get(f"{base}/readyz").status_code == 200:
-            break
-        time.sleep(0.05)
+    base = live_server(create_app(run / "model", ServeSettings(backend="torch")), ready=True)
     for path, answer in list(zip(images, answers))[:3]:
         reply = httpx.post(f"{base}/v1/predict", files={"file": ("x.png", Path(path).read_bytes(), "image/png")}, timeout=30)
         assert reply.status_code == 200, reply.text

@@ -219,12 +219,7 @@ def test_partly_trained_encoder_with_its_own_learning_rate(fashion4, tmp_path):
 def test_serve_takes_image_and_text(attention_run, live_server):
     import httpx
     from tuneforge.deploy.serve.app import create_app
-    url = live_server(create_app(attention_run.run_dir / "model"))
-    import time
-    for _ in range(200):
-        if httpx.get(url + "/readyz").status_code == 200:
-            break
-        time.sleep(0.1)
+    url = live_server(create_app(attention_run.run_dir / "model"), ready=True)
     info = httpx.get(url + "/v1/info").json()
     assert info["task"] == "image-text-classification" and info["inputs"] == ["image", "text"]
     img = sorted((FASHION / "images").iterdir())[0].read_bytes()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -106,11 +105,7 @@ def test_a_text_regressor_predicts_evaluates_serves_and_exports(text_run, tmp_pa
     assert info["onnx"]["max_abs_diff"] < 1e-4
     p = Predictor(tmp_path / "onnx", backend="onnx")
     assert p.top_k([p.prepare(text="superb great nice")])[0]["value"] == pytest.approx(got[0]["value"], abs=1e-4)
-    url = live_server(create_app(run.run_dir))
-    for _ in range(300):
-        if httpx.get(url + "/readyz").status_code == 200:
-            break
-        time.sleep(0.1)
+    url = live_server(create_app(run.run_dir), ready=True)
     r = httpx.post(url + "/v1/predict", json={"text": "superb great nice"})
     assert r.status_code == 200 and r.json()["value"] == pytest.approx(got[0]["value"], abs=1e-5), r.text
 
@@ -138,11 +133,7 @@ def test_an_image_regressor_predicts_evaluates_serves_and_exports(image_run, tmp
     assert info["onnx"]["max_abs_diff"] < 1e-4
     p = Predictor(tmp_path / "onnx", backend="onnx")
     assert p.top_k([p.prepare(image=tmp_path / "dark.png")])[0]["value"] == pytest.approx(got[0]["value"], abs=1e-3)
-    url = live_server(create_app(run.run_dir))
-    for _ in range(300):
-        if httpx.get(url + "/readyz").status_code == 200:
-            break
-        time.sleep(0.1)
+    url = live_server(create_app(run.run_dir), ready=True)
     r = httpx.post(url + "/v1/predict", files={"file": ("dark.png", (tmp_path / "dark.png").read_bytes())})
     assert r.status_code == 200 and r.json()["value"] == pytest.approx(got[0]["value"], abs=1e-4), r.text
 
