@@ -15,7 +15,6 @@ the previous bundle as it was."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -356,16 +355,22 @@ def _bundle_dir(path: str | Path) -> Path:
     return path
 
 
+def load_config_json(folder: Path) -> tuple[Path, object]:
+    """(path, parsed contents) of `folder`'s config.json, a bundle's or an ensemble's; JSON that
+    does not parse is a BundleError naming the file. What the contents must be is the caller's."""
+    cfg_path = folder / "config.json"
+    try:
+        return cfg_path, json.loads(cfg_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{cfg_path}: damaged config ({e})") from None
+
+
 def _read(path: str | Path, legacy: bool = False) -> tuple[dict, dict[str, str] | None]:
     """(config, manifest files) with config.json verified against the manifest. `legacy`: a
     bundle without manifest.json gives (config, None) instead of an error (for `export` only,
     which re-exports it with one)."""
     path = _bundle_dir(path)
-    cfg_path = path / "config.json"
-    try:
-        config = json.loads(cfg_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{cfg_path}: damaged config ({e})") from None
+    cfg_path, config = load_config_json(path)
     if isinstance(config, dict) and config.get("format") == ENSEMBLE_FORMAT:
         raise BundleError(f"{path}: an ensemble of bundles (`tuneforge ensemble`); this takes a single model: give "
                           f"one of its members ({path / 'members' / '0'}) or use predict, evaluate, batch or serve")

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BundleError, ConfigError
-from .bundle import (ENSEMBLE_FORMAT, MANIFEST, _bundle_dir, _read, _verify, read_manifest_doc, staged_bundle,
-                     write_file)
+from .bundle import (ENSEMBLE_FORMAT, MANIFEST, _bundle_dir, _read, _verify, load_config_json, read_manifest_doc,
+                     staged_bundle, write_file)
 
 FORMAT_VERSION = 1
 MEMBERS = "members"
@@ -65,11 +65,7 @@ def read_ensemble(path: str | Path) -> dict:
     """config.json of an ensemble bundle, verified against its manifest, with `_dir` and each
     member's folder (`members[i]["dir"]`); the members' own files are verified when they load."""
     folder = _bundle_dir(path)
-    cfg_path = folder / "config.json"
-    try:
-        config = json.loads(cfg_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{cfg_path}: damaged config ({e})") from None
+    cfg_path, config = load_config_json(folder)
     if not isinstance(config, dict) or config.get("format") != ENSEMBLE_FORMAT:
         raise BundleError(f"{cfg_path}: not a tuneforge ensemble")
     if not isinstance(config.get("format_version"), int) or config["format_version"] > FORMAT_VERSION:

@@ -14,7 +14,7 @@ from ..core.bundle import bundle_file, load_bundle, read_bundle_config
 from ..core.device import channels_last, resolve_device
 from ..core.ensemble import class_order, is_ensemble, read_ensemble, weighted_mean
 from ..errors import BundleError, ConfigError, DataError
-from ..tasks.registry import Task, softmax, task_for
+from ..tasks.registry import Task, outputs_in_order, softmax, task_for
 from .onnx import eager_logits, onnx_providers, run_session, session
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
@@ -88,16 +88,7 @@ class Predictor:
         is a DataError. Batches are formed in length order (little padding for text) and put
         back in row order."""
         items = [self.prepare(r.get("image"), r.get("text"), r.get("values")) for r in rows]
-        order = sorted(range(len(items)), key=lambda i: self.task.length(items[i]))
-        out: list[np.ndarray] = []
-        for start in range(0, len(order), batch_size):
-            out.append(self.logits(self.task.collate([items[i] for i in order[start:start + batch_size]])))
-        if not out:
-            return np.zeros((0, len(self.classes)), np.float32)
-        got = np.concatenate(out)
-        result = np.empty_like(got)
-        result[np.asarray(order)] = got
-        return result
+        return outputs_in_order(self.task, items, self.logits, len(self.classes), batch_size)
 
     def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """uint8 (N, 3, H, W) at the bundle's size -> (N, C) class probabilities, with the

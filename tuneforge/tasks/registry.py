@@ -79,6 +79,21 @@ class Labelled:
     report: dict = field(default_factory=dict)  # extra top-level report fields (e.g. the TTA used)
 
 
+def outputs_in_order(task: "Task", items: list[dict], logits, width: int, batch_size: int = 256) -> np.ndarray:
+    """`logits` (a collated batch -> the graph's output) over prepared `items`, in item order.
+    Batches are formed in length order (little padding for text) and put back in item order;
+    no items: an empty (0, width) array."""
+    order = sorted(range(len(items)), key=lambda i: task.length(items[i]))
+    out = [logits(task.collate([items[i] for i in order[start:start + batch_size]]))
+           for start in range(0, len(order), batch_size)]
+    if not out:
+        return np.zeros((0, width), np.float32)
+    got = np.concatenate(out)
+    result = np.empty_like(got)
+    result[np.asarray(order)] = got
+    return result
+
+
 class Task:
     """Base class. `inputs` names the kinds of input the model takes; `input_names` are the
     graph's tensor inputs, in the order the graph's forward takes them; `output_name` is the

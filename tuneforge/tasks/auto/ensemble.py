@@ -18,7 +18,8 @@ from ...core.ensemble import (check_members, choose_weights, class_order, is_ens
 from ...core.metrics import classification_metrics
 from ...core.report import write_report
 from ...errors import ConfigError, DataError
-from ..registry import softmax, task_for
+from .portfolio import scores
+from ..registry import outputs_in_order, softmax, task_for
 
 log = logging.getLogger("tuneforge")
 
@@ -33,23 +34,15 @@ def member_outputs(bundle: Path, table: Path, batch_size: int = 256) -> tuple[np
     labelled = task.labelled(table)
     graph = task.graph(model)
     items = [task.prepare(text=r["text"]) for r in labelled.rows]
-    order = sorted(range(len(items)), key=lambda i: task.length(items[i]))
-    out = np.zeros((len(items), len(task.classes)), np.float64)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = task.collate([items[i] for i in chunk])
-            out[chunk] = graph(*[torch.from_numpy(batch[n]) for n in task.input_names]).double().numpy()
+        out = outputs_in_order(task, items, lambda b: graph(*[torch.from_numpy(b[n]) for n in task.input_names]).double().numpy(),
+                               len(task.classes), batch_size)
     return softmax(out), np.asarray(labelled.targets), list(task.classes)
 
 
 def _metrics(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     return classification_metrics(torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float(),
                                   torch.from_numpy(targets).long(), classes)
-
-
-def _scores(metrics: dict | None) -> dict | None:
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics} if metrics else None
 
 
 def ensemble_row(run_dir: Path, board: list[dict], split: dict, left_s: float) -> dict | None:
@@ -95,7 +88,7 @@ def ensemble_row(run_dir: Path, board: list[dict], split: dict, left_s: float) -
     write_report(folder, report, None, None)
     log.info("auto: ensemble of %s and %s, weights %s chosen on val", pair[0]["name"], pair[1]["name"], weights)
     return {**row, "status": "trained", "wall_s": round(time.perf_counter() - started, 2),
-            "val": _scores(metrics["val"]), "test": _scores(metrics["test"]), "weights": weights,
+            "val": scores(metrics["val"]), "test": scores(metrics["test"]), "weights": weights,
             "members": [r["name"] for r in pair], "run": f"members/{NAME}"}
 
 

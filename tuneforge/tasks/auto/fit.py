@@ -37,7 +37,7 @@ from ...core.run import FitResult, Run, open_run
 from ...errors import ConfigError, DataError
 from ..plugins import PLUGINS, Plugin, plugin_for
 from .ensemble import ensemble_row, run_module
-from .portfolio import PORTFOLIOS, Member
+from .portfolio import PORTFOLIOS, Member, scores
 
 log = logging.getLogger("tuneforge")
 
@@ -95,7 +95,7 @@ def fit_auto(cfg: FitConfig, run: Run) -> FitResult:
         start_s = max(took - fit_s, 0.0)
         factor = min(4.0, max(0.5, fit_s / max(plan["raw_s"], 1e-6)))  # this machine now, for the next estimates
         board.append({**row, "status": "trained", "wall_s": round(took, 2), "estimate_s": round(plan["estimate_s"], 1),
-                      "val": _scores(result.get("val")), "test": _scores(result.get("test")),
+                      "val": scores(result.get("val")), "test": scores(result.get("test")),
                       "model": result.get("model", row["model"]), "run": str(Path("members") / member.name)})
     if kind == "text":  # the best two on validation, weighted on validation: chosen like any member
         row = ensemble_row(run.dir, board, split, deadline - time.perf_counter())
@@ -361,12 +361,6 @@ def _member_settings(cfg: FitConfig, run: Run, member: Member, split: dict, sett
     if plugin.resolve:
         plugin.function("resolve")(mcfg, set(layered))
     return mcfg, plugin
-
-
-def _scores(metrics: dict | None) -> dict | None:
-    if not metrics:
-        return None
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
 
 
 def _choose(board: list[dict]) -> str | None:

@@ -80,3 +80,8 @@ PORTFOLIOS: dict[str, tuple[Member, ...]] = {
                start_s=20.0, pass_s=3e-2, step_s=2e-4, share=1.0),
     ),
 }
+
+
+def scores(metrics: dict | None) -> dict | None:
+    """What a leaderboard row keeps of a split's metrics (a member's or the ensemble's)."""
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics} if metrics else None
